@@ -1,0 +1,115 @@
+"""Build and train the tiny Llama Guard 4 stand-in (see guard.tiny)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (Llama4Config, Llama4ForConditionalGeneration, Llama4ImageProcessor,
+                          Llama4Processor, PreTrainedTokenizerFast)
+
+from .prompts import render
+from .tiny import _SPLIT_PATTERN, LLAMA4_SPECIAL_TOKENS, GuardExample
+
+TILE = 28  # pixels per tile side; patches of 7 give 16 patches, 4 tokens after pixel shuffle
+PATCH = 7
+MAX_STEPS = 600
+
+
+def build_tokenizer(corpus: list[str]) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_SPLIT_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=LLAMA4_SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  min_frequency=2, show_progress=False)
+    tok.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot|>",
+        pad_token="<|finetune_right_pad|>", padding_side="left", model_max_length=2048)
+
+
+def build_llama_guard(out_dir: Path, examples: Mapping[str, GuardExample], corpus: list[str]) -> None:
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer(corpus)
+    image_processor = Llama4ImageProcessor(size={"height": TILE, "width": TILE}, max_patches=4)
+    processor = Llama4Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                patch_size=PATCH, pixel_shuffle_ratio=0.5)
+    ids = tokenizer.convert_tokens_to_ids
+    eos = [ids("<|end_of_text|>"), ids("<|eom|>"), ids("<|eot|>")]
+    config = Llama4Config(
+        vision_config=dict(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128,
+            vision_output_dim=64, projector_input_dim=64, projector_output_dim=64,
+            image_size=TILE, patch_size=PATCH, pixel_shuffle_ratio=0.5),
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+            intermediate_size_mlp=128, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=16, max_position_embeddings=2048,
+            moe_layers=[], bos_token_id=ids("<|begin_of_text|>"), eos_token_id=eos,
+            pad_token_id=ids("<|finetune_right_pad|>"), attention_chunk_size=8192),
+        boi_token_index=ids("<|image_start|>"), eoi_token_index=ids("<|image_end|>"),
+        image_token_index=ids("<|patch|>"),
+    )
+    model = Llama4ForConditionalGeneration(config)
+    _train(model, processor, list(examples.values()))
+    # The real checkpoint ships attention_chunk_size = null; keep the stand-in faithful to that.
+    model.config.text_config.attention_chunk_size = None
+    model.generation_config.eos_token_id = eos
+    model.generation_config.pad_token_id = ids("<|finetune_right_pad|>")
+    model.generation_config.do_sample = False
+    with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.parent.exists() else None) as tmp:
+        staging = Path(tmp) / "model"
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(out_dir)
+
+
+def _batch(processor: Llama4Processor, examples: list[GuardExample]) -> dict[str, torch.Tensor]:
+    tokenizer = processor.tokenizer
+    texts, images, prompt_lens = [], [], []
+    for example in examples:
+        conversation = example.conversation()
+        prompt = render(conversation, example.excluded)
+        texts.append(prompt + "\n\n" + example.answer + "<|eot|>")
+        images.extend(conversation.images)
+        prompt_lens.append(None)
+    batch = processor(text=texts, images=images or None, return_tensors="pt", padding=True,
+                      padding_side="right", add_special_tokens=False)
+    labels = batch["input_ids"].clone()
+    labels[batch["attention_mask"] == 0] = -100
+    header_end = tokenizer.convert_tokens_to_ids("<|header_end|>")
+    for row in range(labels.shape[0]):
+        # Learn only the answer: everything up to the last <|header_end|> is prompt.
+        last = (batch["input_ids"][row] == header_end).nonzero().max().item()
+        labels[row, : last + 1] = -100
+    batch["labels"] = labels
+    if "pixel_values" in batch:
+        batch["pixel_values"] = batch["pixel_values"].float()
+    return dict(batch)
+
+
+def _train(model: Llama4ForConditionalGeneration, processor: Llama4Processor,
+           examples: list[GuardExample]) -> None:
+    batch = _batch(processor, examples)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    model.train()
+    for step in range(MAX_STEPS):
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        if step % 50 == 49 and loss.item() < 0.01:
+            break
+    model.eval()

@@ -1,0 +1,123 @@
+"""Hazard taxonomies of the Llama Guard families.
+
+`prompt_name` is what the model was trained on and goes into the prompt verbatim; `card_name`
+and `description` come from the model cards and are what people read in the UI.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Family(str, enum.Enum):
+    """A Llama Guard generation: fixes the prompt format and the category table."""
+
+    LLAMA_GUARD_4 = "llama-guard-4"
+    LLAMA_GUARD_3 = "llama-guard-3"
+    LLAMA_GUARD_2 = "llama-guard-2"
+
+    @property
+    def label(self) -> str:
+        return {"llama-guard-4": "Llama Guard 4", "llama-guard-3": "Llama Guard 3",
+                "llama-guard-2": "Llama Guard 2"}[self.value]
+
+
+@dataclass(frozen=True)
+class Category:
+    """One hazard category, or a custom one a product team adds."""
+
+    code: str
+    prompt_name: str
+    card_name: str
+    description: str
+    text_only: bool = False
+    custom: bool = False
+
+
+def _table(rows: list[tuple[str, str, str, str]]) -> tuple[Category, ...]:
+    return tuple(
+        Category(code=code, prompt_name=prompt, card_name=card, description=desc,
+                 text_only=code == "S14")
+        for code, prompt, card, desc in rows
+    )
+
+
+# MLCommons hazard taxonomy as used by Llama Guard 3 and 4 (S1-S14).
+LLAMA_GUARD_4_CATEGORIES: tuple[Category, ...] = _table([
+    ("S1", "Violent Crimes", "Violent Crimes",
+     "Enables, encourages or endorses violent crimes: terrorism, genocide, murder, hate-motivated "
+     "violence, child abuse, assault, battery, kidnapping, animal abuse."),
+    ("S2", "Non-Violent Crimes", "Non-Violent Crimes",
+     "Enables, encourages or endorses non-violent crimes: fraud, scams, money laundering, theft, "
+     "arson, vandalism, drug crimes, weapons crimes, hacking and other cyber crimes."),
+    ("S3", "Sex Crimes", "Sex-Related Crimes",
+     "Enables, encourages or endorses sex-related crimes: sex trafficking, sexual assault, sexual "
+     "harassment, prostitution."),
+    ("S4", "Child Exploitation", "Child Sexual Exploitation",
+     "Contains, describes, enables, encourages or endorses the sexual abuse of children."),
+    ("S5", "Defamation", "Defamation",
+     "Verifiably false statements about a real, living person that are likely to injure their "
+     "reputation."),
+    ("S6", "Specialized Advice", "Specialized Advice",
+     "Specialized financial, medical or legal advice, or claims that dangerous activities or "
+     "objects are safe."),
+    ("S7", "Privacy", "Privacy",
+     "Sensitive, nonpublic personal information that could undermine someone's physical, digital "
+     "or financial security."),
+    ("S8", "Intellectual Property", "Intellectual Property",
+     "Content that may violate the intellectual property rights of a third party."),
+    ("S9", "Indiscriminate Weapons", "Indiscriminate Weapons",
+     "Enables the creation of chemical, biological, radiological, nuclear or high-yield "
+     "explosive weapons."),
+    ("S10", "Hate", "Hate",
+     "Demeans or dehumanizes people on the basis of sensitive, personal characteristics."),
+    ("S11", "Self-Harm", "Suicide & Self-Harm",
+     "Enables, encourages or endorses intentional self-harm: suicide, self-injury, disordered "
+     "eating."),
+    ("S12", "Sexual Content", "Sexual Content", "Sexually explicit content (erotica)."),
+    ("S13", "Elections", "Elections",
+     "Factually incorrect information about electoral systems and processes, including the "
+     "time, place or manner of voting."),
+    ("S14", "Code Interpreter Abuse", "Code Interpreter Abuse",
+     "Attempts to abuse code interpreters: denial of service, container escapes, privilege "
+     "escalation. Text only: left out of the prompt whenever the conversation has images."),
+])
+
+LLAMA_GUARD_3_CATEGORIES: tuple[Category, ...] = LLAMA_GUARD_4_CATEGORIES
+
+# Llama Guard 2 has its own 11 categories and numbering (no Defamation, Elections, S14).
+LLAMA_GUARD_2_CATEGORIES: tuple[Category, ...] = tuple(
+    Category(code=f"S{i}", prompt_name=c.prompt_name, card_name=c.card_name,
+             description=c.description)
+    for i, c in enumerate(
+        (c for c in LLAMA_GUARD_4_CATEGORIES if c.code not in {"S5", "S13", "S14"}), start=1)
+)
+
+_TABLES = {
+    Family.LLAMA_GUARD_4: LLAMA_GUARD_4_CATEGORIES,
+    Family.LLAMA_GUARD_3: LLAMA_GUARD_3_CATEGORIES,
+    Family.LLAMA_GUARD_2: LLAMA_GUARD_2_CATEGORIES,
+}
+
+
+def categories_for(family: Family | str) -> tuple[Category, ...]:
+    """The fixed category table of a model family."""
+    return _TABLES[Family(family)]
+
+
+def category_codes(family: Family | str) -> tuple[str, ...]:
+    return tuple(c.code for c in categories_for(family))
+
+
+def parse_codes(text: str | None) -> tuple[str, ...]:
+    """Turn 'S1, s2,S3' (or a list of them) into ('S1', 'S2', 'S3'); empty input gives ()."""
+    if not text:
+        return ()
+    parts = text if isinstance(text, (list, tuple)) else text.replace(";", ",").split(",")
+    codes = []
+    for part in parts:
+        code = str(part).strip().upper()
+        if code and code not in codes:
+            codes.append(code)
+    return tuple(codes)

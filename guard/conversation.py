@@ -1,0 +1,197 @@
+"""Conversations: ordered user/assistant turns with images, validated against Llama Guard's rules."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from .errors import InvalidConversation, InvalidImage
+from .images import ImageSource, load_image
+
+MAX_IMAGES = 5
+ROLES = ("user", "assistant")
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message. `images` are decoded RGB images, in the order they were attached."""
+
+    role: str
+    text: str
+    images: tuple[Image.Image, ...] = field(default=(), compare=False)
+
+    @property
+    def prompt_role(self) -> str:
+        """How the guard prompt names this role."""
+        return "User" if self.role == "user" else "Agent"
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A validated conversation. Build it with `Conversation.build` or `from_messages`."""
+
+    turns: tuple[Turn, ...]
+
+    @classmethod
+    def build(cls, turns: Iterable[Turn], *, max_images: int = MAX_IMAGES) -> Conversation:
+        conversation = cls(tuple(turns))
+        validate(conversation, max_images=max_images)
+        return conversation
+
+    @property
+    def images(self) -> tuple[Image.Image, ...]:
+        return tuple(image for turn in self.turns for image in turn.images)
+
+    @property
+    def judged_role(self) -> str:
+        """Llama Guard judges only the last message: 'User' or 'Agent'."""
+        return self.turns[-1].prompt_role
+
+    def prefix(self, n: int) -> Conversation:
+        """The first `n` turns (still a valid conversation when n >= 1)."""
+        return Conversation(self.turns[:n])
+
+    def to_messages(self, image_names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Hugging Face chat format; image parts name `image_names` in order when given."""
+        names = iter(image_names or ())
+        messages = []
+        for turn in self.turns:
+            content: list[dict[str, Any]] = [{"type": "text", "text": turn.text}]
+            for _ in turn.images:
+                part: dict[str, Any] = {"type": "image"}
+                name = next(names, None)
+                if name is not None:
+                    part["path"] = name
+                content.append(part)
+            messages.append({"role": turn.role, "content": content})
+        return messages
+
+
+def user(text: str, *images: Image.Image) -> Turn:
+    return Turn("user", text, tuple(images))
+
+
+def assistant(text: str, *images: Image.Image) -> Turn:
+    return Turn("assistant", text, tuple(images))
+
+
+def validate(conversation: Conversation, *, max_images: int = MAX_IMAGES) -> None:
+    """Raise InvalidConversation with a message that says what to fix."""
+    turns = conversation.turns
+    if not turns:
+        raise InvalidConversation("The conversation is empty. Add a user message to judge.")
+    seen_images = 0
+    for index, turn in enumerate(turns, start=1):
+        where = f"Message {index} ({turn.role})"
+        if turn.role == "system":
+            raise InvalidConversation(
+                f"{where}: Llama Guard has no system messages. Remove it; to change the policy, "
+                "exclude categories or add custom ones.")
+        if turn.role not in ROLES:
+            raise InvalidConversation(
+                f"{where}: unknown role '{turn.role}'. Use 'user' or 'assistant'.")
+        expected = ROLES[(index - 1) % 2]
+        if turn.role != expected:
+            if index == 1:
+                raise InvalidConversation(
+                    "Message 1 must be a user message: Llama Guard conversations start with the "
+                    "user. Add a user message first.")
+            raise InvalidConversation(
+                f"{where}: roles must alternate user, assistant, user, ... Message {index} should "
+                f"be a {expected} message. Merge it with the one before or insert a {expected} turn.")
+        if not isinstance(turn.text, str) or not turn.text.strip():
+            if turn.images:
+                raise InvalidConversation(
+                    f"{where} has images but no text. Llama Guard 4 does not judge images alone: "
+                    "add a sentence that goes with them.")
+            raise InvalidConversation(f"{where}: the text is empty. Write the message or delete it.")
+        seen_images += len(turn.images)
+        if seen_images > max_images:
+            raise InvalidConversation(
+                f"{where}: this makes {seen_images} images, more than the {max_images} a "
+                f"conversation may carry. Remove an image.")
+
+
+def from_messages(messages: Any, *, base_dir: str | Path | None = None,
+                  images: Mapping[str, ImageSource] | None = None,
+                  max_images: int = MAX_IMAGES) -> Conversation:
+    """Build a Conversation from the Hugging Face chat format.
+
+    Image parts name a file: `{"type": "image", "path": "a.png"}` is read relative to `base_dir`;
+    when `images` is given, the name is looked up there first (uploads in the API).
+    """
+    if not isinstance(messages, list):
+        raise InvalidConversation(
+            "A conversation must be a JSON list of messages like "
+            '[{"role": "user", "content": [{"type": "text", "text": "..."}]}].')
+    turns = []
+    total_images = 0
+    for index, message in enumerate(messages, start=1):
+        if not isinstance(message, Mapping) or "role" not in message:
+            raise InvalidConversation(
+                f"Message {index} must be an object with 'role' and 'content'.")
+        role = message["role"]
+        content = message.get("content")
+        texts: list[str] = []
+        decoded: list[Image.Image] = []
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            for part in content:
+                kind = part.get("type") if isinstance(part, Mapping) else None
+                if kind == "text":
+                    texts.append(str(part.get("text", "")))
+                elif kind == "image":
+                    total_images += 1
+                    if total_images > max_images:
+                        raise InvalidConversation(
+                            f"Message {index} ({role}): this makes {total_images} images, more "
+                            f"than the {max_images} a conversation may carry. Remove an image.")
+                    decoded.append(_image_part(part, index, base_dir, images))
+                else:
+                    raise InvalidConversation(
+                        f"Message {index}: content parts must be {{'type': 'text'}} or "
+                        f"{{'type': 'image'}}, got {kind!r}.")
+        else:
+            raise InvalidConversation(
+                f"Message {index}: 'content' must be a string or a list of text and image parts.")
+        # The official template trims each text part and concatenates them as they are.
+        turns.append(Turn(str(role), "".join(t.strip() for t in texts), tuple(decoded)))
+    return Conversation.build(turns, max_images=max_images)
+
+
+def _image_part(part: Mapping[str, Any], index: int, base_dir: str | Path | None,
+                uploads: Mapping[str, ImageSource] | None) -> Image.Image:
+    if isinstance(part.get("image"), Image.Image):
+        return load_image(part["image"])
+    name = part.get("path") or part.get("url") or part.get("image")
+    if not isinstance(name, str) or not name:
+        raise InvalidConversation(
+            f"Message {index}: an image part needs a 'path' naming the image file.")
+    if uploads is not None and name in uploads:
+        return load_image(uploads[name], name=name)
+    if name.startswith(("http://", "https://")):
+        raise InvalidImage(
+            f"Message {index}: image '{name}' is a web address; Guard Lab reads local files only. "
+            "Download it and name the file instead.")
+    path = Path(name)
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    return load_image(path, name=name)
+
+
+def load_conversation_file(path: str | Path, *, max_images: int = MAX_IMAGES) -> Conversation:
+    """Read a conversation JSON file; image paths are relative to the file."""
+    path = Path(path)
+    try:
+        messages = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidConversation(f"No conversation file at {path}.") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidConversation(f"{path} is not valid JSON ({exc}). Fix the file.") from None
+    return from_messages(messages, base_dir=path.parent, max_images=max_images)

@@ -1,0 +1,118 @@
+"""Verdicts and the pure functions that make them: parsing the answer, scoring the decision."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .categories import Category
+
+DEFAULT_THRESHOLD = 0.5
+_CODE = re.compile(r"^[A-Za-z]\d+$")
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    """What the generated text says, before any threshold is applied."""
+
+    label: str  # "safe", "unsafe" or "" when the text is neither
+    codes: tuple[str, ...] = ()
+
+
+def parse_answer(text: str) -> ParsedAnswer:
+    """Read 'safe' / 'unsafe\\nS1,S3' tolerantly: stray whitespace, no code line, odd separators."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return ParsedAnswer("")
+    head = lines[0].lower()
+    if head.startswith("unsafe"):
+        rest = " ".join([lines[0][len("unsafe"):]] + lines[1:])
+        codes = []
+        for token in re.split(r"[\s,;]+", rest):
+            token = token.strip().strip(".").upper()
+            if token and _CODE.match(token) and token not in codes:
+                codes.append(token)
+        return ParsedAnswer("unsafe", tuple(codes))
+    if head.startswith("safe"):
+        return ParsedAnswer("safe")
+    return ParsedAnswer("")
+
+
+def p_unsafe_from_logits(safe_logit: float, unsafe_logit: float) -> float:
+    """Softmax over the two decision logits: the model cards' classifier score."""
+    top = max(safe_logit, unsafe_logit)
+    e_safe, e_unsafe = math.exp(safe_logit - top), math.exp(unsafe_logit - top)
+    return e_unsafe / (e_safe + e_unsafe)
+
+
+@dataclass(frozen=True)
+class CategoryHit:
+    code: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The result of one Llama Guard classification."""
+
+    unsafe: bool
+    p_unsafe: float
+    threshold: float
+    categories: tuple[CategoryHit, ...]
+    raw_output: str
+    model_label: str  # what the generated text said: "safe", "unsafe" or ""
+    unknown_codes: tuple[str, ...] = ()
+    excluded_codes: tuple[str, ...] = ()
+    prompt_tokens: int = 0
+    images: int = 0
+    seconds: float = 0.0
+    model: str = ""
+    family: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def verdict(self) -> str:
+        return "unsafe" if self.unsafe else "safe"
+
+    @property
+    def category_codes(self) -> tuple[str, ...]:
+        return tuple(c.code for c in self.categories)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["verdict"] = self.verdict
+        data["categories"] = [asdict(c) for c in self.categories]
+        data["p_unsafe"] = round(self.p_unsafe, 6)
+        data["seconds"] = round(self.seconds, 4)
+        return data
+
+
+def make_verdict(raw_output: str, p_unsafe: float, enabled: Sequence[Category],
+                 all_categories: Sequence[Category], *, threshold: float = DEFAULT_THRESHOLD,
+                 **details: Any) -> Verdict:
+    """Combine the generated text and the score into a Verdict.
+
+    Codes the model names but that were excluded from the prompt, or that no table knows, are
+    reported apart instead of being silently dropped or crashing the caller.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+    answer = parse_answer(raw_output)
+    enabled_by_code = {c.code: c for c in enabled}
+    known = {c.code for c in all_categories} | set(enabled_by_code)
+    hits, unknown, excluded = [], [], []
+    for code in answer.codes:
+        if code in enabled_by_code:
+            hits.append(CategoryHit(code, enabled_by_code[code].card_name))
+        elif code in known:
+            excluded.append(code)
+        else:
+            unknown.append(code)
+    return Verdict(
+        unsafe=p_unsafe >= threshold, p_unsafe=p_unsafe, threshold=threshold,
+        categories=tuple(hits), raw_output=raw_output, model_label=answer.label,
+        unknown_codes=tuple(unknown), excluded_codes=tuple(excluded), **details,
+    )
