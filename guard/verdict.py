@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .categories import Category
@@ -71,7 +71,6 @@ class Verdict:
     seconds: float = 0.0
     model: str = ""
     family: str = ""
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def verdict(self) -> str:

@@ -1,0 +1,93 @@
+"""`python -m guard render|classify`: a thin edge over the engine; bad input -> exit 2, one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .categories import Family, parse_codes
+from .conversation import load_conversation_file
+from .errors import GuardError
+from .prompts import render
+
+DEFAULT_LLAMA_GUARD = "meta-llama/Llama-Guard-4-12B"
+
+
+def default_tiny_dir(environ: dict[str, str] | os._Environ = os.environ) -> Path:
+    """Where the tiny models are cached: GUARD_LAB_TINY_DIR, else ~/.cache/guard-lab/tiny."""
+    return Path(environ.get("GUARD_LAB_TINY_DIR") or Path.home() / ".cache" / "guard-lab" / "tiny")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m guard", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("render", help="print the exact prompt string for a conversation file")
+    r.add_argument("conversation", type=Path)
+    r.add_argument("--exclude", default="", help="comma-separated codes, e.g. S1,S2")
+    r.add_argument("--family", default=Family.LLAMA_GUARD_4.value,
+                   choices=[f.value for f in Family])
+    c = sub.add_parser("classify", help="run Llama Guard and Prompt Guard, print one JSON object")
+    c.add_argument("conversation", type=Path)
+    c.add_argument("--exclude", default="")
+    c.add_argument("--threshold", type=float, default=0.5)
+    c.add_argument("--tiny", action="store_true", help="use the offline tiny test models")
+    c.add_argument("--prompt-guard", choices=["86m", "22m", "none"], default="86m")
+    c.add_argument("--model", default=os.environ.get("GUARD_LAB_LLAMA_GUARD", DEFAULT_LLAMA_GUARD),
+                   help="Llama Guard model id or local folder")
+    c.add_argument("--device", default=os.environ.get("GUARD_LAB_DEVICE", "auto"))
+    c.add_argument("--include-assistant", action="store_true",
+                   help="also score assistant messages with Prompt Guard")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _quiet_transformers()
+    try:
+        if args.command == "render":
+            conversation = load_conversation_file(args.conversation)
+            sys.stdout.write(render(conversation, parse_codes(args.exclude), args.family))
+            return 0
+        if not 0.0 <= args.threshold <= 1.0:
+            raise GuardError(f"--threshold must be between 0 and 1, got {args.threshold}.")
+        conversation = load_conversation_file(args.conversation)
+        guards = _load_guards(args)
+        from .service import moderate
+
+        result = moderate(guards, conversation, parse_codes(args.exclude),
+                          threshold=args.threshold, include_assistant=args.include_assistant)
+    except GuardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _quiet_transformers() -> None:
+    try:
+        from transformers.utils import logging
+
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def _load_guards(args: argparse.Namespace):
+    from .service import Guards, tiny_guards
+
+    if args.tiny:
+        guards = tiny_guards(default_tiny_dir())
+        if args.prompt_guard == "none":
+            guards.prompt_guard = None
+        return guards
+    from .llama_guard import LlamaGuard
+    from .prompt_guard import PromptGuard
+
+    prompt_guard = None
+    if args.prompt_guard != "none":
+        prompt_guard = PromptGuard.load(args.prompt_guard, device=args.device)
+    return Guards(LlamaGuard.load(args.model, device=args.device), prompt_guard)

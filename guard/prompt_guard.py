@@ -1,0 +1,151 @@
+"""Prompt Guard 2: jailbreak and prompt-injection scores, over the whole text in 512-token windows."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .conversation import Conversation
+from .errors import ModelLoadError
+from .llama_guard import _load_error, pick_device
+
+PROMPT_GUARD_MODELS = {
+    "86m": "meta-llama/Llama-Prompt-Guard-2-86M",
+    "22m": "meta-llama/Llama-Prompt-Guard-2-22M",
+}
+# Meta's LlamaFirewall blocks at this score; shown as a reference line, not applied here.
+FIREWALL_THRESHOLD = 0.9
+
+
+@dataclass(frozen=True)
+class TextScore:
+    """The malicious probability of one text: the maximum over its windows."""
+
+    p_malicious: float
+    window: int  # index of the window that scored highest
+    windows: int
+    window_scores: tuple[float, ...]
+    tokens: int
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"p_malicious": round(self.p_malicious, 6), "window": self.window,
+                "windows": self.windows, "window_scores": [round(s, 6) for s in self.window_scores],
+                "tokens": self.tokens, "seconds": round(self.seconds, 4)}
+
+
+@dataclass(frozen=True)
+class MessageScore:
+    index: int  # position of the message in the conversation, from 0
+    role: str
+    score: TextScore
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "role": self.role, **self.score.to_json()}
+
+
+def split_windows(ids: Sequence[int], body: int) -> list[list[int]]:
+    """Cut token ids into consecutive windows of at most `body` tokens (at least one window)."""
+    if body < 1:
+        raise ValueError("window body must be at least one token")
+    return [list(ids[i:i + body]) for i in range(0, len(ids), body)] or [[]]
+
+
+def _special_wrapping(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special ids the tokenizer puts before and after a text ([CLS] and [SEP] for DeBERTa)."""
+    plain = tokenizer("guard", add_special_tokens=False)["input_ids"]
+    full = tokenizer("guard")["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start:start + len(plain)] == plain:
+            return full[:start], full[start + len(plain):]
+    raise ModelLoadError("The Prompt Guard tokenizer's special tokens could not be worked out.")
+
+
+class PromptGuard:
+    """A loaded Prompt Guard classifier. The malicious probability is softmax index 1."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, name: str, revision: str | None = None,
+                 window: int | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.revision = revision
+        limit = window or min(int(getattr(model.config, "max_position_embeddings", 512)),
+                              int(getattr(tokenizer, "model_max_length", 512) or 512))
+        self.window = min(limit, 512)
+        self._prefix, self._suffix = _special_wrapping(tokenizer)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, model_id: str | Path, *, device: str | None = None, revision: str | None = None,
+             token: str | None = None) -> PromptGuard:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        model_id = PROMPT_GUARD_MODELS.get(str(model_id).lower(), str(model_id))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision, token=token)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                model_id, revision=revision, token=token)
+        except (OSError, ValueError, KeyError) as exc:
+            raise _load_error(model_id, exc) from exc
+        if model.config.num_labels != 2:
+            raise ModelLoadError(f"{model_id} has {model.config.num_labels} labels; Prompt Guard 2 has 2.")
+        model.to(pick_device(device)).eval()
+        return cls(model, tokenizer, name=model_id, revision=revision)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "device": str(self.model.device), "window": self.window,
+                "revision": self.revision}
+
+    def score(self, text: str) -> TextScore:
+        return self.score_many([text])[0]
+
+    def score_many(self, texts: Sequence[str], *, max_batch: int = 32) -> list[TextScore]:
+        """Score texts; every window of every text runs in batches of up to `max_batch`."""
+        started = time.perf_counter()
+        ids_per_text = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+        body = self.window - len(self._prefix) - len(self._suffix)
+        windows, owner = [], []
+        for n, ids in enumerate(ids_per_text):
+            for chunk in split_windows(ids, body):
+                windows.append(self._prefix + chunk + self._suffix)
+                owner.append(n)
+        probs = self._forward(windows, max_batch)
+        seconds = (time.perf_counter() - started) / max(len(texts), 1)
+        results = []
+        for n, ids in enumerate(ids_per_text):
+            scores = tuple(p for p, o in zip(probs, owner, strict=True) if o == n)
+            best = max(range(len(scores)), key=scores.__getitem__)
+            results.append(TextScore(scores[best], best, len(scores), scores, len(ids), seconds))
+        return results
+
+    def _forward(self, windows: list[list[int]], max_batch: int) -> list[float]:
+        pad = self.tokenizer.pad_token_id or 0
+        out: list[float] = []
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(windows), max_batch):
+                group = windows[start:start + max_batch]
+                width = max(len(w) for w in group)
+                ids = torch.full((len(group), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(group), width), dtype=torch.long)
+                for row, window in enumerate(group):
+                    ids[row, :len(window)] = torch.tensor(window)
+                    mask[row, :len(window)] = 1
+                logits = self.model(input_ids=ids.to(self.model.device),
+                                    attention_mask=mask.to(self.model.device)).logits
+                out.extend(logits.float().softmax(dim=-1)[:, 1].tolist())
+        return out
+
+    def score_conversation(self, conversation: Conversation, *,
+                           include_assistant: bool = False) -> list[MessageScore]:
+        """Score each user message (and each assistant message when asked) on its own."""
+        picked = [(i, t) for i, t in enumerate(conversation.turns)
+                  if t.role == "user" or include_assistant]
+        scores = self.score_many([t.text for _, t in picked])
+        return [MessageScore(i, t.role, s) for (i, t), s in zip(picked, scores, strict=True)]
