@@ -7,6 +7,7 @@ processes wait for the write lock (WAL mode, busy timeout, BEGIN IMMEDIATE).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -26,8 +27,8 @@ from guard.errors import GuardError
 from .agreement import Agreement, ReviewerLabel, agreement
 from .content import PreparedExample, allowed_codes, check_label, code_key, prepare_example
 from .errors import InvalidLabel, LabelsError, NotFound
+from .filters import where_clause
 from .records import (
-    SAFE,
     UNSAFE,
     ExampleFilter,
     ExampleInput,
@@ -296,7 +297,7 @@ class Store:
         filters = filters or ExampleFilter()
         if not 1 <= filters.limit <= MAX_PAGE or filters.offset < 0:
             raise LabelsError(f"limit must be 1 to {MAX_PAGE} and offset 0 or more.")
-        where, params = _where(filters, self.db)
+        where, params = where_clause(filters, self.db.quote_fts)
         sql = f"""
             SELECT e.id, e.created_at, e.family, e.model, e.image_count, e.model_unsafe,
                    e.p_unsafe, e.model_categories, substr(e.conversation_text, 1, 200) AS preview,
@@ -322,7 +323,7 @@ class Store:
         return summaries
 
     def count_examples(self, filters: ExampleFilter | None = None) -> int:
-        where, params = _where(filters or ExampleFilter(), self.db)
+        where, params = where_clause(filters or ExampleFilter(), self.db.quote_fts)
         with self._lock:
             return self.db.execute(f"SELECT count(*) FROM examples e {where}", params).fetchone()[0]
 
@@ -349,8 +350,8 @@ class Store:
             params["model"] = model
         with self._lock:
             rows = self.db.execute(sql + " ORDER BY l.id", params).fetchall()
-        gold = tuple(frozenset(json.loads(r[1])) for r in rows)
-        pred = tuple(frozenset(json.loads(r[3])) if r[2] else frozenset() for r in rows)
+        gold = tuple(_code_set(r[1]) for r in rows)
+        pred = tuple(_code_set(r[3]) if r[2] else frozenset() for r in rows)
         families = {r[5] for r in rows}
         table_order = [c.code for f in sorted(families) for c in categories_for(f)]
         seen = set().union(*gold, *pred) if rows else set()
@@ -361,52 +362,10 @@ class Store:
             codes=codes)
 
 
-def _where(filters: ExampleFilter, db: Database) -> tuple[str, dict[str, Any]]:
-    clauses: list[str] = []
-    params: dict[str, Any] = {}
-    label_clauses = []
-    if filters.label is not None:
-        if filters.label not in (SAFE, UNSAFE):
-            raise LabelsError(f"The label filter must be 'safe' or 'unsafe', got {filters.label!r}.")
-        label_clauses.append("l.label = :label")
-        params["label"] = filters.label
-    if filters.category is not None:
-        label_clauses.append(
-            "EXISTS (SELECT 1 FROM json_each(l.categories) WHERE value = :category)")
-        params["category"] = filters.category.strip().upper()
-    if filters.reviewer is not None:
-        label_clauses.append("l.reviewer = :reviewer")
-        params["reviewer"] = filters.reviewer
-    if filters.disagreement:
-        label_clauses.append("l.model_was_right = 0")
-    if label_clauses or filters.disagreement is False:
-        clauses.append("EXISTS (SELECT 1 FROM labels l WHERE l.example_id = e.id AND "
-                       + " AND ".join(["l.deleted_at IS NULL", *label_clauses]) + ")")
-    if filters.disagreement is False:
-        clauses.append("NOT EXISTS (SELECT 1 FROM labels l WHERE l.example_id = e.id AND "
-                       "l.deleted_at IS NULL AND l.model_was_right = 0)")
-    if filters.model is not None:
-        clauses.append("e.model = :model")
-        params["model"] = filters.model
-    for name, op in (("since", ">="), ("until", "<")):
-        value = getattr(filters, name)
-        if value is not None:
-            try:
-                parsed = datetime.fromisoformat(value)
-            except (TypeError, ValueError):
-                raise LabelsError(f"{name} must be an ISO date such as 2025-05-01, "
-                                  f"got {value!r}.") from None
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=UTC)
-            clauses.append(f"e.created_at {op} :{name}")
-            params[name] = parsed.astimezone(UTC).isoformat(timespec="microseconds")
-    if filters.text and filters.text.strip():
-        params["query"] = db.quote_fts(filters.text)
-        clauses.append(
-            "(e.id IN (SELECT rowid FROM examples_fts WHERE examples_fts MATCH :query) OR "
-            "e.id IN (SELECT l.example_id FROM labels_fts f JOIN labels l ON l.id = f.rowid "
-            "WHERE labels_fts MATCH :query AND l.deleted_at IS NULL))")
-    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+@functools.lru_cache(maxsize=4096)
+def _code_set(text: str) -> frozenset[str]:
+    # Few distinct category lists recur across many labels: parse each once.
+    return frozenset(json.loads(text))
 
 
 def _stored_label(row: Mapping[str, Any]) -> StoredLabel:
