@@ -57,7 +57,7 @@ def format_report(report: MetricsReport) -> str:
                       f"(fpr {s['fpr']:.3f}, recall {s['recall']:.3f})"]
     rows = [r for r in data["categories"] if r["positives"] or r["fpr"]]
     if rows:
-        lines += ["", "category  gold+   fnr    fpr"]
+        lines += ["", f"{'category':<8} {'gold+':>6}  {'fnr':>5}  {'fpr':>5}"]
         lines += [f"{r['code']:<8} {r['positives']:>6}  {pct(r['fnr']):>5}  {pct(r['fpr']):>5}"
                   for r in rows]
     return "\n".join(lines)

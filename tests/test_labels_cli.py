@@ -11,6 +11,7 @@ import pytest
 from test_labels_helpers import example, image, label
 
 from labels import Store
+from labels.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,10 +32,9 @@ def make_db(path: Path) -> None:
 def test_export_import_metrics(tmp_path):
     db = tmp_path / "a.db"
     make_db(db)
-    for fmt, name in (("jsonl", "a.jsonl"), ("parquet", "a.parquet"), ("llama-guard", "t.jsonl")):
-        result = cli("export", "--db", str(db), "--format", fmt, name, cwd=tmp_path)
-        assert (result.returncode, result.stderr) == (0, "")
-        assert (tmp_path / name).stat().st_size > 0
+    result = cli("export", "--db", str(db), "--format", "jsonl", "a.jsonl", cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0, "Wrote 3 examples to a.jsonl\n", "")
     result = cli("import", "--db", "b.db", "a.jsonl", cwd=tmp_path)
     assert (result.returncode, result.stdout) == (
         0, "Imported 3 examples (0 already there) and 3 labels (0 already there)\n")
@@ -47,15 +47,23 @@ def test_export_import_metrics(tmp_path):
         "auprc": pytest.approx(5 / 6)}
     assert data["confusion_matrix"]["matrix"] == [[0, 1], [1, 1]]
     assert [r["code"] for r in data["categories"]][:2] == ["S1", "S2"]
-    table = cli("metrics", "--db", "b.db", cwd=tmp_path)
-    assert table.returncode == 0 and table.stdout.splitlines()[:2] == ["labels     3",
-                                                                         "precision  0.500"]
+
+
+def test_other_formats_and_table_in_process(tmp_path, capsys):
+    db = tmp_path / "a.db"
+    make_db(db)
+    for fmt, name in (("parquet", "a.parquet"), ("llama-guard", "t.jsonl")):
+        assert main(["export", "--db", str(db), "--format", fmt, str(tmp_path / name)]) == 0
+        assert (tmp_path / name).stat().st_size > 0
+    assert main(["metrics", "--db", str(db)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "S2            1  0.000  0.500"
+    assert out[2:4] == ["labels     3", "precision  0.500"]
 
 
 def test_errors_are_one_line_and_status_two(tmp_path):
     (tmp_path / "bad.jsonl").write_text("{nope\n")
     for args in (("import", "--db", "x.db", "bad.jsonl"),
-                 ("import", "--db", "x.db", "missing.jsonl"),
                  ("metrics", "--db", "nowhere.db"),
                  ("export", "--db", "nowhere.db", "--format", "jsonl", "o.jsonl")):
         result = cli(*args, cwd=tmp_path)
