@@ -71,3 +71,11 @@ def test_errors_are_one_line_and_status_two(tmp_path):
         assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_labels_imports_neither_torch_nor_gradio(tmp_path):
+    code = ("import sys, labels, labels.cli, labels.export, labels.metrics; "
+            "print(sorted(m for m in ('torch', 'gradio', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin"})
+    assert (result.returncode, result.stdout) == (0, "[]\n")
