@@ -5,8 +5,14 @@ Importing the package is cheap: torch and transformers load only with the runner
 
 from .categories import Category, Family, categories_for
 from .conversation import Conversation, Turn, assistant, from_messages, load_conversation_file, user
-from .errors import (ContextTooLong, GuardError, InvalidCategories, InvalidConversation,
-                     InvalidImage, ModelLoadError)
+from .errors import (
+                     ContextTooLong,
+                     GuardError,
+                     InvalidCategories,
+                     InvalidConversation,
+                     InvalidImage,
+                     ModelLoadError,
+)
 from .prompts import CustomCategory, plan, render
 from .verdict import DEFAULT_THRESHOLD, CategoryHit, Verdict, parse_answer
 

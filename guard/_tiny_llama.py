@@ -9,8 +9,13 @@ from pathlib import Path
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (Llama4Config, Llama4ForConditionalGeneration, Llama4ImageProcessor,
-                          Llama4Processor, PreTrainedTokenizerFast)
+from transformers import (
+    Llama4Config,
+    Llama4ForConditionalGeneration,
+    Llama4ImageProcessor,
+    Llama4Processor,
+    PreTrainedTokenizerFast,
+)
 
 from .prompts import render
 from .tiny import _SPLIT_PATTERN, LLAMA4_SPECIAL_TOKENS, GuardExample

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass
 
 
-class Family(str, enum.Enum):
+class Family(enum.StrEnum):
     """A Llama Guard generation: fixes the prompt format and the category table."""
 
     LLAMA_GUARD_4 = "llama-guard-4"

@@ -172,7 +172,7 @@ class LlamaGuard:
         images = [image for _, conversation in chunk for image in conversation.images]
         inputs = self._encode([p.prompt for p, _ in chunk], images)
         lengths = inputs["attention_mask"].sum(dim=1).tolist()
-        for (prompt_plan, _), length in zip(chunk, lengths, strict=True):
+        for _, length in zip(chunk, lengths, strict=True):
             if length > self.context_limit:
                 raise ContextTooLong(
                     f"The prompt is {length:,} tokens; {self.name} accepts at most "

@@ -1,9 +1,9 @@
 import json
 
 import pytest
+from conftest import SHARED
 from PIL import Image
 
-from conftest import SHARED
 from guard import CustomCategory, Family, InvalidCategories, from_messages, render
 from guard.conversation import Conversation, assistant, user
 from guard.prompts import plan

@@ -3,7 +3,13 @@ import math
 import pytest
 
 from guard.categories import categories_for
-from guard.verdict import CategoryHit, ParsedAnswer, make_verdict, p_unsafe_from_logits, parse_answer
+from guard.verdict import (
+    CategoryHit,
+    ParsedAnswer,
+    make_verdict,
+    p_unsafe_from_logits,
+    parse_answer,
+)
 
 TABLE = categories_for("llama-guard-4")
 

@@ -1,0 +1,92 @@
+"""Engine benchmarks: our classify vs the plain transformers recipe; batched Prompt Guard windows.
+
+    python bench/bench_engine.py            # tiny models, CPU
+    python bench/bench_engine.py --model meta-llama/Llama-Guard-4-12B --prompt-guard 86m  # GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from bench.common import device_line, report, side_by_side  # noqa: E402
+from guard.cli import default_tiny_dir  # noqa: E402
+from guard.llama_guard import LlamaGuard  # noqa: E402
+from guard.prompt_guard import PromptGuard  # noqa: E402
+from guard.tiny import JAILBREAK, LLAMA_GUARD_EXAMPLES, build_tiny_models, filler  # noqa: E402
+
+
+def recipe_messages(conversation):
+    """The announcement's message format, images given as PIL objects."""
+    return [{"role": t.role, "content": [{"type": "text", "text": t.text}]
+             + [{"type": "image", "image": image} for image in t.images]}
+            for t in conversation.turns]
+
+
+def bench_classify(guard: LlamaGuard, n: int = 50) -> None:
+    examples = [e for e in LLAMA_GUARD_EXAMPLES.values() if not e.excluded]
+    conversations = [examples[i % len(examples)].conversation() for i in range(n)]
+    messages = [recipe_messages(c) for c in conversations]
+    processor, model = guard.processor, guard.model
+
+    def ours(i):
+        return guard.classify(conversations[i])
+
+    def baseline(i):
+        inputs = processor.apply_chat_template(
+            messages[i], tokenize=True, add_generation_prompt=True, return_tensors="pt",
+            return_dict=True).to(model.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+        with torch.inference_mode():
+            out = model.generate(**inputs, max_new_tokens=10, do_sample=False)
+        return processor.batch_decode(out[:, inputs["input_ids"].shape[-1]:],
+                                      skip_special_tokens=True)[0]
+
+    agree = sum(ours(i).raw_output.strip() == baseline(i).strip() for i in range(n))
+    t_ours, t_base = side_by_side(ours, baseline, n)
+    report("llama_guard_classify_vs_transformers_recipe", t_ours, t_base, 3 * n,
+           f"{n} conversations ({sum(bool(c.images) for c in conversations)} with images); "
+           f"same answer {agree}/{n}; ours also returns p_unsafe")
+
+
+def bench_windows(guard: PromptGuard, words: int = 3300) -> None:
+    text = filler(words, seed=1) + " " + JAILBREAK
+    ids = guard.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+    body = guard.window - len(guard._prefix) - len(guard._suffix)
+    windows = [guard._prefix + ids[s:s + body] + guard._suffix for s in range(0, len(ids), body)]
+
+    def ours(_):
+        return guard.score(text)
+
+    def baseline(_):
+        return max(guard._forward([w], max_batch=1)[0] for w in windows)
+
+    assert abs(ours(0).p_malicious - baseline(0)) < 1e-4
+    t_ours, t_base = side_by_side(ours, baseline, 5)
+    report("prompt_guard_batched_windows_vs_one_at_a_time", t_ours, t_base, 15,
+           f"{len(ids)} tokens in {len(windows)} windows of {guard.window}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", help="Llama Guard id or folder (default: tiny model)")
+    parser.add_argument("--prompt-guard", help="86m, 22m or a folder (default: tiny model)")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    lg_dir, pg_dir = build_tiny_models(default_tiny_dir())
+    guard = LlamaGuard.load(args.model or lg_dir, device=args.device)
+    prompt_guard = PromptGuard.load(args.prompt_guard or pg_dir, device=args.device)
+    print(device_line(str(guard.model.device)))
+    torch.manual_seed(0)
+    bench_classify(guard)
+    bench_windows(prompt_guard)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""`python -m guard` driven as a person would: subprocesses, real files, real tiny models."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, tiny_cache_dir
+
+from guard.tiny import RED, swatch
+
+
+def run(*args, env_extra=None):
+    env = {**os.environ, "GUARD_LAB_TINY_DIR": str(tiny_cache_dir()), **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "guard", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def conversation_file(tmp_path):
+    swatch(RED).save(tmp_path / "red.png")
+    path = tmp_path / "conv.json"
+    path.write_text(json.dumps([{"role": "user", "content": [
+        {"type": "text", "text": "What is in this picture?"}, {"type": "image", "path": "red.png"}]}]))
+    return path
+
+
+def test_render_prints_exactly_the_prompt(conversation_file):
+    from guard import load_conversation_file, render
+
+    result = run("render", str(conversation_file), "--exclude", "S2,s3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == render(load_conversation_file(conversation_file), ["S2", "S3"])
+
+
+def test_classify_tiny_prints_one_json_object(conversation_file, tiny_dirs):
+    result = run("classify", str(conversation_file), "--tiny")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["verdict"] == "unsafe"
+    assert data["categories"] == [{"code": "S1", "name": "Violent Crimes"}]
+    assert data["p_unsafe"] > 0.9 and data["images"] == 1
+    assert "S14" not in data["enabled_categories"]
+    assert data["prompt_guard"]["messages"][0]["p_malicious"] < 0.1
+    assert set(data["timings"]) == {"llama_guard_s", "prompt_guard_s", "total_s"}
+
+    excluded = json.loads(run("classify", str(conversation_file), "--tiny", "--exclude", "S1",
+                              "--prompt-guard", "none").stdout)
+    assert excluded["verdict"] == "safe" and "prompt_guard" not in excluded
+
+
+@pytest.mark.parametrize("args, message", [
+    (["render", "missing.json"], "No conversation file"),
+    (["render", "{conv}", "--exclude", "S99"], "Unknown category code(s) S99"),
+    (["classify", "{conv}", "--tiny", "--threshold", "1.5"], "--threshold must be between 0 and 1"),
+    (["classify", "{conv}", "--model", "/nonexistent/folder", "--prompt-guard", "none"],
+     "Could not load /nonexistent/folder"),
+])
+def test_bad_input_exits_2_with_one_line(conversation_file, args, message):
+    result = run(*[a.format(conv=conversation_file) for a in args])
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
