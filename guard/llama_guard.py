@@ -167,20 +167,23 @@ class LlamaGuard:
                                    add_special_tokens=False)
         return dict(batch)
 
+    def prepare(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
+        """Model inputs for rendered prompts, on the model's device and in its dtype."""
+        inputs = {k: v.to(self.model.device) for k, v in self._encode(prompts, images).items()}
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        return inputs
+
     def _run(self, chunk: list[tuple[PromptPlan, Conversation]], threshold: float) -> list[Verdict]:
         started = time.perf_counter()
         images = [image for _, conversation in chunk for image in conversation.images]
-        inputs = self._encode([p.prompt for p, _ in chunk], images)
+        inputs = self.prepare([p.prompt for p, _ in chunk], images)
         lengths = inputs["attention_mask"].sum(dim=1).tolist()
         for _, length in zip(chunk, lengths, strict=True):
             if length > self.context_limit:
                 raise ContextTooLong(
                     f"The prompt is {length:,} tokens; {self.name} accepts at most "
                     f"{self.context_limit:,} here. Shorten the conversation or remove images.")
-        device = self.model.device
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         with self._lock, torch.inference_mode():
             out = self.model.generate(
                 **inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, output_logits=True,
