@@ -1,0 +1,488 @@
+"""Guard Lab: Llama Guard 4 and Prompt Guard 2 in a browser, on Hugging Face Spaces or locally.
+
+`python app.py` loads the real models (or says on the page which failed and why);
+`python app.py --tiny` runs the tiny offline test models. `python app.py --help` lists options.
+The page is a thin layer over `guard` (models) and `labels` (the label store).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gradio as gr
+
+from guard.categories import LLAMA_GUARD_4_CATEGORIES
+from guard.conversation import MAX_IMAGES
+from guard.errors import GuardError, ModelLoadError
+from guard.prompts import CustomCategory, plan
+from guard.service import Guards, moderate
+from guard.verdict import DEFAULT_THRESHOLD
+from guard_app import editor, results
+from guard_app.api import EXAMPLE, build_conversation, parse_excluded, parse_threshold
+from guard_app.examples import EXAMPLES, example_turns, write_swatches
+from guard_app.models import LLAMA_GUARD, PROMPT_GUARD, PromptGuardChoices
+from guard_app.style import CSS, head
+
+try:  # On Hugging Face ZeroGPU, GPU work must run inside functions wrapped by spaces.GPU.
+    import spaces
+except ImportError:
+    spaces = None
+
+CODES = tuple(c.code for c in LLAMA_GUARD_4_CATEGORIES)
+MAX_CUSTOM = 8
+S14_OFF = "S14 Code Interpreter Abuse (off while the conversation has images)"
+GPU = "gpu"  # the concurrency group of every event that runs a model
+
+
+def on_gpu(fn: Callable) -> Callable:
+    return spaces.GPU(fn) if spaces is not None else fn
+
+
+def category_choices(images: bool) -> list[tuple[str, str]]:
+    return [(S14_OFF if images and c.code == "S14" else f"{c.code} {c.card_name}", c.code)
+            for c in LLAMA_GUARD_4_CATEGORIES]
+
+
+def excluded_codes(ticked: Sequence[str] | None) -> tuple[str, ...]:
+    """The fixed categories left unticked."""
+    ticked = set(ticked or ())
+    return tuple(code for code in CODES if code not in ticked)
+
+
+def custom_categories(custom: Sequence[dict[str, str]]) -> tuple[CustomCategory, ...]:
+    return tuple(CustomCategory(c["name"], c["description"]) for c in custom)
+
+
+def add_custom(custom: Sequence[dict[str, str]], name: str, description: str
+               ) -> list[dict[str, str]]:
+    name = " ".join((name or "").split()).rstrip(".")
+    if not name:
+        raise GuardError("Give the custom category a short name, e.g. 'Medical misinformation'.")
+    if len(custom) >= MAX_CUSTOM:
+        raise GuardError(f"At most {MAX_CUSTOM} custom categories. Clear some first.")
+    if any(c["name"].lower() == name.lower() for c in custom):
+        raise GuardError(f"There is already a custom category named '{name}'.")
+    return [*custom, {"name": name, "description": " ".join((description or "").split())}]
+
+
+def run_guards(guards: Guards, prompt_guards: PromptGuardChoices | None, turns: list[dict],
+               ticked: Sequence[str], custom: Sequence[dict[str, str]], threshold: float,
+               pg_choice: str | None, *, max_images: int = MAX_IMAGES,
+               gpu: Callable = moderate) -> dict[str, Any]:
+    """One run: the moderate() JSON, the prompt Llama Guard saw, and notes for the page."""
+    conversation = editor.to_conversation(turns, max_images)
+    excluded = excluded_codes(ticked)
+    custom_cats = custom_categories(custom)
+    notes = []
+    if not ticked and not custom:
+        notes.append("No category is ticked: Llama Guard has an empty policy to judge against.")
+    prompt_guard = guards.prompt_guard
+    if prompt_guards is not None and pg_choice:
+        try:
+            prompt_guard = prompt_guards.get(pg_choice)
+        except ModelLoadError as exc:
+            prompt_guard = None
+            notes.append(f"Prompt Guard {pg_choice} did not load: {exc}")
+    run = Guards(guards.llama_guard, prompt_guard)
+    if run.llama_guard is None and run.prompt_guard is None:
+        raise ModelLoadError("No model is loaded, so nothing can be judged. The banner at the top "
+                             "says why; fix that and restart, or start with --tiny.")
+    if run.llama_guard is None:
+        notes.append("Llama Guard 4 is not loaded: only Prompt Guard ran (see the banner).")
+    result = gpu(run, conversation, excluded, threshold=threshold, custom=custom_cats)
+    prompt_plan = (run.llama_guard.plan(conversation, excluded, custom_cats)
+                   if run.llama_guard is not None else plan(conversation, excluded, custom=custom_cats))
+    return {"result": result, "prompt": prompt_plan.prompt, "notes": notes,
+            "turns": [dict(t, images=list(t["images"])) for t in turns],
+            "excluded": list(excluded), "custom": list(custom),
+            "pg_label": (prompt_guards.labels.get(pg_choice, "") if prompt_guards and pg_choice
+                         else "")}
+
+
+def moderate_api(guards: Guards, conversation: str | list | None, images: Sequence[str] | None,
+                 excluded: str | Sequence[str] | None, threshold: float | str | None, *,
+                 default_threshold: float = DEFAULT_THRESHOLD, max_images: int = MAX_IMAGES,
+                 gpu: Callable = moderate) -> dict[str, Any]:
+    """/moderate: the same JSON as `python -m guard classify`."""
+    built = build_conversation(conversation, images, max_images=max_images)
+    if guards.llama_guard is None and guards.prompt_guard is None:
+        raise ModelLoadError("No model is loaded on this server; see the banner on its page.")
+    return gpu(guards, built, parse_excluded(excluded),
+               threshold=parse_threshold(threshold, default_threshold))
+
+
+def guarded(fn: Callable) -> Callable:
+    """Turn the packages' errors into messages on the page (and in API errors)."""
+    from labels.errors import LabelsError
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (GuardError, LabelsError) as exc:
+            raise gr.Error(str(exc)) from None
+    return wrapper
+
+
+def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = None,
+               default_prompt_guard: str | None = None, store: Any = None, tiny: bool = False,
+               failures: dict[str, str] | None = None, threshold: float = DEFAULT_THRESHOLD,
+               max_images: int = MAX_IMAGES, concurrency: int = 1,
+               swatch_dir: str | None = None) -> gr.Blocks:
+    """The whole page over already loaded models (and optionally a `labels.Store`)."""
+    if prompt_guards is None and guards.prompt_guard is not None:
+        prompt_guards = PromptGuardChoices.fixed(guards.prompt_guard, tiny=tiny)
+    if prompt_guards is not None and default_prompt_guard not in prompt_guards.sources:
+        default_prompt_guard = next(iter(prompt_guards.sources))
+    failures = dict(failures or {})
+    swatches = write_swatches(swatch_dir or tempfile.mkdtemp(prefix="guard-lab-swatches-"))
+    gpu_moderate = on_gpu(moderate)
+    loaded = {}
+    if guards.llama_guard is not None:
+        loaded[LLAMA_GUARD] = guards.llama_guard.name
+    if guards.prompt_guard is not None:
+        loaded[PROMPT_GUARD] = guards.prompt_guard.name
+    private = {"api_visibility": "private"}
+    edit_outputs: list = []  # filled once the composer exists; the turn cards' Edit needs it
+
+    with gr.Blocks(title="Guard Lab") as demo:
+        turns = gr.State([])
+        pending = gr.State([])
+        editing = gr.State(None)
+        custom = gr.State([])
+        last = gr.State(None)
+
+        gr.Markdown("# Guard Lab\nCheck a conversation with Meta's **Llama Guard 4** (harmful "
+                    "content) and **Prompt Guard 2** (jailbreaks and prompt injection).")
+        gr.HTML(results.banner_html(tiny, failures, loaded), elem_id="gl-banner")
+
+        with gr.Tabs():
+            with gr.Tab("Moderate", id="moderate"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3):
+                        gr.Markdown("### Conversation")
+                        with gr.Row():
+                            example_buttons = [gr.Button(e.name, size="sm", min_width=60)
+                                               for e in EXAMPLES]
+
+                        @gr.render(inputs=[turns, editing], triggers=[turns.change, editing.change,
+                                                                      demo.load])
+                        def show_turns(turn_list, editing_index):
+                            if not turn_list:
+                                gr.HTML('<div class="gl-empty">No turns yet. Write the user\'s '
+                                        'message below and press <b>Add turn</b>, or load an '
+                                        'example.</div>')
+                                return
+                            for i, turn in enumerate(turn_list):
+                                classes = ["gl-turn"] + (["gl-editing"] if i == editing_index else [])
+                                with gr.Group(elem_classes=classes):
+                                    gr.HTML(editor.turn_html(i, turn, i == len(turn_list) - 1),
+                                            elem_classes=["gl-turn-body"])
+                                    if turn["images"] and i != editing_index:
+                                        with gr.Row():
+                                            for j, path in enumerate(turn["images"]):
+                                                with gr.Column(min_width=90, scale=0,
+                                                               elem_classes=["gl-thumb"]):
+                                                    gr.Image(path, show_label=False, height=80,
+                                                             width=80, interactive=False,
+                                                             buttons=[], container=False)
+                                                    gr.Button("Remove", size="sm",
+                                                              elem_classes=["gl-remove"]).click(
+                                                        functools.partial(remove_image, i, j),
+                                                        [turns], [turns], **private)
+                                    with gr.Row():
+                                        gr.Button("Edit", size="sm", min_width=60).click(
+                                            functools.partial(start_edit, i), [turns],
+                                            edit_outputs, **private)
+                                        gr.Button("Delete", size="sm", min_width=60,
+                                                  variant="stop").click(
+                                            functools.partial(remove_turn, i),
+                                            [turns, editing], [turns, editing], **private)
+
+                        summary = gr.HTML(editor.summary_html([], [], None, max_images))
+                        with gr.Group():
+                            role = gr.Radio(["user", "assistant"], value="user", label="Role",
+                                            info="Roles alternate, starting with the user; the "
+                                                 "next role is picked for you.")
+                            text = gr.Textbox(label="Message", lines=3, elem_id="gl-text",
+                                              placeholder="Type the message. A turn with images "
+                                                          "needs text too.")
+                            upload = gr.Image(type="filepath", sources=["upload", "clipboard"],
+                                              label=f"Attach images to this turn (upload, paste "
+                                                    f"or drop; at most {max_images} in the "
+                                                    f"conversation)",
+                                              height=140, elem_id="gl-upload")
+
+                            @gr.render(inputs=[pending], triggers=[pending.change, demo.load])
+                            def show_pending(paths):
+                                if not paths:
+                                    return
+                                with gr.Row():
+                                    for j, path in enumerate(paths):
+                                        with gr.Column(min_width=90, scale=0,
+                                                       elem_classes=["gl-thumb"]):
+                                            gr.Image(path, show_label=False, height=80, width=80,
+                                                     interactive=False, buttons=[],
+                                                     container=False)
+                                            gr.Button("Remove", size="sm").click(
+                                                functools.partial(remove_pending, j), [pending],
+                                                [pending], **private)
+
+                        with gr.Row():
+                            add_button = gr.Button("Add turn", variant="secondary",
+                                                   elem_id="gl-add")
+                            cancel_button = gr.Button("Cancel edit", visible=False)
+                            clear_button = gr.Button("Clear conversation")
+
+                    with gr.Column(scale=2):
+                        gr.Markdown("### Policy and run")
+                        categories = gr.CheckboxGroup(
+                            category_choices(False), value=list(CODES), elem_id="gl-categories",
+                            label="Llama Guard categories",
+                            info="Ticked categories go into the prompt; hover a category for "
+                                 "its description.")
+                        with gr.Row():
+                            all_button = gr.Button("All", size="sm", min_width=50)
+                            none_button = gr.Button("None", size="sm", min_width=50)
+                            reset_button = gr.Button("Reset", size="sm", min_width=50)
+                        with gr.Accordion("What the categories mean", open=False):
+                            gr.HTML(results.category_legend_html())
+                        with gr.Accordion("Custom categories", open=False):
+                            custom_name = gr.Textbox(label="Name", max_lines=1)
+                            custom_description = gr.Textbox(label="Description", lines=2)
+                            with gr.Row():
+                                custom_add = gr.Button("Add category", size="sm")
+                                custom_clear = gr.Button("Clear custom", size="sm")
+                            custom_view = gr.HTML(results.custom_html([]))
+                        slider = gr.Slider(0.0, 1.0, value=threshold, step=0.01,
+                                           label="Llama Guard threshold",
+                                           info="unsafe when p_unsafe >= threshold; moving it "
+                                                "re-applies it to the last run")
+                        pg_radio = gr.Radio(
+                            prompt_guards.choices if prompt_guards else [],
+                            value=default_prompt_guard, label="Prompt Guard 2 model",
+                            visible=prompt_guards is not None,
+                            info="In test mode both choices run the same tiny model." if tiny
+                            else "86M is multilingual; 22M is faster, English-centred.")
+                        run_button = gr.Button("Run both guards", variant="primary",
+                                               elem_id="gl-run")
+
+                gr.Markdown("### Results")
+                results_view = gr.HTML(results.results_html(None, threshold), elem_id="gl-results")
+                gr.Markdown(results.WHAT_THEY_JUDGE)
+                with gr.Accordion("The prompt Llama Guard saw", open=False):
+                    prompt_view = gr.Code(label="Rendered prompt", language=None, lines=12,
+                                          interactive=False, wrap_lines=True)
+                with gr.Accordion("Raw result (JSON)", open=False):
+                    json_view = gr.JSON()
+                review = _review_panel(store) if store is not None else None
+                if store is None:
+                    gr.Markdown("*Review: labelling is off on this server (start with `--db PATH` "
+                                "to save labelled examples).*")
+
+            with gr.Tab("Labeled examples", id="labels"):
+                browser = _labels_tab(store)
+
+            with gr.Tab("API", id="api"):
+                gr.Markdown(API_HELP)
+                api_conversation = gr.Code(EXAMPLE, language="json", label="conversation (JSON)",
+                                           lines=6, interactive=True)
+                api_images = gr.File(file_count="multiple", file_types=["image"],
+                                     label="images (matched to image parts by file name)")
+                with gr.Row():
+                    api_excluded = gr.Textbox(label="excluded (e.g. S2,S3)", max_lines=1)
+                    api_threshold = gr.Number(value=threshold, label="threshold")
+                api_button = gr.Button("Moderate", variant="primary")
+                api_result = gr.JSON(label="result")
+
+        edit_outputs.extend([editing, text, pending, role, add_button, cancel_button])
+
+        # ---- handlers: each returns {component: value} ----
+
+        def refresh(turn_list, pending_list, editing_index):
+            images = editor.has_images(turn_list, pending_list)
+            return {summary: editor.summary_html(turn_list, pending_list, editing_index,
+                                                 max_images),
+                    categories: gr.CheckboxGroup(choices=category_choices(images))}
+
+        def composer_reset(turn_list):
+            return {editing: None, text: "", pending: [], role: gr.Radio(
+                        value=editor.next_role(turn_list), interactive=True),
+                    add_button: gr.Button("Add turn"), cancel_button: gr.Button(visible=False)}
+
+        @guarded
+        def on_add(turn_list, role_value, text_value, pending_list, editing_index):
+            new = editor.commit_turn(turn_list, role_value, text_value, pending_list,
+                                     editing=editing_index, max_images=max_images)
+            return {turns: new, **composer_reset(new)}
+
+        def start_edit(index, turn_list):
+            turn = turn_list[index]
+            return {editing: index, text: turn["text"], pending: list(turn["images"]),
+                    role: gr.Radio(value=turn["role"], interactive=False),
+                    add_button: gr.Button(f"Save turn {index + 1}"),
+                    cancel_button: gr.Button(visible=True)}
+
+        def remove_turn(index, turn_list, editing_index):
+            return {turns: editor.delete_turn(turn_list, index),
+                    editing: None if editing_index == index else editing_index}
+
+        def remove_image(turn_index, image_index, turn_list):
+            return {turns: editor.remove_image(turn_list, turn_index, image_index)}
+
+        def remove_pending(index, pending_list):
+            return {pending: [p for j, p in enumerate(pending_list) if j != index]}
+
+        @guarded
+        def on_upload(turn_list, pending_list, path, editing_index):
+            return {pending: editor.add_image(turn_list, pending_list, path,
+                                              editing=editing_index, max_images=max_images)}
+
+        def load_example(name):
+            new = example_turns(name, swatches)
+            return {turns: new, **composer_reset(new), last: None,
+                    results_view: results.results_html(None, threshold)}
+
+        @guarded
+        def on_custom_add(custom_list, name, description):
+            new = add_custom(custom_list, name, description)
+            return {custom: new, custom_view: results.custom_html(new), custom_name: "",
+                    custom_description: ""}
+
+        @guarded
+        def on_run(turn_list, ticked, custom_list, threshold_value, pg_choice):
+            run = run_guards(guards, prompt_guards, turn_list, ticked, custom_list,
+                             threshold_value, pg_choice, max_images=max_images, gpu=gpu_moderate)
+            for note in run["notes"]:
+                gr.Warning(note)
+            out = {last: run, prompt_view: run["prompt"], json_view: run["result"],
+                   results_view: show_results(run, threshold_value)}
+            if review is not None:
+                out.update(review.after_run(run, threshold_value))
+            return out
+
+        def show_results(run, threshold_value):
+            if not run:
+                return results.results_html(None, threshold_value)
+            return results.results_html(run["result"], threshold_value, run["turns"],
+                                        pg_label=run["pg_label"], notes=run["notes"])
+
+        def on_threshold(run, threshold_value):
+            return {results_view: show_results(run, threshold_value)}
+
+        @guarded
+        def on_moderate(conversation, images, excluded, threshold_value):
+            return moderate_api(guards, conversation, images, excluded, threshold_value,
+                                default_threshold=threshold, max_images=max_images,
+                                gpu=gpu_moderate)
+
+        # ---- listeners ----
+        for button, example in zip(example_buttons, EXAMPLES, strict=True):
+            slug = re.sub(r"\W+", "_", example.name.lower())
+            button.click(functools.partial(load_example, example.name), None,
+                         [turns, last, results_view, *edit_outputs],
+                         api_name=f"example_{slug}")
+        for state in (turns, pending, editing):
+            state.change(refresh, [turns, pending, editing], [summary, categories], **private)
+        add_button.click(on_add, [turns, role, text, pending, editing],
+                         [turns, *edit_outputs], api_name="add_turn")
+        cancel_button.click(lambda t: composer_reset(t), [turns], edit_outputs,
+                            api_name="cancel_edit")
+        clear_button.click(lambda: {turns: [], **composer_reset([]), last: None},
+                           None, [turns, last, *edit_outputs], api_name="clear_conversation")
+        upload.upload(on_upload, [turns, pending, upload, editing], [pending],
+                      api_name="attach_image").then(lambda: None, None, [upload], **private)
+        all_button.click(lambda: list(CODES), None, [categories], api_name="categories_all")
+        none_button.click(lambda: [], None, [categories], api_name="categories_none")
+        reset_button.click(lambda: {categories: list(CODES), custom: [],
+                                    custom_view: results.custom_html([])},
+                           None, [categories, custom, custom_view], api_name="categories_reset")
+        custom_add.click(on_custom_add, [custom, custom_name, custom_description],
+                         [custom, custom_view, custom_name, custom_description],
+                         api_name="add_custom_category")
+        custom_clear.click(lambda: {custom: [], custom_view: results.custom_html([])}, None,
+                           [custom, custom_view], api_name="clear_custom_categories")
+        run_outputs = [last, prompt_view, json_view, results_view]
+        if review is not None:
+            run_outputs += review.outputs
+        run_button.click(on_run, [turns, categories, custom, slider, pg_radio], run_outputs,
+                         api_name="run", concurrency_limit=concurrency, concurrency_id=GPU)
+        slider.change(on_threshold, [last, slider], [results_view], api_name="apply_threshold")
+        api_button.click(on_moderate, [api_conversation, api_images, api_excluded, api_threshold],
+                         [api_result], api_name="moderate", concurrency_limit=concurrency,
+                         concurrency_id=GPU)
+        if review is not None:
+            review.wire(last, slider, max_images)
+        if browser is not None:
+            browser.wire()
+
+    demo.queue(default_concurrency_limit=None)
+    return demo
+
+
+API_HELP = """
+**`/moderate`** runs both guards on a conversation and returns the same JSON as
+`python -m guard classify`. The conversation is the chat-format message list; images are
+uploaded files, matched to `{"type": "image", "path": "NAME"}` parts by file name (parts with
+no path take the remaining uploads in order). `excluded` is a comma-separated list of codes.
+
+```python
+from gradio_client import Client, handle_file
+client = Client("http://127.0.0.1:7860/")
+result = client.predict(
+    '[{"role": "user", "content": [{"type": "text", "text": "What is in this picture?"},'
+    ' {"type": "image", "path": "red.png"}]}]',
+    [handle_file("red.png")], "S2,S3", 0.5, api_name="/moderate")
+print(result["verdict"], result["categories"], result["p_unsafe"])
+```
+"""
+
+
+def _review_panel(store: Any):
+    from guard_app.ui_labels import ReviewPanel
+
+    return ReviewPanel(store)
+
+
+def _labels_tab(store: Any):
+    from guard_app.ui_labels import LabelsBrowser
+
+    if store is None:
+        gr.Markdown("Labelling is off on this server. Start the app with `--db PATH` (or set "
+                    "`GUARD_LAB_DB`) to save reviewed examples, then browse and export them here.")
+        return None
+    return LabelsBrowser(store)
+
+
+def launch(demo: gr.Blocks, **kwargs: Any):
+    """Start the server with the page's style (Gradio 6 takes css, head and theme here)."""
+    return demo.launch(css=CSS, head=head(), theme=gr.themes.Soft(), footer_links=["api"],
+                       **kwargs)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from guard.cli import _quiet_transformers
+    from guard_app.config import parse_options
+    from guard_app.models import load_models
+
+    options = parse_options(argv)
+    _quiet_transformers()
+    loaded = load_models(options)
+    store = None
+    if options.db is not None:
+        from labels import Store
+
+        store = Store(options.db)
+    demo = build_demo(loaded.guards, prompt_guards=loaded.prompt_guards,
+                      default_prompt_guard=loaded.default_prompt_guard, store=store,
+                      tiny=options.tiny, failures=loaded.failures, threshold=options.threshold,
+                      max_images=options.max_images, concurrency=options.concurrency)
+    launch(demo, server_name=options.host, server_port=options.port)
+
+
+if __name__ == "__main__":
+    main()

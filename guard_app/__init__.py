@@ -1,0 +1,1 @@
+"""The Gradio pieces of Guard Lab's app; the `guard` and `labels` packages never import this."""

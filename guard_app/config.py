@@ -1,0 +1,101 @@
+"""The app's options: command-line flags over environment variables over defaults."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from guard.conversation import MAX_IMAGES
+from guard.verdict import DEFAULT_THRESHOLD
+
+DEFAULT_LLAMA_GUARD = "meta-llama/Llama-Guard-4-12B"
+DEFAULT_PROMPT_GUARD = "86m"
+DEFAULT_PORT = 7860
+
+
+@dataclass(frozen=True)
+class Options:
+    tiny: bool
+    tiny_dir: Path | None
+    llama_guard: str
+    prompt_guard: str  # "86m", "22m", a hub id, a local folder, or "none"
+    device: str
+    host: str
+    port: int
+    threshold: float
+    max_images: int
+    db: Path | None  # the labels database; None: labels off
+    concurrency: int
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    on_space = bool(environ.get("SPACE_ID"))
+    p = argparse.ArgumentParser(
+        prog="python app.py", description="Guard Lab: Llama Guard 4 and Prompt Guard 2 in a browser.")
+    p.add_argument("--tiny", action="store_true", default=_truthy(environ.get("GUARD_LAB_TINY")),
+                   help="run the tiny offline test models (env GUARD_LAB_TINY=1)")
+    p.add_argument("--llama-guard", default=environ.get("GUARD_LAB_LLAMA_GUARD", DEFAULT_LLAMA_GUARD),
+                   help="Llama Guard model id or local folder (env GUARD_LAB_LLAMA_GUARD)")
+    p.add_argument("--prompt-guard",
+                   default=environ.get("GUARD_LAB_PROMPT_GUARD", DEFAULT_PROMPT_GUARD),
+                   help="86m, 22m, a model id or folder, or none (env GUARD_LAB_PROMPT_GUARD)")
+    p.add_argument("--device", default=environ.get("GUARD_LAB_DEVICE", "auto"),
+                   help="auto, cuda, cuda:1, cpu (env GUARD_LAB_DEVICE)")
+    p.add_argument("--host", default=environ.get("GUARD_LAB_HOST",
+                                                 "0.0.0.0" if on_space else "127.0.0.1"),
+                   help="address to listen on (env GUARD_LAB_HOST; 0.0.0.0 on Spaces)")
+    p.add_argument("--port", type=int, default=int(environ.get("GUARD_LAB_PORT", DEFAULT_PORT)),
+                   help="port (env GUARD_LAB_PORT)")
+    p.add_argument("--threshold", type=float,
+                   default=float(environ.get("GUARD_LAB_THRESHOLD", DEFAULT_THRESHOLD)),
+                   help="default p_unsafe threshold (env GUARD_LAB_THRESHOLD)")
+    p.add_argument("--max-images", type=int,
+                   default=int(environ.get("GUARD_LAB_MAX_IMAGES", MAX_IMAGES)),
+                   help=f"images per conversation, 1 to {MAX_IMAGES} (env GUARD_LAB_MAX_IMAGES)")
+    p.add_argument("--db", default=environ.get("GUARD_LAB_DB"),
+                   help="labels database file (env GUARD_LAB_DB; default /data/guard_lab.db on "
+                        "Spaces with persistent storage, else data/guard_lab.db)")
+    p.add_argument("--no-labels", action="store_true",
+                   default=_truthy(environ.get("GUARD_LAB_NO_LABELS")),
+                   help="hide the labelling panels (env GUARD_LAB_NO_LABELS=1)")
+    p.add_argument("--concurrency", type=int,
+                   default=int(environ.get("GUARD_LAB_CONCURRENCY", 1)),
+                   help="model runs at the same time (env GUARD_LAB_CONCURRENCY; 1 fits one GPU)")
+    return p
+
+
+def parse_options(argv: Sequence[str] | None = None,
+                  environ: Mapping[str, str] = os.environ) -> Options:
+    p = parser(environ)
+    args = p.parse_args(argv)
+    if not 0.0 <= args.threshold <= 1.0:
+        p.error(f"--threshold / GUARD_LAB_THRESHOLD must be between 0 and 1, got {args.threshold}")
+    if not 1 <= args.max_images <= MAX_IMAGES:
+        p.error(f"--max-images / GUARD_LAB_MAX_IMAGES must be 1 to {MAX_IMAGES} (the model card "
+                f"tests up to {MAX_IMAGES} images), got {args.max_images}")
+    if args.concurrency < 1:
+        p.error("--concurrency must be 1 or more")
+    db = None
+    if not args.no_labels:
+        if args.db:
+            db = Path(args.db)
+        else:
+            from labels.store import default_db_path
+
+            db = default_db_path(environ)
+    tiny_dir = None
+    if args.tiny:
+        from guard.cli import default_tiny_dir
+
+        tiny_dir = default_tiny_dir(environ)
+    return Options(tiny=args.tiny, tiny_dir=tiny_dir, llama_guard=args.llama_guard,
+                   prompt_guard=args.prompt_guard, device=args.device, host=args.host,
+                   port=args.port, threshold=args.threshold, max_images=args.max_images, db=db,
+                   concurrency=args.concurrency)

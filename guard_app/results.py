@@ -1,0 +1,176 @@
+"""HTML for the results panel, the status banner and the category legend.
+
+Pure functions of the JSON that `guard.service.moderate` returns. Every string that can come
+from a person (category names, raw model output) is escaped before it reaches the page.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any
+
+from guard.categories import LLAMA_GUARD_4_CATEGORIES
+from guard.prompt_guard import FIREWALL_THRESHOLD
+
+PROMPT_GUARD_CUTOFF = 0.5  # the classifier's own decision: malicious is the likelier class
+
+WHAT_THEY_JUDGE = (
+    "**Llama Guard 4** judges *harmful content*: does the last message break the safety policy "
+    "(the categories you keep ticked)? **Prompt Guard 2** judges *attack patterns*: does a user "
+    "message try to jailbreak the assistant or inject instructions? They answer different "
+    "questions, so a toxic but plain request can be unsafe for Llama Guard and benign for Prompt "
+    "Guard, and a polite jailbreak the other way round. That is not a bug.")
+
+
+def e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def bar(value: float, threshold: float | None, *, kind: str, label: str) -> str:
+    """A 0-1 bar with an optional threshold mark."""
+    pct = max(0.0, min(1.0, value)) * 100
+    mark = ""
+    if threshold is not None:
+        mark = (f'<div class="gl-bar-mark" style="left:{threshold * 100:.1f}%" '
+                f'title="threshold {threshold:.2f}"></div>')
+    return (f'<div class="gl-bar" role="img" aria-label="{e(label)} {value:.3f}">'
+            f'<div class="gl-bar-fill gl-{kind}" style="width:{pct:.1f}%"></div>{mark}</div>')
+
+
+def llama_guard_html(result: dict[str, Any], threshold: float) -> str:
+    p = float(result["p_unsafe"])
+    unsafe = p >= threshold
+    verdict = "unsafe" if unsafe else "safe"
+    role = "user's message" if result.get("judged_role") == "User" else "assistant's answer"
+    if result["categories"]:
+        cats = "".join(f'<li><b>{e(c["code"])}</b> {e(c["name"])}</li>'
+                       for c in result["categories"])
+        categories = f'<ul class="gl-cats">{cats}</ul>'
+    elif unsafe:
+        categories = '<p class="gl-muted">The model named no category.</p>'
+    else:
+        categories = ""
+    notes = []
+    if result.get("model_label") and result["model_label"] != verdict:
+        notes.append(f"The model's text said “{e(result['model_label'])}”; at this threshold "
+                     f"the score makes it {verdict}.")
+    if result.get("excluded_codes"):
+        notes.append("It also named categories you excluded: "
+                     + e(", ".join(result["excluded_codes"])) + " (not counted).")
+    if result.get("unknown_codes"):
+        notes.append("It named codes outside the policy: " + e(", ".join(result["unknown_codes"])))
+    info = result.get("llama_guard") or {}
+    notes_html = "".join(f'<p class="gl-note">{n}</p>' for n in notes)
+    return (
+        f'<div class="gl-card gl-card-{verdict}" id="gl-llama-guard">'
+        f'<div class="gl-card-title">Llama Guard 4 · harmful content</div>'
+        f'<div class="gl-verdict gl-verdict-{verdict}" data-verdict="{verdict}">{verdict.upper()}'
+        f'</div><div class="gl-muted">judging the last message, the {role}</div>'
+        f'{categories}'
+        f'<div class="gl-row"><span>p_unsafe <b class="gl-p-unsafe">{p:.3f}</b></span>'
+        f'<span class="gl-muted">threshold {threshold:.2f}</span></div>'
+        f'{bar(p, threshold, kind=verdict, label="p_unsafe")}{notes_html}'
+        f'<div class="gl-meta">{float(result["seconds"]):.2f} s on {e(info.get("device", "?"))}'
+        f' · {e(info.get("dtype", ""))} · {int(result.get("prompt_tokens", 0)):,} prompt tokens'
+        f' · {e(info.get("name", ""))}</div></div>')
+
+
+def _window_note(message: dict[str, Any], window: int) -> str:
+    if message["windows"] <= 1:
+        return f"{message['tokens']:,} tokens"
+    body = max(window - 2, 1)  # [CLS] and [SEP] take two places in each window
+    start = message["window"] * body + 1
+    end = min((message["window"] + 1) * body, message["tokens"])
+    return (f"{message['tokens']:,} tokens in {message['windows']} windows; window "
+            f"{message['window'] + 1} (tokens {start:,}-{end:,}) scored highest")
+
+
+def prompt_guard_html(pg: dict[str, Any], turns: Sequence[dict[str, Any]] | None = None,
+                      label: str = "") -> str:
+    rows = []
+    for m in pg["messages"]:
+        p = float(m["p_malicious"])
+        kind = "unsafe" if p >= PROMPT_GUARD_CUTOFF else "safe"
+        word = "malicious" if p >= PROMPT_GUARD_CUTOFF else "benign"
+        text = ""
+        if turns is not None and m["index"] < len(turns):
+            snippet = turns[m["index"]]["text"]
+            text = snippet if len(snippet) <= 80 else snippet[:77] + "..."
+        rows.append(
+            f'<tr class="gl-pg-row" data-p="{p:.6f}"><td>{m["index"] + 1}. {e(m["role"])}</td>'
+            f'<td class="gl-snippet">{e(text)}</td>'
+            f'<td><b class="gl-pg-score">{p:.3f}</b> <span class="gl-tag gl-{kind}">{word}</span>'
+            f'{bar(p, FIREWALL_THRESHOLD, kind=kind, label="p_malicious")}'
+            f'<div class="gl-muted">{e(_window_note(m, int(pg.get("window", 512))))}</div></td></tr>')
+    worst = float(pg.get("max_p_malicious", 0.0))
+    verdict = "malicious" if worst >= PROMPT_GUARD_CUTOFF else "benign"
+    seconds = sum(float(m["seconds"]) for m in pg["messages"])
+    table = ('<table class="gl-pg"><thead><tr><th>Turn</th><th>Text</th><th>p_malicious</th>'
+             '</tr></thead><tbody>' + "".join(rows) + '</tbody></table>') if rows else (
+        '<p class="gl-muted">No user turns to score.</p>')
+    return (
+        f'<div class="gl-card gl-card-{"unsafe" if verdict == "malicious" else "safe"}" '
+        f'id="gl-prompt-guard"><div class="gl-card-title">Prompt Guard 2 · jailbreak and '
+        f'injection patterns {e(label)}</div>'
+        f'<div class="gl-verdict gl-verdict-{"unsafe" if verdict == "malicious" else "safe"}" '
+        f'data-verdict="{verdict}">{verdict.upper()}</div>'
+        f'<div class="gl-muted">highest score {worst:.3f} over the user turns; the bar marks '
+        f'{FIREWALL_THRESHOLD}, where Meta\'s LlamaFirewall blocks</div>{table}'
+        f'<div class="gl-meta">{seconds:.2f} s on {e(pg.get("device", "?"))} · '
+        f'{e(pg.get("name", ""))}</div></div>')
+
+
+def results_html(result: dict[str, Any] | None, threshold: float,
+                 turns: Sequence[dict[str, Any]] | None = None, *, pg_label: str = "",
+                 notes: Sequence[str] = ()) -> str:
+    """The whole results panel for one run; the threshold can change after the run."""
+    if not result:
+        return ('<div class="gl-empty">Compose a conversation or load an example, then press '
+                '<b>Run both guards</b>.</div>')
+    parts = []
+    if "p_unsafe" in result:
+        parts.append(llama_guard_html(result, threshold))
+    if "prompt_guard" in result:
+        parts.append(prompt_guard_html(result["prompt_guard"], turns, pg_label))
+    note_html = "".join(f'<p class="gl-note">{e(n)}</p>' for n in notes)
+    total = result.get("timings", {}).get("total_s")
+    footer = f'<div class="gl-meta">total {float(total):.2f} s</div>' if total is not None else ""
+    return f'<div class="gl-results">{"".join(parts)}</div>{note_html}{footer}'
+
+
+def banner_html(tiny: bool, failures: dict[str, str], loaded: dict[str, str]) -> str:
+    """What is running: test models, failed loads with the reason and what to do."""
+    parts = []
+    if tiny:
+        parts.append(
+            '<div class="gl-banner gl-banner-tiny"><b>Test models.</b> This page runs the tiny '
+            'offline stand-ins for Llama Guard 4 and Prompt Guard 2. They only know a few '
+            'examples; their verdicts mean nothing. Start without <code>--tiny</code> to use the '
+            'real models.</div>')
+    for name, message in failures.items():
+        parts.append(
+            f'<div class="gl-banner gl-banner-error"><b>{e(name)} did not load.</b> {e(message)}'
+            f' The rest of the page works without it.</div>')
+    if loaded:
+        parts.append('<div class="gl-loaded">' + " · ".join(
+            f"{e(k)}: <code>{e(v)}</code>" for k, v in loaded.items()) + "</div>")
+    return "".join(parts)
+
+
+def category_legend_html() -> str:
+    rows = "".join(
+        f'<tr><td><b>{e(c.code)}</b></td><td>{e(c.card_name)}</td><td>{e(c.description)}</td></tr>'
+        for c in LLAMA_GUARD_4_CATEGORIES)
+    return f'<table class="gl-legend">{rows}</table>'
+
+
+def custom_html(custom: Sequence[dict[str, str]]) -> str:
+    if not custom:
+        return ('<div class="gl-muted">No custom categories. They are added after S14 as S15, '
+                'S16, ... with your description in the prompt.</div>')
+    first = len(LLAMA_GUARD_4_CATEGORIES) + 1
+    items = "".join(f'<li><b>S{first + i}</b> {e(c["name"])}'
+                    f'{": " + e(c["description"]) if c["description"] else ""}</li>'
+                    for i, c in enumerate(custom))
+    return f'<ul class="gl-custom">{items}</ul>'

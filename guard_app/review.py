@@ -1,0 +1,91 @@
+"""The Review panel and the Labeled examples tab over `labels.Store`: pure functions, no gradio."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from guard.prompts import CustomCategory
+from labels import ExampleFilter, ExampleInput, LabelInput, ModelOutput, SavedExample, Store
+from labels.errors import InvalidLabel
+from labels.export import FORMATS, export
+
+from .editor import to_conversation
+
+LIST_HEADERS = ["id", "created", "preview", "images", "model", "p_unsafe", "model categories",
+                "gold labels", "reviewers", "disagreement"]
+EXPORT_SUFFIX = {"jsonl": ".jsonl", "parquet": ".parquet", "llama-guard": ".jsonl"}
+
+
+def model_output(result: dict[str, Any], threshold: float) -> ModelOutput:
+    """What the model said, at the threshold shown on the page when the reviewer saved."""
+    pg = result.get("prompt_guard") or {}
+    info = result.get("llama_guard") or {}
+    unsafe = float(result["p_unsafe"]) >= threshold
+    return ModelOutput(
+        model=result["model"], raw_output=result["raw_output"], unsafe=unsafe,
+        p_unsafe=float(result["p_unsafe"]), threshold=threshold,
+        categories=tuple(c["code"] for c in result["categories"]) if unsafe else (),
+        model_label=result.get("model_label", ""), revision=info.get("revision") or "",
+        prompt_guard_model=pg.get("name", ""), prompt_guard_revision=pg.get("revision") or "",
+        prompt_guard_scores={str(m["index"]): float(m["p_malicious"])
+                             for m in pg.get("messages", [])})
+
+
+def default_label(result: dict[str, Any], threshold: float, model_right: bool
+                  ) -> tuple[str, list[str]]:
+    """The label and categories to prefill when the reviewer says the model was right or wrong."""
+    unsafe = float(result["p_unsafe"]) >= threshold
+    if model_right:
+        return ("unsafe", [c["code"] for c in result["categories"]]) if unsafe else ("safe", [])
+    return ("safe", []) if unsafe else ("unsafe", [])
+
+
+def save_review(store: Store, run: dict[str, Any], threshold: float, *, reviewer: str,
+                model_right: str | None, label: str | None, categories: Sequence[str],
+                note: str, max_images: int) -> SavedExample:
+    """Store the judged conversation with the reviewer's label, in one transaction."""
+    result = run.get("result") or {}
+    if "p_unsafe" not in result:
+        raise InvalidLabel("There is no Llama Guard verdict to review. Run the guards first.")
+    if label not in ("safe", "unsafe"):
+        raise InvalidLabel("Pick the correct label: safe or unsafe.")
+    model_unsafe = float(result["p_unsafe"]) >= threshold
+    if model_right in ("right", "wrong") and (model_right == "right") != (
+            (label == "unsafe") == model_unsafe):
+        said = "unsafe" if model_unsafe else "safe"
+        raise InvalidLabel(
+            f"You marked the model {model_right} but it said {said} and your label is {label}. "
+            "Change one of them.")
+    example = ExampleInput(
+        conversation=to_conversation(run["turns"], max_images), family=result["family"],
+        output=model_output(result, threshold), excluded=tuple(run["excluded"]),
+        custom=tuple(CustomCategory(c["name"], c["description"]) for c in run["custom"]),
+        prompt=run.get("prompt", ""))
+    return store.save_example(example, LabelInput(reviewer or "", label,
+                                                  tuple(categories or ()), note or ""))
+
+
+def list_rows(store: Store, *, label: str = "any", category: str = "", disagreement: bool = False,
+              text: str = "", limit: int = 200) -> list[list[Any]]:
+    filters = ExampleFilter(label=None if label in ("", "any", None) else label,
+                            category=category or None, disagreement=True if disagreement else None,
+                            text=text.strip() or None, limit=limit)
+    return [[s.id, s.created_at[:19].replace("T", " "), s.preview, s.image_count,
+             "unsafe" if s.model_unsafe else "safe", round(s.p_unsafe, 3),
+             ", ".join(s.model_categories), ", ".join(s.gold_labels), ", ".join(s.reviewers),
+             "yes" if s.disagreement else ""] for s in store.list_examples(filters)]
+
+
+def export_file(store: Store, fmt: str, folder: str | Path | None = None) -> tuple[str, int]:
+    """Write an export to a fresh file; returns (path, number of examples)."""
+    if fmt not in FORMATS:
+        raise InvalidLabel(f"Unknown export format {fmt!r}. Use one of {', '.join(FORMATS)}.")
+    folder = Path(folder or tempfile.mkdtemp(prefix="guard-lab-export-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"guard_lab_{fmt}_{time.strftime('%Y%m%d-%H%M%S')}{EXPORT_SUFFIX[fmt]}"
+    count = export(store, fmt, path)
+    return str(path), count

@@ -1,0 +1,91 @@
+"""Page styling and the small script that puts category descriptions on hover.
+
+Gradio 6 takes css, head and theme in `launch()`, so app.py passes these there.
+"""
+
+from __future__ import annotations
+
+import json
+
+from guard.categories import LLAMA_GUARD_4_CATEGORIES
+
+CSS = """
+.gl-banner {padding: 10px 14px; border-radius: 8px; margin: 4px 0; font-size: 0.95rem}
+.gl-banner-tiny {background: #fff6db; border: 1px solid #e6c05c; color: #5a4300}
+.gl-banner-error {background: #fdecec; border: 1px solid #e08a8a; color: #6b1111}
+.gl-loaded {font-size: 0.8rem; color: var(--body-text-color-subdued); margin: 2px 0 6px}
+.gl-turn {padding: 8px 10px !important; margin-bottom: 6px}
+.gl-turn-head {display: flex; gap: 8px; align-items: center; font-size: 0.85rem}
+.gl-role {font-weight: 600; padding: 1px 8px; border-radius: 10px}
+.gl-role-user {background: #e3edff; color: #123c8c}
+.gl-role-assistant {background: #e7f6ec; color: #145c2c}
+.gl-judged {font-size: 0.75rem; color: #6b4e00; background: #fff1c2; padding: 0 6px;
+  border-radius: 8px}
+.gl-turn-text {white-space: pre-wrap; word-break: break-word; margin: 6px 2px 2px;
+  font-size: 0.95rem}
+.gl-muted {color: var(--body-text-color-subdued); font-size: 0.85rem}
+.gl-summary {font-size: 0.85rem; color: var(--body-text-color-subdued)}
+.gl-problem {margin-top: 4px; padding: 6px 10px; border-radius: 6px; background: #fff4e5;
+  border: 1px solid #f0b46b; color: #6b3b00; font-size: 0.9rem}
+.gl-empty {padding: 14px; border: 1px dashed var(--border-color-primary); border-radius: 8px;
+  color: var(--body-text-color-subdued); text-align: center}
+.gl-thumb button.gl-remove {min-width: 0}
+.gl-results {display: grid; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr)); gap: 12px}
+.gl-card {border-radius: 10px; padding: 12px 14px; border: 1px solid var(--border-color-primary);
+  background: var(--block-background-fill)}
+.gl-card-unsafe {border-left: 6px solid #d33}
+.gl-card-safe {border-left: 6px solid #2a9d55}
+.gl-card-title {font-size: 0.8rem; text-transform: uppercase; letter-spacing: 0.04em;
+  color: var(--body-text-color-subdued)}
+.gl-verdict {font-size: 1.8rem; font-weight: 700; margin: 2px 0}
+.gl-verdict-unsafe {color: #c62828}
+.gl-verdict-safe {color: #1e7d45}
+.gl-cats {margin: 6px 0; padding-left: 18px}
+.gl-row {display: flex; justify-content: space-between; margin-top: 6px; font-size: 0.9rem}
+.gl-bar {position: relative; height: 12px; background: #e9ecef; border-radius: 6px;
+  margin: 4px 0; overflow: visible}
+.gl-bar-fill {height: 100%; border-radius: 6px}
+.gl-bar-fill.gl-unsafe {background: #e05252}
+.gl-bar-fill.gl-safe {background: #3bb273}
+.gl-bar-mark {position: absolute; top: -3px; width: 2px; height: 18px; background: #222}
+.gl-tag {font-size: 0.75rem; padding: 0 6px; border-radius: 8px; color: white}
+.gl-tag.gl-unsafe {background: #d33}
+.gl-tag.gl-safe {background: #2a9d55}
+.gl-pg {width: 100%; border-collapse: collapse; margin-top: 6px; font-size: 0.88rem}
+.gl-pg td, .gl-pg th {padding: 4px 6px; border-top: 1px solid var(--border-color-primary);
+  vertical-align: top; text-align: left}
+.gl-snippet {white-space: pre-wrap; word-break: break-word; max-width: 260px}
+.gl-meta {margin-top: 8px; font-size: 0.8rem; color: var(--body-text-color-subdued)}
+.gl-note {font-size: 0.88rem; margin: 4px 0}
+.gl-legend td {padding: 3px 6px; vertical-align: top; font-size: 0.85rem}
+.gl-custom {margin: 4px 0; padding-left: 18px; font-size: 0.9rem}
+#gl-categories label.gl-disabled {opacity: 0.45}
+"""
+
+
+def head() -> str:
+    """A script that gives each category checkbox its description as a tooltip."""
+    descriptions = {c.code: f"{c.card_name}: {c.description}" for c in LLAMA_GUARD_4_CATEGORIES}
+    data = json.dumps(descriptions).replace("</", "<\\/")
+    return """<script>
+(() => {
+  const DESC = __DESC__;
+  function tag() {
+    document.querySelectorAll('#gl-categories label').forEach((label) => {
+      const text = (label.textContent || '').trim();
+      const code = (text.match(/^S\\d+/) || [])[0];
+      if (!code || !DESC[code]) return;
+      const off = text.includes('off while');
+      const title = off ? 'Left out of the prompt while the conversation has images: ' +
+        'code interpreter abuse is judged on text only. ' + DESC[code] : DESC[code];
+      if (label.title !== title) label.title = title;
+      label.classList.toggle('gl-disabled', off);
+      const box = label.querySelector('input');
+      if (box && box.disabled !== off) box.disabled = off;
+    });
+  }
+  new MutationObserver(tag).observe(document.documentElement, {subtree: true, childList: true,
+    characterData: true});
+  document.addEventListener('DOMContentLoaded', tag);
+})();
+</script>""".replace("__DESC__", data)
