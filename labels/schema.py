@@ -61,3 +61,23 @@ def m002_search(db: Database) -> None:
                    [conversation_text(json.loads(row["conversation"])), row["id"]])
     db["examples"].enable_fts(["conversation_text"], create_triggers=True)
     db["labels"].enable_fts(["note"], create_triggers=True)
+
+
+@migrations()
+def m003_eval_runs(db: Database) -> None:
+    """Batch evaluation runs (labels/runs.py): one row per run, one per judged dataset row."""
+    db["eval_runs"].create({
+        "id": int, "name": str, "dataset": str, "dataset_sha256": str, "format": str,
+        "model": str, "prompt_guard_model": str, "excluded": str,  # JSON list
+        "threshold": float, "created_at": str, "finished_at": str, "status": str,
+        "total_rows": int,
+    }, pk="id", not_null={"name", "dataset", "dataset_sha256", "format", "model", "excluded",
+                          "threshold", "created_at", "status"})
+    db["eval_runs"].create_index(["name"], unique=True)
+    db["eval_results"].create({
+        "run_id": int, "row_id": str, "position": int, "gold": int,
+        "gold_categories": str,  # JSON list
+        "verdict": str, "p_unsafe": float, "categories": str,  # JSON list
+        "raw_output": str, "p_malicious": float, "error": str, "created_at": str,
+    }, foreign_keys=[("run_id", "eval_runs", "id")], not_null={"run_id", "row_id", "created_at"})
+    db["eval_results"].create_index(["run_id", "row_id"], unique=True)

@@ -1,0 +1,182 @@
+"""`python -m guard.eval`: evaluate a dataset into a named run, print and save the metrics.
+
+Bad input ends with exit status 2 and one line on stderr. A run that is stopped keeps every
+finished batch; the same command again resumes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from labels.errors import LabelsError
+from labels.runs import Runs
+from labels.store import Store
+
+from ..categories import parse_codes
+from ..errors import GuardError
+from .errors import EvalError
+from .readers import FORMATS, Dataset, read_dataset
+from .report import EvalReport, build_report, compare, format_comparison, format_report
+from .runner import DEFAULT_BATCH_SIZE, ProgressHook, evaluate_dataset
+
+MAX_BAD_ROWS_SHOWN = 20
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not argparse's usage block: the contract for bad input.
+        self.exit(2, f"error: {message} (see python -m guard.eval --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from ..cli import DEFAULT_LLAMA_GUARD
+
+    p = _Parser(prog="python -m guard.eval",
+                description="Evaluate Llama Guard and Prompt Guard over a labelled dataset.")
+    p.add_argument("data", nargs="?", type=Path, metavar="DATA", help="CSV or JSONL file")
+    p.add_argument("--format", choices=FORMATS, help="how to read DATA")
+    p.add_argument("--out", type=Path, required=True, metavar="DB",
+                   help="the Guard Lab database that keeps the run")
+    p.add_argument("--name", metavar="RUN",
+                   help="run name (default: made from the dataset and settings)")
+    p.add_argument("--exclude", default="", help="category codes left out, e.g. S1,S2")
+    p.add_argument("--threshold", type=float, default=0.5, help="flag p_unsafe >= this")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N good rows")
+    p.add_argument("--tiny", action="store_true", help="use the offline tiny test models")
+    p.add_argument("--model", default=os.environ.get("GUARD_LAB_LLAMA_GUARD", DEFAULT_LLAMA_GUARD),
+                   help="Llama Guard model id or local folder")
+    p.add_argument("--prompt-guard", choices=["86m", "22m", "none"], default="86m")
+    p.add_argument("--device", default=os.environ.get("GUARD_LAB_DEVICE", "auto"))
+    p.add_argument("--report", type=Path, metavar="REPORT.json", help="write the metrics here")
+    p.add_argument("--predictions", type=Path, metavar="PRED.jsonl",
+                   help="write one JSON line per row here")
+    p.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
+                   help="print two stored runs side by side (no model is loaded)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.compare:
+            return _compare(args)
+        return _evaluate(args)
+    except (GuardError, LabelsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:
+        print(f"error: cannot use the database {args.out}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished batches are stored; run the same command to resume.",
+              file=sys.stderr)
+        return 130
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    if args.data is None or args.format is None:
+        raise EvalError("Name the dataset and its format: python -m guard.eval DATA --format "
+                        f"{'|'.join(FORMATS)} --out DB.")
+    if not 0.0 <= args.threshold <= 1.0:
+        raise EvalError(f"--threshold must be between 0 and 1, got {args.threshold}.")
+    if args.batch_size < 1:
+        raise EvalError(f"--batch-size must be 1 or more, got {args.batch_size}.")
+    if args.limit is not None and args.limit < 1:
+        raise EvalError(f"--limit must be 1 or more, got {args.limit}.")
+    dataset = read_dataset(args.data, args.format)
+    _warn_bad_rows(dataset)
+    if not dataset.rows:
+        raise EvalError(f"{args.data}: no usable rows ({len(dataset.bad_rows)} bad). Fix the file.")
+    from ..cli import _load_guards, _quiet_transformers
+
+    _quiet_transformers()
+    with Store(args.out) as store:
+        runs = Runs(store)
+        guards = _load_guards(args)
+        progress, close = _progress_bar()
+        try:
+            outcome = evaluate_dataset(
+                dataset, guards, runs, name=args.name, excluded=parse_codes(args.exclude),
+                threshold=args.threshold, batch_size=args.batch_size, limit=args.limit,
+                progress=progress)
+        finally:
+            close()
+        report = build_report(outcome.run, runs.results(outcome.run.id))
+    if outcome.resumed:
+        print(f"resumed run '{outcome.run.name}': {outcome.skipped} rows were already done, "
+              f"{outcome.judged} judged now", file=sys.stderr)
+    print(format_report(report))
+    _write_outputs(args, report, dataset)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    with Store(args.out) as store:
+        runs = Runs(store)
+        reports = []
+        for name in args.compare:
+            run = runs.get(name)
+            reports.append(build_report(run, runs.results(run.id)))
+    comparison = compare(*reports)
+    print(format_comparison(comparison))
+    if args.report:
+        _write(args.report, json.dumps(comparison.to_json(), indent=2) + "\n")
+    return 0
+
+
+def _warn_bad_rows(dataset: Dataset) -> None:
+    for bad in dataset.bad_rows[:MAX_BAD_ROWS_SHOWN]:
+        print(f"warning: {dataset.path}: {bad}; row skipped", file=sys.stderr)
+    if len(dataset.bad_rows) > MAX_BAD_ROWS_SHOWN:
+        print(f"warning: {len(dataset.bad_rows) - MAX_BAD_ROWS_SHOWN} more bad rows skipped "
+              "(all are listed in the report)", file=sys.stderr)
+
+
+def _write_outputs(args: argparse.Namespace, report: EvalReport, dataset: Dataset) -> None:
+    if args.report:
+        data = report.to_json()
+        data["bad_rows"] = [{"line": b.line, "message": b.message} for b in dataset.bad_rows]
+        _write(args.report, json.dumps(data, indent=2) + "\n")
+    if args.predictions:
+        _write(args.predictions, "".join(json.dumps(prediction(r)) + "\n"
+                                         for r in report.results))
+
+
+def prediction(result: Any) -> dict[str, Any]:
+    gold = None if result.gold is None else ("unsafe" if result.gold else "safe")
+    return {"id": result.row_id, "gold": gold, "verdict": result.verdict,
+            "p_unsafe": result.p_unsafe, "categories": list(result.categories),
+            "gold_categories": list(result.gold_categories), "p_malicious": result.p_malicious,
+            "error": result.error}
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise EvalError(f"Cannot write {path}: {exc.strerror or exc}.") from None
+
+
+def _progress_bar() -> tuple[ProgressHook, Callable[[], None]]:
+    """A tqdm bar on stderr when tqdm is installed and stderr is a terminal."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return (lambda done, total: None), (lambda: None)
+    bar = tqdm(total=0, unit="row", desc="evaluating", disable=None, file=sys.stderr)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update, bar.close

@@ -1,0 +1,294 @@
+"""Dataset readers: CSV or JSON Lines files, and the two public sets, as rows to evaluate.
+
+A file that cannot be read at all raises DatasetError. A row that cannot be used (no prompt, an
+unknown label, a broken JSON line) is reported as a BadRow with its line number; the good rows
+still run. Plain text or gzip-compressed, told apart by the first bytes, not the file name.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..categories import parse_codes
+from .errors import DatasetError
+
+FORMATS = ("xstest", "openai-moderation", "jsonl", "csv")
+
+# Column names accepted for each field, first match wins.
+PROMPT_COLUMNS = ("prompt", "text", "input")
+RESPONSE_COLUMNS = ("response", "output")
+LABEL_COLUMNS = ("label", "gold")
+CATEGORY_COLUMNS = ("categories",)
+ID_COLUMNS = ("id",)
+
+_UNSAFE_WORDS = {"unsafe", "1", "true", "yes"}
+_SAFE_WORDS = {"safe", "0", "false", "no"}
+
+MODERATION_FLAGS = ("S", "H", "V", "HR", "SH", "S3", "H2", "V2")
+# OpenAI's moderation flags do not map 1:1 onto the MLCommons S-codes. This mapping is
+# deliberately conservative: each flag goes to the one code it most plainly falls under, and
+# harassment (HR) has no counterpart, so it adds no code (the row is still gold unsafe).
+MODERATION_TO_CODES: dict[str, tuple[str, ...]] = {
+    "S": ("S12",),   # sexual -> Sexual Content
+    "H": ("S10",),   # hate -> Hate
+    "V": ("S1",),    # violence -> Violent Crimes
+    "HR": (),        # harassment -> no S-code
+    "SH": ("S11",),  # self-harm -> Suicide & Self-Harm
+    "S3": ("S4",),   # sexual/minors -> Child Sexual Exploitation
+    "H2": ("S10",),  # hate/threatening -> Hate
+    "V2": ("S1",),   # violence/graphic -> Violent Crimes
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One item to judge. `gold` is True for unsafe, None when the file gives no label."""
+
+    row_id: str
+    line: int
+    prompt: str
+    response: str | None = None
+    gold: bool | None = None
+    categories: tuple[str, ...] = ()
+
+    @property
+    def size(self) -> int:
+        """A cheap stand-in for the prompt length, used to group rows of like length."""
+        return len(self.prompt) + len(self.response or "")
+
+
+@dataclass(frozen=True)
+class BadRow:
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    path: str
+    format: str
+    sha256: str  # of the file's bytes: a resumed run must read the same data
+    rows: tuple[Row, ...]
+    bad_rows: tuple[BadRow, ...]
+
+    @property
+    def has_categories(self) -> bool:
+        return any(r.categories for r in self.rows) or self.format == "openai-moderation"
+
+
+class _RowError(ValueError):
+    """A row cannot be used; the message says why."""
+
+
+def read_dataset(path: str | Path, format: str) -> Dataset:
+    """Read `path` as `format` (one of FORMATS)."""
+    if format not in FORMATS:
+        raise DatasetError(f"Unknown format '{format}'. Use one of: {', '.join(FORMATS)}.")
+    path = Path(path)
+    data = _read_bytes(path)
+    text = _decode(path, data)
+    csv_like = format in ("xstest", "csv")
+    records = _csv_records(path, text) if csv_like else _jsonl_records(text)
+    parse = {"xstest": _xstest_row, "openai-moderation": _moderation_row}.get(format, _generic_row)
+    rows: list[Row] = []
+    bad: list[BadRow] = []
+    seen: dict[str, int] = {}
+    columns_checked = False
+    for line, record in records:
+        if isinstance(record, _RowError):
+            bad.append(BadRow(line, str(record)))
+            continue
+        if not columns_checked:
+            _check_columns(path, format, record)
+            columns_checked = True
+        try:
+            row = parse(line, record)
+        except _RowError as exc:
+            bad.append(BadRow(line, str(exc)))
+            continue
+        if row.row_id in seen:
+            bad.append(BadRow(line, f"id '{row.row_id}' repeats the row on line "
+                                    f"{seen[row.row_id]}; ids must be unique"))
+            continue
+        seen[row.row_id] = line
+        rows.append(row)
+    if not rows and not bad:
+        raise DatasetError(f"{path} holds no rows. Check that it is the file you meant.")
+    return Dataset(str(path), format, hashlib.sha256(data).hexdigest(), tuple(rows), tuple(bad))
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DatasetError(f"No dataset file at {path}.") from None
+    except IsADirectoryError:
+        raise DatasetError(f"{path} is a folder; name a CSV or JSONL file.") from None
+    except OSError as exc:
+        raise DatasetError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise DatasetError(f"{path} looks gzip-compressed but is damaged ({exc}).") from None
+    return data
+
+
+def _decode(path: Path, data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path} is not UTF-8 text (byte {exc.start}). Save it as UTF-8 "
+                           "CSV or JSON Lines.") from None
+
+
+def _csv_records(path: Path, text: str) -> Iterator[tuple[int, Mapping[str, Any] | _RowError]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DatasetError(f"{path} is empty.") from None
+    except csv.Error as exc:
+        raise DatasetError(f"{path} is not a readable CSV file ({exc}).") from None
+    header = [h.strip().lower() for h in header]
+    while True:
+        line = reader.line_num + 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield line, _RowError(f"not valid CSV ({exc})")
+            return
+        if not any(v.strip() for v in values):
+            continue
+        if len(values) != len(header):
+            # A record may span several physical lines; report where it starts.
+            yield line, _RowError(f"has {len(values)} fields, the header has {len(header)}")
+            continue
+        yield line, dict(zip(header, values, strict=True))
+
+
+def _jsonl_records(text: str) -> Iterator[tuple[int, Mapping[str, Any] | _RowError]]:
+    for line, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            yield line, _RowError(f"not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        if not isinstance(record, dict):
+            yield line, _RowError("must be a JSON object like {\"prompt\": \"...\"}")
+            continue
+        yield line, {str(k).lower(): v for k, v in record.items()}
+
+
+def _check_columns(path: Path, format: str, record: Mapping[str, Any]) -> None:
+    """Missing columns fail the whole file: every row would fail the same way."""
+    if format == "xstest":
+        needed = {"prompt": ("prompt",), "label": ("label",)}
+    elif format == "openai-moderation":
+        needed = {"prompt": ("prompt",)}
+    else:
+        needed = {"prompt": PROMPT_COLUMNS}
+    missing = [name for name, options in needed.items() if not any(o in record for o in options)]
+    if missing:
+        what = "field" if format in ("jsonl", "openai-moderation") else "column"
+        hint = " (or text, input)" if missing == ["prompt"] and format in ("jsonl", "csv") else ""
+        raise DatasetError(f"{path} has no {what} {', '.join(missing)}{hint}; found: "
+                           f"{', '.join(record) or 'nothing'}.")
+
+
+def _first(record: Mapping[str, Any], names: tuple[str, ...]) -> Any:
+    for name in names:
+        if name in record and record[name] is not None and str(record[name]).strip() != "":
+            return record[name]
+    return None
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise _RowError(f"{what} must be text, got {type(value).__name__}")
+    if not value.strip():
+        raise _RowError(f"{what} is empty")
+    return value
+
+
+def parse_gold(value: Any) -> bool | None:
+    """'unsafe'/'1'/'true' -> True, 'safe'/'0'/'false' -> False, missing -> None."""
+    if value is None:
+        return None
+    word = str(value).strip().lower()
+    if isinstance(value, bool):
+        word = "true" if value else "false"
+    if word in _UNSAFE_WORDS:
+        return True
+    if word in _SAFE_WORDS:
+        return False
+    if word == "":
+        return None
+    raise _RowError(f"label '{value}' is not one of safe/unsafe/0/1/true/false")
+
+
+def _codes(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    if not isinstance(value, str):
+        raise _RowError(f"categories must be text like 'S1,S10' or a list, got {value!r}")
+    return parse_codes(value)
+
+
+def _row_id(record: Mapping[str, Any], line: int) -> str:
+    value = _first(record, ID_COLUMNS)
+    return str(value).strip() if value is not None else str(line)
+
+
+def _generic_row(line: int, record: Mapping[str, Any]) -> Row:
+    prompt = _first(record, PROMPT_COLUMNS)
+    if prompt is None:
+        raise _RowError("the prompt is empty")
+    response = _first(record, RESPONSE_COLUMNS)
+    return Row(
+        row_id=_row_id(record, line), line=line, prompt=_text(prompt, "the prompt"),
+        response=None if response is None else _text(response, "the response"),
+        gold=parse_gold(_first(record, LABEL_COLUMNS)),
+        categories=_codes(_first(record, CATEGORY_COLUMNS)))
+
+
+def _xstest_row(line: int, record: Mapping[str, Any]) -> Row:
+    gold = parse_gold(record.get("label"))
+    if gold is None:
+        raise _RowError("the label is empty; XSTest rows are safe or unsafe")
+    return Row(row_id=_row_id(record, line), line=line,
+               prompt=_text(record.get("prompt"), "the prompt"), gold=gold)
+
+
+def _moderation_row(line: int, record: Mapping[str, Any]) -> Row:
+    flags = []
+    for flag in MODERATION_FLAGS:
+        # Samples carry only the flags they were annotated for; an absent flag is not set.
+        value = record.get(flag.lower(), 0)
+        if value not in (0, 1):
+            raise _RowError(f"flag {flag} must be 0 or 1, got {value!r}")
+        if value == 1:
+            flags.append(flag)
+    codes: list[str] = []
+    for flag in flags:
+        codes += [c for c in MODERATION_TO_CODES[flag] if c not in codes]
+    return Row(row_id=_row_id(record, line), line=line,
+               prompt=_text(record.get("prompt"), "the prompt"), gold=bool(flags),
+               categories=tuple(codes))
