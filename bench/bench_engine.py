@@ -34,8 +34,10 @@ def bench_classify(guard: LlamaGuard, n: int = 50) -> None:
     messages = [recipe_messages(c) for c in conversations]
     processor, model = guard.processor, guard.model
 
+    answers: dict[str, dict[int, str]] = {"ours": {}, "recipe": {}}
+
     def ours(i):
-        return guard.classify(conversations[i])
+        answers["ours"][i] = guard.classify(conversations[i]).raw_output.strip()
 
     def baseline(i):
         inputs = processor.apply_chat_template(
@@ -45,12 +47,12 @@ def bench_classify(guard: LlamaGuard, n: int = 50) -> None:
             inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
         with torch.inference_mode():
             out = model.generate(**inputs, max_new_tokens=10, do_sample=False)
-        return processor.batch_decode(out[:, inputs["input_ids"].shape[-1]:],
-                                      skip_special_tokens=True)[0]
+        answers["recipe"][i] = processor.batch_decode(
+            out[:, inputs["input_ids"].shape[-1]:], skip_special_tokens=True)[0].strip()
 
-    agree = sum(ours(i).raw_output.strip() == baseline(i).strip() for i in range(n))
-    t_ours, t_base = side_by_side(ours, baseline, n)
-    report("llama_guard_classify_vs_transformers_recipe", t_ours, t_base, 3 * n,
+    t_ours, t_base = side_by_side(ours, baseline, n, rounds=2)
+    agree = sum(answers["ours"][i] == answers["recipe"][i] for i in range(n))
+    report("llama_guard_classify_vs_transformers_recipe", t_ours, t_base, 2 * n,
            f"{n} conversations ({sum(bool(c.images) for c in conversations)} with images); "
            f"same answer {agree}/{n}; ours also returns p_unsafe")
 
@@ -82,7 +84,7 @@ def main() -> None:
     lg_dir, pg_dir = build_tiny_models(default_tiny_dir())
     guard = LlamaGuard.load(args.model or lg_dir, device=args.device)
     prompt_guard = PromptGuard.load(args.prompt_guard or pg_dir, device=args.device)
-    print(device_line(str(guard.model.device)))
+    print(device_line(str(guard.model.device)), flush=True)
     torch.manual_seed(0)
     bench_classify(guard)
     bench_windows(prompt_guard)

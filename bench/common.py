@@ -36,7 +36,7 @@ def side_by_side(ours: Callable[[int], object], baseline: Callable[[int], object
 def report(name: str, t_ours: float, t_base: float, count: int, details: str = "") -> None:
     print(f"{name}: ratio={t_ours / t_base:.2f}")
     print(f"  ours {t_ours / count * 1e3:.2f} ms/op, baseline {t_base / count * 1e3:.2f} ms/op "
-          f"over {count} ops{'; ' + details if details else ''}")
+          f"over {count} ops{'; ' + details if details else ''}", flush=True)
 
 
 def device_line(device: str) -> str:
