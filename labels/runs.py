@@ -44,7 +44,7 @@ class RunSettings:
                 continue  # the file may have moved; its content hash is what counts
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
             if f.name == "excluded":
-                mine, theirs = sorted(mine), sorted(theirs)
+                mine, theirs = sorted(c.upper() for c in mine), sorted(c.upper() for c in theirs)
             if mine != theirs:
                 label = "dataset content" if f.name == "dataset_sha256" else f.name
                 out.append(f"{label} {_show(theirs)} (stored: {_show(mine)})")
@@ -136,11 +136,11 @@ class Runs:
                 "SELECT row_id FROM eval_results WHERE run_id = ?", [run_id])}
 
     def save_results(self, run_id: int, results: Iterable[EvalResult]) -> None:
-        """One transaction. A row stored already (a second process on the same run) is kept."""
+        """One transaction. A row stored already (a second process on the same run) is replaced."""
         at = now()
         rows = [_result_row(run_id, r, at) for r in results]
         with self.store._write():
-            self.db["eval_results"].insert_all(rows, ignore=True)
+            self.db["eval_results"].insert_all(rows, replace=True)
 
     def finish(self, run_id: int) -> EvalRun:
         with self.store._write():

@@ -230,8 +230,9 @@ def format_report(report: EvalReport) -> str:
     lines = [f"run: {s.name}",
              f"rows measured: {report.labelled} (unlabelled {report.unlabelled}, "
              f"failed {report.failed})"]
-    width = 14
-    for key, value in _flat(report).items():
+    flat = _flat(report)
+    width = max(len(k) for k in flat)
+    for key, value in flat.items():
         lines.append(f"{key:<{width}} {_cell(value)}")
     return "\n".join(lines)
 
