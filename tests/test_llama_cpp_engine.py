@@ -1,0 +1,175 @@
+"""The llama.cpp engine on the tiny Llama Guard 3 stand-in's GGUF, against transformers on the
+same weights: same answers, same p_unsafe, and a worker crash that stays in its own process."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from conftest import tiny_cache_dir
+
+from guard import Conversation, GuardError, ModelLoadError, user
+from guard.categories import Family
+from guard.engine import Engine
+from guard.errors import ContextTooLong
+from guard.llama_cpp_engine import ImagesNotSupported, LlamaCppGuard, WorkerCrashed, resolve_gguf
+from guard.tiny import RED, swatch
+from guard.tiny_text import TEXT_EXAMPLES, build_tiny_text_model, expected
+
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed "
+                                        "(pip install llama-cpp-python)")
+
+NAMES = list(TEXT_EXAMPLES)
+FAMILIES = [Family.LLAMA_GUARD_3, Family.LLAMA_GUARD_2]
+
+
+@pytest.fixture(scope="session")
+def tiny_text():
+    return build_tiny_text_model(tiny_cache_dir())
+
+
+@pytest.fixture(scope="session")
+def lcpp(tiny_text):
+    with LlamaCppGuard.load(tiny_text.gguf_f32, family="llama-guard-3", n_ctx=2048,
+                            n_threads=1) as engine:
+        yield engine
+
+
+def _run_all(engine, family):
+    examples = [expected(TEXT_EXAMPLES[n], family) for n in NAMES]
+    conversations = [TEXT_EXAMPLES[n].conversation() for n in NAMES]
+    return engine.classify_batch(conversations, excluded_per_item=[ex for ex, _ in examples])
+
+
+@pytest.fixture(scope="module")
+def both_engines(tiny_text, lcpp):
+    """Every text example in both families through llama.cpp and through transformers."""
+    from guard.llama_guard import LlamaGuard
+
+    results = {}
+    for family in FAMILIES:
+        reference = LlamaGuard.load(tiny_text.hf_dir, family=family, device="cpu")
+        if family is Family.LLAMA_GUARD_3:
+            ours = _run_all(lcpp, family)
+        else:
+            with LlamaCppGuard.load(tiny_text.gguf_f32, family=family, n_ctx=2048,
+                                    n_threads=1) as engine:
+                ours = _run_all(engine, family)
+        results[family] = (ours, _run_all(reference, family))
+    return results
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=[f.value for f in FAMILIES])
+@pytest.mark.parametrize("name", NAMES)
+def test_same_answers_and_scores_as_transformers(both_engines, family, name):
+    ours, reference = (r[NAMES.index(name)] for r in both_engines[family])
+    _, answer = expected(TEXT_EXAMPLES[name], family)
+    assert ours.raw_output.strip() == answer
+    assert reference.raw_output.strip() == answer
+    assert ours.unsafe is answer.startswith("unsafe")
+    assert ours.category_codes == tuple(answer.split("\n")[1:2])
+    assert ours.p_unsafe == pytest.approx(reference.p_unsafe, abs=1e-3)
+    assert ours.prompt_tokens == reference.prompt_tokens
+    assert (ours.model, ours.family, ours.images) == (str(ours.model), family.value, 0)
+    assert ours.seconds > 0
+
+
+def test_tokens_are_the_transformers_tokens(lcpp, tiny_text):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_text.hf_dir)
+    conversation = TEXT_EXAMPLES["harmful_answer"].conversation()
+    prompt = lcpp.plan(conversation, ["S2"]).prompt
+    ids = lcpp.tokenize(prompt)
+    assert ids == tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert ids.count(tokenizer.bos_token_id) == 1  # the prompt's own BOS, no second one
+
+
+def test_quantized_q8_0_gives_the_same_answers(tiny_text):
+    with LlamaCppGuard.load(tiny_text.gguf_q8_0, family="llama-guard-3", n_ctx=2048,
+                            n_threads=1) as engine:
+        verdicts = _run_all(engine, Family.LLAMA_GUARD_3)
+        assert "Q8_0" in engine.describe().dtype
+    for name, verdict in zip(NAMES, verdicts, strict=True):
+        assert verdict.raw_output.strip() == expected(TEXT_EXAMPLES[name], Family.LLAMA_GUARD_3)[1]
+
+
+def test_is_an_engine_and_describes_itself(lcpp, tiny_text):
+    assert isinstance(lcpp, Engine)
+    info = lcpp.describe()
+    assert (info.engine, info.family, info.multimodal, info.context_limit) == (
+        "llama-cpp", "llama-guard-3", False, 2048)
+    assert info.name == str(tiny_text.gguf_f32)
+
+
+def test_images_are_refused_with_a_clear_error(lcpp):
+    conversation = Conversation.build([user("What is in this picture?", swatch(RED))])
+    with pytest.raises(ImagesNotSupported, match="text only .* 1 image"):
+        lcpp.classify(conversation)
+    assert issubclass(ImagesNotSupported, GuardError)
+
+
+def test_too_long_prompt_names_the_sizes(lcpp):
+    with pytest.raises(ContextTooLong, match=r"The prompt is [\d,]+ tokens; .* holds 2,048"):
+        lcpp.classify(Conversation.build([user("the weather report " * 1500)]))
+    assert not lcpp.classify(TEXT_EXAMPLES["benign"].conversation()).unsafe
+
+
+def _killed(engine, sig=signal.SIGKILL):
+    os.kill(engine.pid, sig)
+
+
+def test_a_killed_worker_is_a_clear_error_then_restarts(lcpp):
+    conversation = TEXT_EXAMPLES["violent"].conversation()
+    before = lcpp.classify(conversation)
+    old_pid = lcpp.pid
+    _killed(lcpp)
+    with pytest.raises(WorkerCrashed, match=r"worker process died \(killed by SIGKILL\).*restarts"):
+        lcpp.classify(conversation)
+    after = lcpp.classify(conversation)  # a fresh worker
+    assert lcpp.pid != old_pid
+    assert after.raw_output == before.raw_output and after.p_unsafe == before.p_unsafe
+
+
+def test_a_crash_during_a_request_is_a_clear_error(lcpp):
+    os.kill(lcpp.pid, signal.SIGSTOP)  # freeze it so the request is surely in flight
+    errors = []
+
+    def call():
+        try:
+            lcpp.classify(TEXT_EXAMPLES["benign"].conversation())
+        except GuardError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    time.sleep(0.2)
+    os.kill(lcpp.pid, signal.SIGKILL)
+    thread.join(30)
+    assert [type(e) for e in errors] == [WorkerCrashed]
+    assert "this request was not judged" in str(errors[0])
+    assert not lcpp.classify(TEXT_EXAMPLES["benign"].conversation()).unsafe
+
+
+def test_a_stuck_worker_times_out_and_is_replaced(tiny_text):
+    with LlamaCppGuard.load(tiny_text.gguf_f32, n_ctx=2048, n_threads=1,
+                            request_timeout=0.5) as engine:
+        assert engine.family is Family.LLAMA_GUARD_3  # guessed from "llama-guard-3-tiny"
+        os.kill(engine.pid, signal.SIGSTOP)
+        with pytest.raises(WorkerCrashed, match="did not answer within 0.5 s"):
+            engine.classify(TEXT_EXAMPLES["benign"].conversation())
+        assert engine.classify(TEXT_EXAMPLES["violent"].conversation()).unsafe
+
+
+def test_load_errors_say_what_to_do(tmp_path):
+    with pytest.raises(ModelLoadError, match="No GGUF file at .*REPO:FILE"):
+        LlamaCppGuard.load(tmp_path / "missing.gguf")
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"this is not a gguf file" * 10)
+    with pytest.raises(ModelLoadError, match="could not load"):
+        LlamaCppGuard.load(junk, n_threads=1)
+
+
+def test_local_paths_resolve_without_the_hub(tiny_text):
+    assert resolve_gguf(tiny_text.gguf_f32) == tiny_text.gguf_f32
