@@ -255,3 +255,15 @@ def test_options_from_flags_and_environment(tmp_path):
         parse_options(["--max-images", "6"], {})
     with pytest.raises(SystemExit):
         parse_options(["--threshold", "1.5"], {})
+
+
+def test_models_that_fail_to_load_become_banner_messages(tmp_path):
+    from guard_app.models import load_models
+
+    missing = str(tmp_path / "no-such-model")
+    options = parse_options(["--llama-guard", missing, "--prompt-guard", missing], {
+        "GUARD_LAB_NO_LABELS": "1"})
+    loaded = load_models(options)
+    assert loaded.guards.llama_guard is None and loaded.guards.prompt_guard is None
+    assert set(loaded.failures) == {"Llama Guard 4", "Prompt Guard 2"}
+    assert all(f"Could not load {missing}" in m for m in loaded.failures.values())
