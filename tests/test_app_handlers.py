@@ -267,3 +267,26 @@ def test_models_that_fail_to_load_become_banner_messages(tmp_path):
     assert loaded.guards.llama_guard is None and loaded.guards.prompt_guard is None
     assert set(loaded.failures) == {"Llama Guard 4", "Prompt Guard 2"}
     assert all(f"Could not load {missing}" in m for m in loaded.failures.values())
+
+
+def test_review_saves_a_label_and_lists_it(guards, swatches, tmp_path):
+    from guard_app import review
+    from labels import Store
+    from labels.errors import InvalidLabel
+
+    run = app.run_guards(guards, None, example_turns("Conversation with an image", swatches),
+                         app.CODES, [], 0.5, None)
+    assert review.default_label(run["result"], 0.5, True) == ("unsafe", ["S1"])
+    assert review.default_label(run["result"], 0.5, False) == ("safe", [])
+    with Store(tmp_path / "labels.db") as store:
+        with pytest.raises(InvalidLabel, match="marked the model right"):
+            review.save_review(store, run, 0.5, reviewer="ana", model_right="right",
+                               label="safe", categories=[], note="", max_images=5)
+        saved = review.save_review(store, run, 0.5, reviewer="ana", model_right="wrong",
+                                   label="safe", categories=[], note="a red square", max_images=5)
+        assert saved.new_example
+        rows = review.list_rows(store, disagreement=True)
+        assert [(r[0], r[3], r[4], r[7], r[9]) for r in rows] == [
+            (saved.example_id, 1, "unsafe", "safe", "yes")]
+        path, count = review.export_file(store, "jsonl", tmp_path / "out")
+        assert count == 1 and Path(path).read_text().count("\n") == 1
