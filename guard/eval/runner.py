@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from labels.runs import EvalResult, EvalRun, Runs, RunSettings
@@ -58,7 +58,7 @@ def run_settings(dataset: Dataset, guards: Guards, *, name: str | None = None,
         name="", dataset=dataset.path, dataset_sha256=dataset.sha256, format=dataset.format,
         model=guards.llama_guard.name, prompt_guard_model=pg_name, excluded=tuple(checked),
         threshold=float(threshold))
-    return RunSettings(**{**settings.__dict__, "name": name or default_run_name(settings)})
+    return replace(settings, name=name or default_run_name(settings))
 
 
 def default_run_name(settings: RunSettings) -> str:
