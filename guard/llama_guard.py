@@ -185,6 +185,8 @@ class LlamaGuard:
                     f"The prompt is {length:,} tokens; {self.name} accepts at most "
                     f"{self.context_limit:,} here. Shorten the conversation or remove images.")
         with self._lock, torch.inference_mode():
+            if "pixel_values" in inputs:
+                inputs["mm_encoder_outputs"] = self._encode_images(inputs.pop("pixel_values"))
             out = self.model.generate(
                 **inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, output_logits=True,
                 return_dict_in_generate=True, pad_token_id=self.pad_id, eos_token_id=self.eos_ids)
@@ -207,6 +209,21 @@ class LlamaGuard:
                 images=len(conversation.images), seconds=seconds, model=self.name,
                 family=self.family.value))
         return verdicts
+
+    def _encode_images(self, pixel_values: torch.Tensor) -> dict[str, Any]:
+        """Run the vision tower once per distinct tile.
+
+        Sweeps, attributions and batches repeat the same images many times; every tile is
+        encoded on its own, so encoding the distinct ones and gathering is exact.
+        """
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        flat = pixel_values.flatten(1)
+        distinct, inverse = torch.unique(flat, dim=0, return_inverse=True)
+        features = self.model.get_image_features(
+            pixel_values=distinct.view(-1, *pixel_values.shape[1:]), return_dict=True)
+        return {"image": BaseModelOutputWithPooling(
+            last_hidden_state=features.last_hidden_state[inverse])}
 
     def _trim(self, tokens: list[int]) -> list[int]:
         eos = set(self.eos_ids if isinstance(self.eos_ids, list) else [self.eos_ids])
