@@ -13,6 +13,7 @@ Failures reply {"ok": false, "kind": "load" | "context" | "input" | "internal", 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import sys
@@ -38,7 +39,7 @@ class Worker:
             raise Refused("load", f"no GGUF file at {model_path}")
         try:
             self.llm = self._open(llama_cpp, model_path, n_ctx, n_threads, n_batch)
-            n_ctx_train = self.llm._model.n_ctx_train()
+            n_ctx_train = llama_cpp.llama_model_n_ctx_train(self.llm.model)
             if 0 < n_ctx_train < n_ctx:  # beyond what the model was trained on: shrink
                 self.llm.close()
                 self.llm = self._open(llama_cpp, model_path, n_ctx_train, n_threads, n_batch)
@@ -49,7 +50,9 @@ class Worker:
         self.n_vocab = llm.n_vocab()
         self.safe_id = self._single_token("safe")
         self.unsafe_id = self._single_token("unsafe")
-        return {"n_ctx": llm.n_ctx(), "n_ctx_train": n_ctx_train, "desc": llm._model.desc(),
+        desc = ctypes.create_string_buffer(256)
+        llama_cpp.llama_model_desc(llm.model, desc, len(desc))
+        return {"n_ctx": llm.n_ctx(), "n_ctx_train": n_ctx_train, "desc": desc.value.decode(),
                 "n_vocab": self.n_vocab, "safe_id": self.safe_id, "unsafe_id": self.unsafe_id,
                 "llama_cpp_version": getattr(llama_cpp, "__version__", "")}
 

@@ -24,7 +24,7 @@ from .categories import Family, categories_for
 from .prompts import render
 from .tiny import _SPLIT_PATTERN, LLAMA_GUARD_EXAMPLES, GuardExample
 
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 TEXT_DIR = "llama-guard-3-tiny"
 FAMILIES = (Family.LLAMA_GUARD_3, Family.LLAMA_GUARD_2)
 LLAMA3_SPECIAL_TOKENS = [
@@ -112,7 +112,7 @@ def _train_and_save(out_dir: Path) -> None:
     tokenizer = _build_tokenizer([p for p, _ in samples] + ["\n\n" + a for _, a in samples] * 20)
     ids = tokenizer.convert_tokens_to_ids
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=2048,
         rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=False,
         bos_token_id=ids("<|begin_of_text|>"), eos_token_id=ids("<|eot_id|>"),
@@ -171,7 +171,7 @@ def _train(model: Any, tokenizer: Any, samples: list[tuple[str, str]]) -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()
-        if step % 25 == 24 and loss.item() < 0.005:
+        if step % 10 == 9 and loss.item() < 0.01:
             break
     model.eval()
 

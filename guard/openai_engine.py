@@ -1,0 +1,305 @@
+"""Llama Guard behind an OpenAI-compatible server (vLLM, llama.cpp server, TGI), over httpx.
+
+Text conversations go to `/v1/completions` as the project's own rendered prompt, so every
+engine judges the same string. Conversations with images go to `/v1/chat/completions` with
+image parts (base64 data URLs); there the server renders the prompt with the model's chat
+template, and excluded categories travel as `chat_template_kwargs.excluded_category_keys`.
+
+p_unsafe comes from the top logprobs at the decision position, the token after the leading
+blank line where the model writes 'safe' or 'unsafe' (see `p_unsafe_from_top_logprobs` for
+what happens when the server's top-k holds only one of the two).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from .categories import Family, categories_for
+from .conversation import Conversation
+from .errors import ContextTooLong, GuardError
+from .llama_cpp_engine import guess_family
+from .prompts import CustomCategory, PromptPlan, plan
+from .verdict import DEFAULT_THRESHOLD, Verdict, make_verdict
+
+BOS = "<|begin_of_text|>"
+MAX_NEW_TOKENS = 40
+RETRY_STATUS = {429, 500, 502, 503, 504}
+ENV_BASE_URL, ENV_MODEL, ENV_API_KEY = ("GUARD_LAB_OPENAI_BASE_URL", "GUARD_LAB_OPENAI_MODEL",
+                                        "GUARD_LAB_OPENAI_API_KEY")
+
+
+class ServerError(GuardError):
+    """Base class: the OpenAI-compatible server could not give a verdict."""
+
+
+class ServerUnavailable(ServerError):
+    """The server could not be reached, timed out or kept failing after retries."""
+
+
+class BadServerResponse(ServerError):
+    """The server answered, but not with what an OpenAI-compatible server returns."""
+
+
+def p_unsafe_from_top_logprobs(top: Mapping[str, float]) -> float:
+    """Softmax over the logprobs of 'safe' and 'unsafe' among a position's top logprobs.
+
+    Both listed: exactly the two-way softmax of their logits (the shared normaliser cancels).
+    Only one listed: the missing token's probability is at most the smallest listed one and
+    at most the mass the list leaves over; we take that bound for it, which gives the value
+    closest to 0.5 the response allows: never more confident than the server's data.
+    Neither listed: nothing is known, and 0.5 is returned (unsafe at the default threshold).
+    """
+    safe, unsafe = top.get("safe"), top.get("unsafe")
+    if safe is not None and unsafe is not None:
+        high = max(safe, unsafe)
+        return math.exp(unsafe - high) / (math.exp(safe - high) + math.exp(unsafe - high))
+    if safe is None and unsafe is None:
+        return 0.5
+    probs = [math.exp(v) for v in top.values()]
+    bound = max(min(min(probs), 1.0 - sum(probs)), 0.0)
+    if unsafe is None:
+        return bound / (math.exp(safe) + bound)
+    return math.exp(unsafe) / (math.exp(unsafe) + bound)
+
+
+def decision_index(tokens: Sequence[str]) -> int:
+    """Where 'safe' or 'unsafe' was generated; else the first token that is not whitespace."""
+    for i, token in enumerate(tokens):
+        if token in ("safe", "unsafe"):
+            return i
+    for i, token in enumerate(tokens):
+        if token.strip():
+            return i
+    return 0
+
+
+def normalise_base_url(url: str) -> str:
+    """'http://host:8000' -> 'http://host:8000/v1'; a URL with a path is kept as given."""
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise GuardError(f"The server URL {url!r} is not an http(s) URL. Set "
+                         f"{ENV_BASE_URL}, e.g. http://127.0.0.1:8000/v1.")
+    return url if parts.path else url + "/v1"
+
+
+def image_data_url(image: Any) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class OpenAIGuard:
+    """A Llama Guard model served by an OpenAI-compatible server. Thread-safe."""
+
+    def __init__(self, base_url: str, model: str, *, api_key: str | None = None,
+                 family: Family | str | None = None, timeout: float = 60.0, retries: int = 2,
+                 backoff: float = 0.5, top_logprobs: int = 5, concurrency: int = 4,
+                 server_adds_bos: bool = True, context_limit: int = 0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.base_url = normalise_base_url(base_url)
+        self.name = model
+        self.family = Family(family or guess_family(model))
+        self.retries = retries
+        self.backoff = backoff
+        self.top_logprobs = top_logprobs
+        self.concurrency = concurrency
+        # vLLM and llama.cpp's server prepend <|begin_of_text|> to a completion prompt
+        # themselves; sending ours too would give the model two.
+        self.server_adds_bos = server_adds_bos
+        self.context_limit = context_limit
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(headers=headers, transport=transport,
+                                  timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **options: Any) -> OpenAIGuard:
+        """Configured from GUARD_LAB_OPENAI_BASE_URL, _MODEL and _API_KEY (read by the caller)."""
+        base_url, model = environ.get(ENV_BASE_URL), environ.get(ENV_MODEL)
+        if not base_url or not model:
+            raise GuardError(f"Set {ENV_BASE_URL} (e.g. http://127.0.0.1:8000/v1) and "
+                             f"{ENV_MODEL} (e.g. meta-llama/Llama-Guard-4-12B) to use a server.")
+        return cls(base_url, model, api_key=environ.get(ENV_API_KEY) or None, **options)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> OpenAIGuard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def served_models(self) -> list[str]:
+        """The model ids the server lists at /v1/models."""
+        data = self._request("GET", "/models")
+        try:
+            return [m["id"] for m in data["data"]]
+        except (KeyError, TypeError) as exc:
+            raise self._unexpected("/models", data) from exc
+
+    def check(self) -> None:
+        """Fail early, with the server's own list, when it does not serve our model."""
+        served = self.served_models()
+        if self.name not in served:
+            raise BadServerResponse(
+                f"The server at {self.base_url} serves {', '.join(served) or 'no model'}, not "
+                f"{self.name}. Set GUARD_LAB_OPENAI_MODEL to one of those.")
+
+    def describe(self) -> Any:
+        from .llama_guard import ModelInfo
+
+        return ModelInfo(name=self.name, family=self.family.value, device=self.base_url,
+                         dtype="remote", revision=None, context_limit=self.context_limit,
+                         multimodal=self.family is Family.LLAMA_GUARD_4, engine="openai")
+
+    def plan(self, conversation: Conversation, excluded: Iterable[str] = (),
+             custom: Sequence[CustomCategory] = ()) -> PromptPlan:
+        return plan(conversation, excluded, self.family, custom)
+
+    def classify(self, conversation: Conversation, excluded: Iterable[str] = (), *,
+                 threshold: float = DEFAULT_THRESHOLD,
+                 custom: Sequence[CustomCategory] = ()) -> Verdict:
+        """Judge the last message of `conversation` with one request."""
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+        prompt_plan = self.plan(conversation, excluded, custom)
+        started = time.perf_counter()
+        if conversation.images:
+            text, tokens, top, prompt_tokens = self._chat(conversation, prompt_plan, custom)
+        else:
+            text, tokens, top, prompt_tokens = self._complete(prompt_plan.prompt)
+        return make_verdict(
+            text, p_unsafe_from_top_logprobs(top[decision_index(tokens)] if top else {}),
+            prompt_plan.categories, categories_for(self.family), threshold=threshold,
+            prompt_tokens=prompt_tokens, images=len(conversation.images),
+            seconds=time.perf_counter() - started, model=self.name, family=self.family.value)
+
+    def classify_batch(self, conversations: Sequence[Conversation], excluded: Iterable[str] = (), *,
+                       threshold: float = DEFAULT_THRESHOLD, custom: Sequence[CustomCategory] = (),
+                       batch_size: int = 0, excluded_per_item: Sequence[Iterable[str]] | None = None,
+                       ) -> list[Verdict]:
+        """Judge many conversations, `concurrency` requests in flight (batch_size overrides)."""
+        excluded = tuple(excluded)
+        items = [excluded_per_item[i] if excluded_per_item is not None else excluded
+                 for i in range(len(conversations))]
+        workers = max(1, batch_size or self.concurrency)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(
+                lambda pair: self.classify(pair[0], pair[1], threshold=threshold, custom=custom),
+                zip(conversations, items, strict=True)))
+
+    # --- the two endpoints -------------------------------------------------------------------
+
+    def _complete(self, prompt: str) -> tuple[str, list[str], list[dict[str, float]], int]:
+        if self.server_adds_bos and prompt.startswith(BOS):
+            prompt = prompt[len(BOS):]
+        data = self._request("POST", "/completions", {
+            "model": self.name, "prompt": prompt, "max_tokens": MAX_NEW_TOKENS,
+            "temperature": 0, "logprobs": self.top_logprobs, "stream": False})
+        try:
+            choice = data["choices"][0]
+            text = choice["text"]
+            logprobs = choice.get("logprobs") or {}
+            tokens = list(logprobs.get("tokens") or [])
+            top = [dict(t or {}) for t in logprobs.get("top_logprobs") or []]
+            prompt_tokens = int((data.get("usage") or {}).get("prompt_tokens") or 0)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise self._unexpected("/completions", data) from exc
+        return text, tokens, self._need_logprobs(tokens, top), prompt_tokens
+
+    def _chat(self, conversation: Conversation, prompt_plan: PromptPlan,
+              custom: Sequence[CustomCategory]) -> tuple[str, list[str], list[dict[str, float]], int]:
+        messages = [{"role": turn.role, "content": (
+            [{"type": "image_url", "image_url": {"url": image_data_url(im)}} for im in turn.images]
+            + [{"type": "text", "text": turn.text}])} for turn in conversation.turns]
+        template_args: dict[str, Any] = {"excluded_category_keys": list(prompt_plan.excluded)}
+        if custom:
+            # The official template takes the whole table when a `categories` mapping is given.
+            template_args["categories"] = {
+                c.code: c.prompt_name + "." + (f"\n{c.description}" if c.custom and c.description
+                                               else "")
+                for c in prompt_plan.categories}
+        data = self._request("POST", "/chat/completions", {
+            "model": self.name, "messages": messages, "max_tokens": MAX_NEW_TOKENS,
+            "temperature": 0, "logprobs": True, "top_logprobs": self.top_logprobs,
+            "chat_template_kwargs": template_args, "stream": False})
+        try:
+            choice = data["choices"][0]
+            text = choice["message"]["content"] or ""
+            content = (choice.get("logprobs") or {}).get("content") or []
+            tokens = [entry["token"] for entry in content]
+            top = []
+            for entry in content:
+                listed: dict[str, float] = {}
+                for alt in entry.get("top_logprobs") or []:
+                    listed[alt["token"]] = max(alt["logprob"], listed.get(alt["token"], -math.inf))
+                top.append(listed)
+            prompt_tokens = int((data.get("usage") or {}).get("prompt_tokens") or 0)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise self._unexpected("/chat/completions", data) from exc
+        return text, tokens, self._need_logprobs(tokens, top), prompt_tokens
+
+    def _need_logprobs(self, tokens: list[str], top: list[dict[str, float]]) -> list[dict[str, float]]:
+        if not tokens or len(top) != len(tokens):
+            raise BadServerResponse(
+                f"The server at {self.base_url} returned no usable logprobs, which p_unsafe needs. "
+                "vLLM returns them by default; start llama.cpp's server with logits_all enabled.")
+        return top
+
+    # --- HTTP with retries -------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        url = self.base_url + path
+        problem = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(min(self.backoff * 2 ** (attempt - 1), 8.0))
+            try:
+                response = self._http.request(method, url, json=body)
+            except httpx.TransportError as exc:  # refused, reset, timed out: worth another try
+                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                continue
+            if response.status_code in RETRY_STATUS:
+                problem = f"HTTP {response.status_code}: {response.text[:200]}"
+                continue
+            return self._json(response, path)
+        raise ServerUnavailable(
+            f"Could not get an answer from the server at {url} after {self.retries + 1} "
+            f"tries ({problem}). Start the server (e.g. `vllm serve MODEL`) or fix "
+            f"{ENV_BASE_URL}.")
+
+    def _json(self, response: httpx.Response, path: str) -> Any:
+        if response.status_code in (401, 403):
+            raise BadServerResponse(
+                f"The server at {self.base_url} refused the request (HTTP {response.status_code}): "
+                f"set {ENV_API_KEY} to a key it accepts.")
+        if response.status_code >= 400:
+            message = response.text[:400]
+            if "context" in message.lower() and ("length" in message.lower()
+                                                 or "window" in message.lower()):
+                raise ContextTooLong(f"The server says the prompt is too long: {message}. "
+                                     "Shorten the conversation or serve a longer context.")
+            raise BadServerResponse(
+                f"The server at {self.base_url} rejected {path} (HTTP {response.status_code}): "
+                f"{message}")
+        try:
+            return response.json()
+        except ValueError:
+            raise self._unexpected(path, response.text) from None
+
+    def _unexpected(self, path: str, data: Any) -> BadServerResponse:
+        shown = data if isinstance(data, str) else repr(data)
+        return BadServerResponse(
+            f"The server at {self.base_url} answered {path} with something that is not an "
+            f"OpenAI-compatible response: {shown[:200]!r}. Check that the URL points at an "
+            "OpenAI-compatible server (vLLM, llama.cpp server, TGI).")
