@@ -11,6 +11,7 @@ import functools
 import re
 import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -21,9 +22,10 @@ from guard.errors import GuardError, ModelLoadError
 from guard.prompts import CustomCategory, plan
 from guard.service import Guards, moderate
 from guard.verdict import DEFAULT_THRESHOLD
-from guard_app import editor, results
+from guard_app import editor, eval_view, explore_ui, results
 from guard_app.api import EXAMPLE, build_conversation, parse_excluded, parse_threshold
 from guard_app.examples import EXAMPLES, example_turns, write_swatches
+from guard_app.guarded import guarded
 from guard_app.models import LLAMA_GUARD, PROMPT_GUARD, PromptGuardChoices
 from guard_app.style import CSS, head
 
@@ -115,25 +117,25 @@ def moderate_api(guards: Guards, conversation: str | list | None, images: Sequen
                threshold=parse_threshold(threshold, default_threshold))
 
 
-def guarded(fn: Callable) -> Callable:
-    """Turn the packages' errors into messages on the page (and in API errors)."""
-    from labels.errors import LabelsError
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (GuardError, LabelsError) as exc:
-            raise gr.Error(str(exc)) from None
-    return wrapper
+def explore_inputs(guards: Guards, turns: list[dict], ticked: Sequence[str] | None,
+                   custom: Sequence[dict[str, str]], max_images: int = MAX_IMAGES) -> tuple:
+    """What the Explore panel runs on: (engine, conversation, excluded, custom categories)."""
+    if guards.llama_guard is None:
+        raise ModelLoadError("Llama Guard 4 is not loaded, so there is nothing to explore. The "
+                             "banner at the top says why.")
+    return (guards.llama_guard, editor.to_conversation(turns, max_images), excluded_codes(ticked),
+            custom_categories(custom))
 
 
 def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = None,
                default_prompt_guard: str | None = None, store: Any = None, tiny: bool = False,
                failures: dict[str, str] | None = None, threshold: float = DEFAULT_THRESHOLD,
                max_images: int = MAX_IMAGES, concurrency: int = 1,
-               swatch_dir: str | None = None) -> gr.Blocks:
-    """The whole page over already loaded models (and optionally a `labels.Store`)."""
+               swatch_dir: str | None = None, data_dir: str | Path | None = None) -> gr.Blocks:
+    """The whole page over already loaded models (and optionally a `labels.Store`).
+
+    `data_dir` holds the public evaluation sets; None looks in the default place.
+    """
     if prompt_guards is None and guards.prompt_guard is not None:
         prompt_guards = PromptGuardChoices.fixed(guards.prompt_guard, tiny=tiny)
     if prompt_guards is not None and default_prompt_guard not in prompt_guards.sources:
@@ -141,6 +143,9 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
     failures = dict(failures or {})
     swatches = write_swatches(swatch_dir or tempfile.mkdtemp(prefix="guard-lab-swatches-"))
     gpu_moderate = on_gpu(moderate)
+    gpu_explore = explore_ui.gpu_calls(on_gpu)
+    builtins = eval_view.builtin_sets(data_dir if data_dir is not None
+                                      else eval_view.default_data_dir())
     loaded = {}
     if guards.llama_guard is not None:
         loaded[LLAMA_GUARD] = guards.llama_guard.name
@@ -279,6 +284,7 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                                           interactive=False, wrap_lines=True)
                 with gr.Accordion("Raw result (JSON)", open=False):
                     json_view = gr.JSON()
+                explore = explore_ui.ExplorePanel()
                 review = _review_panel(store) if store is not None else None
                 if store is None:
                     gr.Markdown("*Review: labelling is off on this server (start with `--db PATH` "
@@ -286,6 +292,9 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
 
             with gr.Tab("Labeled examples", id="labels"):
                 browser = _labels_tab(store)
+
+            with gr.Tab("Batch evaluation", id="evaluate"):
+                evaluation = _eval_tab(store, builtins, threshold)
 
             with gr.Tab("API", id="api"):
                 gr.Markdown(API_HELP)
@@ -296,7 +305,12 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                 with gr.Row():
                     api_excluded = gr.Textbox(label="excluded (e.g. S2,S3)", max_lines=1)
                     api_threshold = gr.Number(value=threshold, label="threshold")
-                api_button = gr.Button("Moderate", variant="primary")
+                api_only_one = gr.Checkbox(label="only_one (sweep: also try each category alone)")
+                with gr.Row():
+                    api_button = gr.Button("Moderate", variant="primary")
+                    api_explore = {name: gr.Button(label) for name, label in (
+                        ("sweep", "Sweep"), ("category_scores", "Category scores"),
+                        ("attribution", "Attribution"))}
                 api_result = gr.JSON(label="result")
 
         edit_outputs.extend([editing, text, pending, role, add_button, cancel_button])
@@ -419,6 +433,18 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
             review.wire(last, slider, max_images)
         if browser is not None:
             browser.wire()
+        explore.wire(turns, categories, custom, slider,
+                     functools.partial(explore_inputs, guards, max_images=max_images),
+                     gpu_explore, concurrency=concurrency, concurrency_id=GPU)
+        explore_ui.wire_api(api_explore, api_conversation, api_images, api_excluded,
+                            api_threshold, api_only_one, api_result,
+                            lambda: explore_inputs_api(guards), gpu_explore,
+                            default_threshold=threshold, max_images=max_images,
+                            concurrency=concurrency, concurrency_id=GPU)
+        if evaluation is not None:
+            evaluation.wire(demo, eval_view.on_gpu_guards(guards, on_gpu if spaces else None),
+                            categories, excluded_codes, concurrency=concurrency,
+                            concurrency_id=GPU)
 
     demo.queue(default_concurrency_limit=None)
     return demo
@@ -439,6 +465,28 @@ result = client.predict(
     [handle_file("red.png")], "S2,S3", 0.5, api_name="/moderate")
 print(result["verdict"], result["categories"], result["p_unsafe"])
 ```
+
+**`/sweep`**, **`/category_scores`** and **`/attribution`** take the same conversation, images,
+`excluded` and `threshold` (`/sweep` also `only_one`, to try each category alone) and return JSON
+with a one-line `summary`:
+
+- `/sweep`: `variants`, one per run ("all enabled", "without S1", ...; "only S1", ... with
+  `only_one`), each with `verdict`, `categories`, `p_unsafe` and `flips` (the verdict differs
+  from "all enabled").
+- `/category_scores`: the `verdict` and, per enabled category, `probability` (that the model
+  names it first, given it answers unsafe; teacher-forced, not a calibrated risk) and `share`
+  (the same renormalised over the enabled categories).
+- `/attribution`: a variant per prefix ending at each message ("up to message 2") and per image
+  left out ("without image 4 (message 1)"); `flips` compares with the whole conversation.
+
+```python
+sweep = client.predict('[{"role": "user", "content": "..."}]', [], "", 0.5, False,
+                       api_name="/sweep")
+print(sweep["summary"])  # e.g. "Excluding S1 flips the verdict to safe."
+```
+
+**`/evaluate`** and **`/compare_runs`** drive the Batch evaluation tab (when the server keeps a
+labels database).
 """
 
 
@@ -446,6 +494,24 @@ def _review_panel(store: Any):
     from guard_app.ui_labels import ReviewPanel
 
     return ReviewPanel(store)
+
+
+def explore_inputs_api(guards: Guards) -> Any:
+    if guards.llama_guard is None:
+        raise ModelLoadError("Llama Guard 4 is not loaded on this server; see the banner on its "
+                             "page.")
+    return guards.llama_guard
+
+
+def _eval_tab(store: Any, builtins: dict, threshold: float):
+    from guard_app.eval_ui import EvalTab
+
+    if store is None:
+        gr.Markdown("Batch evaluation stores its runs in the labels database, which is off on "
+                    "this server. Start the app with `--db PATH` (or set `GUARD_LAB_DB`).")
+        return None
+    return EvalTab(store, builtins=builtins, category_choices=category_choices(False),
+                   codes=CODES, threshold=threshold)
 
 
 def _labels_tab(store: Any):
@@ -480,7 +546,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     demo = build_demo(loaded.guards, prompt_guards=loaded.prompt_guards,
                       default_prompt_guard=loaded.default_prompt_guard, store=store,
                       tiny=options.tiny, failures=loaded.failures, threshold=options.threshold,
-                      max_images=options.max_images, concurrency=options.concurrency)
+                      max_images=options.max_images, concurrency=options.concurrency,
+                      data_dir=options.data_dir)
     launch(demo, server_name=options.host, server_port=options.port)
 
 

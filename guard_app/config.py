@@ -29,6 +29,7 @@ class Options:
     max_images: int
     db: Path | None  # the labels database; None: labels off
     concurrency: int
+    data_dir: Path | None = None  # the public evaluation sets; None: the default place
 
 
 def _truthy(value: str | None) -> bool:
@@ -68,6 +69,9 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int,
                    default=int(environ.get("GUARD_LAB_CONCURRENCY", 1)),
                    help="model runs at the same time (env GUARD_LAB_CONCURRENCY; 1 fits one GPU)")
+    p.add_argument("--data-dir", default=environ.get("GUARD_LAB_DATA_DIR"),
+                   help="folder with the public evaluation sets (env GUARD_LAB_DATA_DIR; "
+                        "default ../shared/data beside the repository)")
     return p
 
 
@@ -98,4 +102,5 @@ def parse_options(argv: Sequence[str] | None = None,
     return Options(tiny=args.tiny, tiny_dir=tiny_dir, llama_guard=args.llama_guard,
                    prompt_guard=args.prompt_guard, device=args.device, host=args.host,
                    port=args.port, threshold=args.threshold, max_images=args.max_images, db=db,
-                   concurrency=args.concurrency)
+                   concurrency=args.concurrency,
+                   data_dir=Path(args.data_dir) if args.data_dir else None)

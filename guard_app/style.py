@@ -60,6 +60,15 @@ CSS = """
 .gl-legend td {padding: 3px 6px; vertical-align: top; font-size: 0.85rem}
 .gl-custom {margin: 4px 0; padding-left: 18px; font-size: 0.9rem}
 #gl-categories label.gl-disabled {opacity: 0.45}
+.gl-explore {width: 100%; border-collapse: collapse; margin-top: 6px; font-size: 0.9rem}
+.gl-explore td, .gl-explore th {padding: 4px 8px; border-top: 1px solid var(--border-color-primary);
+  text-align: left; vertical-align: top}
+.gl-explore tr.gl-flip td {background: #fff1c2; color: #3d2c00}
+.gl-explore tr.gl-reference td {font-weight: 600}
+.gl-explore td.gl-num {font-variant-numeric: tabular-nums; min-width: 90px}
+.gl-explore-summary {font-weight: 600; margin: 4px 0}
+.gl-bar-fill.gl-score {background: #4f6fd6}
+.gl-bar-fill.gl-score-raw {background: #9aa9d8}
 """
 
 
