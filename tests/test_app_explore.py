@@ -173,3 +173,24 @@ def test_compare_runs_through_gradio_client_says_what_is_missing(client):
         client.predict(None, None, api_name="/compare_runs")
     with pytest.raises(Exception, match="No evaluation run named 'nope'"):
         client.predict("nope", "nope", api_name="/compare_runs")
+
+
+def test_evaluate_and_compare_through_gradio_client(client, tmp_path):
+    from gradio_client import handle_file
+
+    data = tmp_path / "two.csv"
+    data.write_text(f'prompt,label\n"{VIOLENT}",unsafe\n"{BENIGN}",safe\n"{BENIGN} again",maybe\n')
+    status, report, curve, per_category, bad, report_json, run_a, run_b = client.predict(
+        "upload", handle_file(str(data)), "csv", "two", None, 8, list(app.CODES), 0.5,
+        api_name="/evaluate")
+    assert status.startswith("Run 'two': judged 2 rows")
+    assert report["data"][:5] == [["n", "2"], ["precision", "1.0000"], ["recall", "1.0000"],
+                                  ["f1", "1.0000"], ["fpr", "0.0000"]]
+    assert bad["data"] == [[4, "label 'maybe' is not one of safe/unsafe/0/1/true/false"]]
+    assert report_json["bad_rows"][0]["line"] == 4 and per_category["data"] in ([], [[]])
+    again = client.predict("upload", handle_file(str(data)), "csv", "two", None, 8,
+                           list(app.CODES), 0.5, api_name="/evaluate")
+    assert again[0].startswith("Resumed run 'two': 2 rows were already stored, 0 judged")
+    text, table = client.predict("two", "two", api_name="/compare_runs")
+    assert "Verdicts differ on 0 of the 2 rows" in text and "Every metric is equal" in text
+    assert table["data"][0] == ["n", "2", "2", "+0"]
