@@ -51,7 +51,7 @@ class EvalTab:
                          "settings: stored rows are not judged again.")
                 with gr.Row():
                     self.limit = gr.Number(None, precision=0, minimum=0, label="Limit rows",
-                                           info="the first N good rows; empty for all")
+                                           info="the first N good rows; 0 or empty for all")
                     self.batch_size = gr.Number(view.DEFAULT_BATCH_SIZE, precision=0, minimum=1,
                                                 label="Batch size")
             with gr.Column(scale=2):

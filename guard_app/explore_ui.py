@@ -38,7 +38,7 @@ class ExplorePanel:
                 self.sweep_view = gr.HTML(view.empty_html("Sweep categories"),
                                           elem_id="gl-sweep-view")
             with gr.Tab("Per-category scores", id="scores"):
-                gr.Markdown(view.SCORES_MEANING)
+                gr.Markdown(view.SCORES_HELP)
                 self.scores = gr.Button("Score each category", variant="secondary",
                                         elem_id="gl-scores")
                 self.scores_view = gr.HTML(view.empty_html("Score each category"),

@@ -26,6 +26,9 @@ SCORES_MEANING = (
     "not a calibrated per-category risk: the categories compete for one first place. "
     "Share rescales them to add up to 100% over the enabled categories; raw is the model's own "
     "probability.")
+SCORES_HELP = (
+    "For each enabled category: how likely the model is to name it first if it answers unsafe. "
+    "The result says what the number means and what the model actually answered.")
 SWEEP_HELP = (
     "Runs the conversation with every ticked category, then with each one left out (one batch). "
     "Rows whose verdict differs from the first row are highlighted.")
