@@ -105,7 +105,9 @@ def test_database_from_schema_version_one_is_migrated(tmp_path):
     db.close()
 
     with Store(path) as store:
-        assert [m.name for m in migrations.applied(store.db)] == ["m001_initial", "m002_search"]
+        assert [m.name for m in migrations.applied(store.db)] == [
+            "m001_initial", "m002_search", "m003_eval_runs"]
+        assert "eval_runs" in store.db.table_names()
         assert store.db["examples"].columns_dict["conversation_text"] is str
         stored = store.get_example(1)
         assert (stored.prompt, stored.conversation.turns[0].text, stored.labels[0].note) == (
