@@ -33,6 +33,7 @@ LLAMA3_SPECIAL_TOKENS = [
     "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>",
 ]
 MAX_STEPS = 800
+LEARNING_RATE = 3e-3
 
 # The examples without images: the only ones a text model can be asked.
 TEXT_EXAMPLES: dict[str, GuardExample] = {
@@ -146,7 +147,7 @@ def _build_tokenizer(corpus: list[str]) -> Any:
         pad_token="<|finetune_right_pad_id|>", padding_side="left", model_max_length=2048)
 
 
-def _train(model: Any, tokenizer: Any, samples: list[tuple[str, str]]) -> None:
+def _train(model: Any, tokenizer: Any, samples: list[tuple[str, str]]) -> int:
     import torch
 
     eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
@@ -163,7 +164,7 @@ def _train(model: Any, tokenizer: Any, samples: list[tuple[str, str]]) -> None:
     input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
     labels = torch.tensor([t + [-100] * (width - len(t)) for t in targets])
     mask = (torch.arange(width)[None, :] < torch.tensor([len(r) for r in rows])[:, None]).long()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
     model.train()
     for step in range(MAX_STEPS):
         loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
@@ -174,6 +175,7 @@ def _train(model: Any, tokenizer: Any, samples: list[tuple[str, str]]) -> None:
         if step % 10 == 9 and loss.item() < 0.01:
             break
     model.eval()
+    return step + 1
 
 
 def write_gguf(hf_dir: str | Path, out_path: str | Path, qtype: str = "f32") -> Path:

@@ -173,3 +173,25 @@ def test_load_errors_say_what_to_do(tmp_path):
 
 def test_local_paths_resolve_without_the_hub(tiny_text):
     assert resolve_gguf(tiny_text.gguf_f32) == tiny_text.gguf_f32
+
+
+def test_repo_and_glob_resolve_through_the_hub_client(monkeypatch, tmp_path):
+    # The Hub is not ours and not reachable here: its two client calls are replaced.
+    import huggingface_hub
+
+    files = ["README.md", "Llama-Guard-3-1B.Q4_K_M.gguf", "Llama-Guard-3-1B.Q8_0.gguf"]
+    downloads = []
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files",
+                        lambda self, repo_id, revision=None: files)
+
+    def download(repo_id, filename, revision=None, token=None):
+        downloads.append((repo_id, filename, revision, token))
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    path = resolve_gguf("QuantFactory/Llama-Guard-3-1B-GGUF:*Q4_K_M.gguf", revision="main")
+    assert path == tmp_path / "Llama-Guard-3-1B.Q4_K_M.gguf"
+    assert downloads == [("QuantFactory/Llama-Guard-3-1B-GGUF", "Llama-Guard-3-1B.Q4_K_M.gguf",
+                          "main", None)]  # token None: huggingface_hub reads HF_TOKEN itself
+    with pytest.raises(ModelLoadError, match=r"\*.gguf matches 2 files .*Q4_K_M.gguf, .*Q8_0"):
+        resolve_gguf("QuantFactory/Llama-Guard-3-1B-GGUF:*.gguf")
