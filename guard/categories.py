@@ -101,6 +101,16 @@ _TABLES = {
 }
 
 
+def guess_family(name: str) -> Family:
+    """The family a model id or file name suggests; Llama Guard 3 when it says nothing."""
+    lowered = name.lower().replace("_", "-")
+    if "guard-2" in lowered:
+        return Family.LLAMA_GUARD_2
+    if "guard-4" in lowered:
+        return Family.LLAMA_GUARD_4
+    return Family.LLAMA_GUARD_3
+
+
 def categories_for(family: Family | str) -> tuple[Category, ...]:
     """The fixed category table of a model family."""
     return _TABLES[Family(family)]

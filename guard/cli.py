@@ -38,6 +38,18 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--model", default=os.environ.get("GUARD_LAB_LLAMA_GUARD", DEFAULT_LLAMA_GUARD),
                    help="Llama Guard model id or local folder")
     c.add_argument("--device", default=os.environ.get("GUARD_LAB_DEVICE", "auto"))
+    c.add_argument("--engine", choices=["transformers", "llama-cpp", "openai"],
+                   default=os.environ.get("GUARD_LAB_ENGINE", "transformers"),
+                   help="how Llama Guard runs: transformers; llama-cpp (a GGUF file on the CPU); "
+                        "openai (an OpenAI-compatible server named by GUARD_LAB_OPENAI_BASE_URL, "
+                        "GUARD_LAB_OPENAI_MODEL and GUARD_LAB_OPENAI_API_KEY)")
+    c.add_argument("--gguf", default=os.environ.get("GUARD_LAB_GGUF"),
+                   help="llama-cpp: a .gguf file or REPO:FILE, e.g. "
+                        "'QuantFactory/Llama-Guard-3-1B-GGUF:*Q4_K_M.gguf'")
+    c.add_argument("--family", choices=[f.value for f in Family], default=None,
+                   help="prompt format and categories (default: guessed from the model name)")
+    c.add_argument("--threads", type=int, default=None, help="llama-cpp: CPU threads")
+    c.add_argument("--n-ctx", type=int, default=8192, help="llama-cpp: context size in tokens")
     c.add_argument("--include-assistant", action="store_true",
                    help="also score assistant messages with Prompt Guard")
     return parser
@@ -79,15 +91,42 @@ def _quiet_transformers() -> None:
 def _load_guards(args: argparse.Namespace):
     from .service import Guards, tiny_guards
 
-    if args.tiny:
+    if args.tiny and args.engine == "transformers":
         guards = tiny_guards(default_tiny_dir())
         if args.prompt_guard == "none":
             guards.prompt_guard = None
         return guards
-    from .llama_guard import LlamaGuard
     from .prompt_guard import PromptGuard
 
     prompt_guard = None
     if args.prompt_guard != "none":
-        prompt_guard = PromptGuard.load(args.prompt_guard, device=args.device)
-    return Guards(LlamaGuard.load(args.model, device=args.device), prompt_guard)
+        if args.tiny:
+            from .tiny import build_tiny_models
+
+            prompt_guard = PromptGuard.load(build_tiny_models(default_tiny_dir())[1], device="cpu")
+        else:
+            prompt_guard = PromptGuard.load(args.prompt_guard, device=args.device)
+    return Guards(_load_llama_guard(args), prompt_guard)
+
+
+def _load_llama_guard(args: argparse.Namespace):
+    if args.engine == "llama-cpp":
+        from .llama_cpp_engine import LlamaCppGuard
+
+        gguf = args.gguf
+        if args.tiny and not gguf:
+            from .tiny_text import build_tiny_text_model
+
+            gguf = build_tiny_text_model(default_tiny_dir()).gguf_f32
+        if not gguf:
+            raise GuardError("--engine llama-cpp needs --gguf: a .gguf file or REPO:FILE, e.g. "
+                             "'QuantFactory/Llama-Guard-3-1B-GGUF:*Q4_K_M.gguf'.")
+        return LlamaCppGuard.load(gguf, family=args.family, n_ctx=args.n_ctx,
+                                  n_threads=args.threads)
+    if args.engine == "openai":
+        from .openai_engine import OpenAIGuard
+
+        return OpenAIGuard.from_env(os.environ, family=args.family)
+    from .llama_guard import LlamaGuard
+
+    return LlamaGuard.load(args.model, device=args.device, family=args.family)

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from .conversation import Conversation
 from .prompts import CustomCategory, PromptPlan
 from .verdict import Verdict
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a runner says about itself, for the UI, the API and saved examples."""
+
+    name: str
+    family: str
+    device: str
+    dtype: str
+    revision: str | None
+    context_limit: int
+    multimodal: bool
+    engine: str = "transformers"
 
 
 @runtime_checkable

@@ -22,8 +22,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .categories import Family, categories_for
+from .categories import Family, categories_for, guess_family
 from .conversation import Conversation
+from .engine import ModelInfo
 from .errors import ContextTooLong, GuardError, InvalidConversation, ModelLoadError
 from .prompts import CustomCategory, PromptPlan, plan
 from .verdict import DEFAULT_THRESHOLD, Verdict, make_verdict, p_unsafe_from_logits
@@ -73,15 +74,6 @@ def resolve_gguf(spec: str | Path, *, revision: str | None = None,
             f"Could not download {filename} from {repo_id}: check the repository and file names, "
             f"the network, and HF_TOKEN for gated repositories. ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:300] if str(exc) else ''})") from exc
-
-
-def guess_family(name: str) -> Family:
-    lowered = name.lower().replace("_", "-")
-    if "guard-2" in lowered:
-        return Family.LLAMA_GUARD_2
-    if "guard-4" in lowered:
-        return Family.LLAMA_GUARD_4
-    return Family.LLAMA_GUARD_3
 
 
 class _Child:
@@ -242,8 +234,6 @@ class LlamaCppGuard:
                 raise
 
     def describe(self) -> Any:
-        from .llama_guard import ModelInfo
-
         return ModelInfo(name=self.name, family=self.family.value, device="cpu",
                          dtype=self.info.get("desc", "gguf"), revision=None,
                          context_limit=int(self.info["n_ctx"]), multimodal=False,

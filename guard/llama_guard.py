@@ -5,14 +5,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .categories import Family, categories_for
+from .categories import Family, categories_for, guess_family
 from .conversation import Conversation
+from .engine import ModelInfo
 from .errors import ContextTooLong, ModelLoadError
 from .prompts import CustomCategory, PromptPlan, plan
 from .verdict import DEFAULT_THRESHOLD, Verdict, make_verdict, p_unsafe_from_logits
@@ -21,20 +21,6 @@ from .verdict import DEFAULT_THRESHOLD, Verdict, make_verdict, p_unsafe_from_log
 # up to this length; longer prompts would be judged under attention the model never saw.
 PATCHED_CHUNK_SIZE = 8192
 MAX_NEW_TOKENS = 40
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a runner says about itself, for the UI, the API and saved examples."""
-
-    name: str
-    family: str
-    device: str
-    dtype: str
-    revision: str | None
-    context_limit: int
-    multimodal: bool
-    engine: str = "transformers"
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -107,8 +93,7 @@ class LlamaGuard:
 
                 processor = AutoTokenizer.from_pretrained(str(model_id), **kwargs)
                 model = AutoModelForCausalLM.from_pretrained(str(model_id), dtype=dtype, **kwargs)
-                guessed = Family.LLAMA_GUARD_2 if "guard-2" in str(model_id).lower() else Family.LLAMA_GUARD_3
-                family = Family(family or guessed)
+                family = Family(family or guess_family(str(model_id)))
         except (OSError, ValueError, KeyError) as exc:
             raise _load_error(str(model_id), exc) from exc
         model.to(target).eval()

@@ -23,10 +23,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .categories import Family, categories_for
+from .categories import Family, categories_for, guess_family
 from .conversation import Conversation
+from .engine import ModelInfo
 from .errors import ContextTooLong, GuardError
-from .llama_cpp_engine import guess_family
 from .prompts import CustomCategory, PromptPlan, plan
 from .verdict import DEFAULT_THRESHOLD, Verdict, make_verdict
 
@@ -156,8 +156,6 @@ class OpenAIGuard:
                 f"{self.name}. Set GUARD_LAB_OPENAI_MODEL to one of those.")
 
     def describe(self) -> Any:
-        from .llama_guard import ModelInfo
-
         return ModelInfo(name=self.name, family=self.family.value, device=self.base_url,
                          dtype="remote", revision=None, context_limit=self.context_limit,
                          multimodal=self.family is Family.LLAMA_GUARD_4, engine="openai")

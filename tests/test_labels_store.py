@@ -45,7 +45,7 @@ def test_new_database_is_wal_with_foreign_keys_and_migrations(store, db_path):
     assert store.db.journal_mode == "wal"
     assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert [r["name"] for r in store.db["_sqlite_migrations"].rows] == [
-        "m001_initial", "m002_search"]
+        "m001_initial", "m002_search", "m003_eval_runs"]
     assert {fk.other_table for fk in store.db["example_images"].foreign_keys} == {
         "examples", "images"}
     assert {fk.other_table for fk in store.db["labels"].foreign_keys} == {"examples"}
