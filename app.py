@@ -16,8 +16,9 @@ from typing import Any
 
 import gradio as gr
 
-from guard.categories import LLAMA_GUARD_4_CATEGORIES
+from guard.categories import LLAMA_GUARD_4_CATEGORIES, Family, categories_for
 from guard.conversation import MAX_IMAGES
+from guard.engine import ModelInfo
 from guard.errors import GuardError, ModelLoadError
 from guard.prompts import CustomCategory, plan
 from guard.service import Guards, moderate
@@ -26,7 +27,7 @@ from guard_app import editor, eval_view, explore_ui, results
 from guard_app.api import EXAMPLE, build_conversation, parse_excluded, parse_threshold
 from guard_app.examples import EXAMPLES, example_turns, write_swatches
 from guard_app.guarded import guarded
-from guard_app.models import LLAMA_GUARD, PROMPT_GUARD, PromptGuardChoices
+from guard_app.models import PROMPT_GUARD, PromptGuardChoices
 from guard_app.style import CSS, head
 
 try:  # On Hugging Face ZeroGPU, GPU work must run inside functions wrapped by spaces.GPU.
@@ -40,19 +41,40 @@ S14_OFF = "S14 Code Interpreter Abuse (off while the conversation has images)"
 GPU = "gpu"  # the concurrency group of every event that runs a model
 
 
+class NeedsTransformers(GuardError):
+    """The action reads the model's logits directly, which only the transformers engine gives."""
+
+
 def on_gpu(fn: Callable) -> Callable:
     return spaces.GPU(fn) if spaces is not None else fn
 
 
-def category_choices(images: bool) -> list[tuple[str, str]]:
-    return [(S14_OFF if images and c.code == "S14" else f"{c.code} {c.card_name}", c.code)
-            for c in LLAMA_GUARD_4_CATEGORIES]
+def engine_info(guards: Guards) -> ModelInfo | None:
+    return guards.llama_guard.describe() if guards.llama_guard is not None else None
 
 
-def excluded_codes(ticked: Sequence[str] | None) -> tuple[str, ...]:
-    """The fixed categories left unticked."""
+def engine_family(guards: Guards) -> Family:
+    """The loaded Llama Guard's family; Llama Guard 4's categories when none is loaded."""
+    info = engine_info(guards)
+    return Family(info.family) if info is not None else Family.LLAMA_GUARD_4
+
+
+def engine_line(info: ModelInfo) -> str:
+    """e.g. 'Llama-Guard-3-1B.gguf (Llama Guard 3) on llama-cpp, cpu'."""
+    return f"{info.name} ({Family(info.family).label}) on {info.engine}, {info.device}"
+
+
+def category_choices(images: bool, family: Family | str = Family.LLAMA_GUARD_4
+                     ) -> list[tuple[str, str]]:
+    return [(S14_OFF if images and c.text_only else f"{c.code} {c.card_name}", c.code)
+            for c in categories_for(family)]
+
+
+def excluded_codes(ticked: Sequence[str] | None, family: Family | str = Family.LLAMA_GUARD_4
+                   ) -> tuple[str, ...]:
+    """The family's fixed categories left unticked."""
     ticked = set(ticked or ())
-    return tuple(code for code in CODES if code not in ticked)
+    return tuple(c.code for c in categories_for(family) if c.code not in ticked)
 
 
 def custom_categories(custom: Sequence[dict[str, str]]) -> tuple[CustomCategory, ...]:
@@ -77,7 +99,7 @@ def run_guards(guards: Guards, prompt_guards: PromptGuardChoices | None, turns: 
                gpu: Callable = moderate) -> dict[str, Any]:
     """One run: the moderate() JSON, the prompt Llama Guard saw, and notes for the page."""
     conversation = editor.to_conversation(turns, max_images)
-    excluded = excluded_codes(ticked)
+    excluded = excluded_codes(ticked, engine_family(guards))
     custom_cats = custom_categories(custom)
     notes = []
     if not ticked and not custom:
@@ -94,7 +116,7 @@ def run_guards(guards: Guards, prompt_guards: PromptGuardChoices | None, turns: 
         raise ModelLoadError("No model is loaded, so nothing can be judged. The banner at the top "
                              "says why; fix that and restart, or start with --tiny.")
     if run.llama_guard is None:
-        notes.append("Llama Guard 4 is not loaded: only Prompt Guard ran (see the banner).")
+        notes.append("Llama Guard is not loaded: only Prompt Guard ran (see the banner).")
     result = gpu(run, conversation, excluded, threshold=threshold, custom=custom_cats)
     prompt_plan = (run.llama_guard.plan(conversation, excluded, custom_cats)
                    if run.llama_guard is not None else plan(conversation, excluded, custom=custom_cats))
@@ -121,10 +143,34 @@ def explore_inputs(guards: Guards, turns: list[dict], ticked: Sequence[str] | No
                    custom: Sequence[dict[str, str]], max_images: int = MAX_IMAGES) -> tuple:
     """What the Explore panel runs on: (engine, conversation, excluded, custom categories)."""
     if guards.llama_guard is None:
-        raise ModelLoadError("Llama Guard 4 is not loaded, so there is nothing to explore. The "
+        raise ModelLoadError("Llama Guard is not loaded, so there is nothing to explore. The "
                              "banner at the top says why.")
-    return (guards.llama_guard, editor.to_conversation(turns, max_images), excluded_codes(ticked),
-            custom_categories(custom))
+    return (guards.llama_guard, editor.to_conversation(turns, max_images),
+            excluded_codes(ticked, engine_family(guards)), custom_categories(custom))
+
+
+def needs_transformers(run: Callable) -> Callable:
+    """Refuse per-category scores, with the reason, on an engine that gives no logits."""
+
+    @functools.wraps(run)
+    def checked(guard: Any, *args: Any, **kwargs: Any) -> Any:
+        engine = guard.describe().engine
+        if engine != "transformers":
+            raise NeedsTransformers(
+                f"Per-category scores read the model's logits for every category code, which only "
+                f"the transformers engine gives; this server runs Llama Guard on {engine}. Sweep "
+                f"and attribution work on any engine; for scores, start the app with "
+                f"--engine transformers.")
+        return run(guard, *args, **kwargs)
+    return checked
+
+
+def images_off_note(info: ModelInfo) -> str:
+    """Why the page takes no images, when the loaded engine or family reads text only."""
+    how = ("llama.cpp runs Llama Guard on text only" if info.engine == "llama-cpp"
+           else f"{Family(info.family).label} reads text only")
+    return (f"*Images are off on this server: {how}. Llama Guard 4 on the transformers engine "
+            f"(or an OpenAI-compatible server serving it) judges images.*")
 
 
 def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = None,
@@ -144,11 +190,16 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
     swatches = write_swatches(swatch_dir or tempfile.mkdtemp(prefix="guard-lab-swatches-"))
     gpu_moderate = on_gpu(moderate)
     gpu_explore = explore_ui.gpu_calls(on_gpu)
+    gpu_explore["scores"] = needs_transformers(gpu_explore["scores"])
+    info = engine_info(guards)
+    family = engine_family(guards)
+    codes = tuple(c.code for c in categories_for(family))
+    takes_images = info is None or info.multimodal
     builtins = eval_view.builtin_sets(data_dir if data_dir is not None
                                       else eval_view.default_data_dir())
     loaded = {}
-    if guards.llama_guard is not None:
-        loaded[LLAMA_GUARD] = guards.llama_guard.name
+    if info is not None:
+        loaded["Llama Guard"] = engine_line(info)
     if guards.prompt_guard is not None:
         loaded[PROMPT_GUARD] = guards.prompt_guard.name
     private = {"api_visibility": "private"}
@@ -161,8 +212,8 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
         custom = gr.State([])
         last = gr.State(None)
 
-        gr.Markdown("# Guard Lab\nCheck a conversation with Meta's **Llama Guard 4** (harmful "
-                    "content) and **Prompt Guard 2** (jailbreaks and prompt injection).")
+        gr.Markdown(f"# Guard Lab\nCheck a conversation with Meta's **{family.label}** "
+                    "(harmful content) and **Prompt Guard 2** (jailbreaks and prompt injection).")
         gr.HTML(results.banner_html(tiny, failures, loaded), elem_id="gl-banner")
 
         with gr.Tabs():
@@ -220,7 +271,10 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                                               label=f"Attach images to this turn (upload, paste "
                                                     f"or drop; at most {max_images} in the "
                                                     f"conversation)",
-                                              height=140, elem_id="gl-upload")
+                                              height=140, elem_id="gl-upload",
+                                              visible=takes_images)
+                            if not takes_images:
+                                gr.Markdown(images_off_note(info), elem_id="gl-images-off")
 
                             @gr.render(inputs=[pending], triggers=[pending.change, demo.load])
                             def show_pending(paths):
@@ -246,8 +300,8 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                     with gr.Column(scale=2):
                         gr.Markdown("### Policy and run")
                         categories = gr.CheckboxGroup(
-                            category_choices(False), value=list(CODES), elem_id="gl-categories",
-                            label="Llama Guard categories",
+                            category_choices(False, family), value=list(codes),
+                            elem_id="gl-categories", label=f"{family.label} categories",
                             info="Ticked categories go into the prompt; hover a category for "
                                  "its description.")
                         with gr.Row():
@@ -285,6 +339,10 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                 with gr.Accordion("Raw result (JSON)", open=False):
                     json_view = gr.JSON()
                 explore = explore_ui.ExplorePanel()
+                if info is not None and info.engine != "transformers":
+                    gr.Markdown(f"*Per-category scores need the transformers engine (they read "
+                                f"the model's logits); this server runs {info.engine}. Sweep and "
+                                f"attribution work on any engine.*")
                 review = _review_panel(store) if store is not None else None
                 if store is None:
                     gr.Markdown("*Review: labelling is off on this server (start with `--db PATH` "
@@ -294,7 +352,7 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                 browser = _labels_tab(store)
 
             with gr.Tab("Batch evaluation", id="evaluate"):
-                evaluation = _eval_tab(store, builtins, threshold)
+                evaluation = _eval_tab(store, builtins, threshold, family)
 
             with gr.Tab("API", id="api"):
                 gr.Markdown(API_HELP)
@@ -321,7 +379,7 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
             images = editor.has_images(turn_list, pending_list)
             return {summary: editor.summary_html(turn_list, pending_list, editing_index,
                                                  max_images),
-                    categories: gr.CheckboxGroup(choices=category_choices(images))}
+                    categories: gr.CheckboxGroup(choices=category_choices(images, family))}
 
         def composer_reset(turn_list):
             return {editing: None, text: "", pending: [], role: gr.Radio(
@@ -410,9 +468,9 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                            None, [turns, last, *edit_outputs], api_name="clear_conversation")
         upload.upload(on_upload, [turns, pending, upload, editing], [pending],
                       api_name="attach_image").then(lambda: None, None, [upload], **private)
-        all_button.click(lambda: list(CODES), None, [categories], api_name="categories_all")
+        all_button.click(lambda: list(codes), None, [categories], api_name="categories_all")
         none_button.click(lambda: [], None, [categories], api_name="categories_none")
-        reset_button.click(lambda: {categories: list(CODES), custom: [],
+        reset_button.click(lambda: {categories: list(codes), custom: [],
                                     custom_view: results.custom_html([])},
                            None, [categories, custom, custom_view], api_name="categories_reset")
         custom_add.click(on_custom_add, [custom, custom_name, custom_description],
@@ -443,7 +501,8 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                             concurrency=concurrency, concurrency_id=GPU)
         if evaluation is not None:
             evaluation.wire(demo, eval_view.on_gpu_guards(guards, on_gpu if spaces else None),
-                            categories, excluded_codes, concurrency=concurrency,
+                            categories, functools.partial(excluded_codes, family=family),
+                            concurrency=concurrency,
                             concurrency_id=GPU)
 
     demo.queue(default_concurrency_limit=None)
@@ -498,20 +557,20 @@ def _review_panel(store: Any):
 
 def explore_inputs_api(guards: Guards) -> Any:
     if guards.llama_guard is None:
-        raise ModelLoadError("Llama Guard 4 is not loaded on this server; see the banner on its "
+        raise ModelLoadError("Llama Guard is not loaded on this server; see the banner on its "
                              "page.")
     return guards.llama_guard
 
 
-def _eval_tab(store: Any, builtins: dict, threshold: float):
+def _eval_tab(store: Any, builtins: dict, threshold: float, family: Family):
     from guard_app.eval_ui import EvalTab
 
     if store is None:
         gr.Markdown("Batch evaluation stores its runs in the labels database, which is off on "
                     "this server. Start the app with `--db PATH` (or set `GUARD_LAB_DB`).")
         return None
-    return EvalTab(store, builtins=builtins, category_choices=category_choices(False),
-                   codes=CODES, threshold=threshold)
+    return EvalTab(store, builtins=builtins, category_choices=category_choices(False, family),
+                   codes=tuple(c.code for c in categories_for(family)), threshold=threshold)
 
 
 def _labels_tab(store: Any):

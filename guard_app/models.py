@@ -7,13 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from guard.errors import ModelLoadError
+from guard.categories import guess_family
+from guard.errors import GuardError, ModelLoadError
 from guard.prompt_guard import PROMPT_GUARD_MODELS
 from guard.service import Guards
 
 from .config import Options
 
-LLAMA_GUARD = "Llama Guard 4"
+LLAMA_GUARD = "Llama Guard 4"  # the default model, and the banner's name for it
 PROMPT_GUARD = "Prompt Guard 2"
 
 
@@ -75,22 +76,28 @@ class Loaded:
 
 def load_models(options: Options) -> Loaded:
     """Load what the options ask for; a model that fails becomes a message, not a crash."""
-    if options.tiny:
+    if options.tiny and options.engine == "transformers":
         from guard.service import tiny_guards
 
         guards = tiny_guards(options.tiny_dir)
         choices = PromptGuardChoices.fixed(guards.prompt_guard, tiny=True)
         return Loaded(guards, choices, "86m")
 
-    from guard.llama_guard import LlamaGuard
     from guard.prompt_guard import PromptGuard
 
     failures: dict[str, str] = {}
     guards = Guards()
     try:
-        guards.llama_guard = LlamaGuard.load(options.llama_guard, device=options.device)
-    except ModelLoadError as exc:
-        failures[LLAMA_GUARD] = str(exc)
+        guards.llama_guard = load_llama_guard(options)
+    except GuardError as exc:  # ModelLoadError, or an unreachable or misconfigured server
+        failures[llama_guard_label(options)] = str(exc)
+    if options.tiny:
+        from guard.tiny import build_tiny_models
+
+        guards.prompt_guard = PromptGuard.load(build_tiny_models(options.tiny_dir)[1],
+                                               device="cpu")
+        return Loaded(guards, PromptGuardChoices.fixed(guards.prompt_guard, tiny=True), "86m",
+                      failures)
     if options.prompt_guard.lower() == "none":
         return Loaded(guards, None, None, failures)
 
@@ -107,3 +114,35 @@ def load_models(options: Options) -> Loaded:
     except ModelLoadError as exc:
         failures[PROMPT_GUARD] = str(exc)
     return Loaded(guards, choices, default, failures)
+
+
+def load_llama_guard(options: Options) -> Any:
+    """The Llama Guard engine the options name (the same choices as `python -m guard classify`)."""
+    if options.engine == "llama-cpp":
+        from guard.llama_cpp_engine import LlamaCppGuard
+
+        gguf = options.gguf
+        if options.tiny and not gguf:
+            from guard.tiny_text import build_tiny_text_model
+
+            gguf = str(build_tiny_text_model(options.tiny_dir).gguf_f32)
+        return LlamaCppGuard.load(gguf, family=options.family, n_ctx=options.n_ctx,
+                                  n_threads=options.threads)
+    if options.engine == "openai":
+        from guard.openai_engine import OpenAIGuard
+
+        return OpenAIGuard.from_env(options.openai_env, family=options.family)
+    from guard.llama_guard import LlamaGuard
+
+    return LlamaGuard.load(options.llama_guard, device=options.device, family=options.family)
+
+
+def llama_guard_label(options: Options) -> str:
+    """What the banner calls the Llama Guard the options ask for, before it has loaded."""
+    if options.family is not None:
+        return options.family.label
+    if options.engine == "llama-cpp":
+        return guess_family(options.gguf or "").label
+    if options.engine == "openai":
+        return guess_family(options.openai_env.get("GUARD_LAB_OPENAI_MODEL", "")).label
+    return LLAMA_GUARD
