@@ -6,9 +6,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from .categories import Family
 from .conversation import Conversation
-from .prompts import CustomCategory, PromptPlan
-from .verdict import Verdict
+from .prompts import CustomCategory, PromptPlan, plan
+from .verdict import DEFAULT_THRESHOLD, Verdict
 
 
 @dataclass(frozen=True)
@@ -43,3 +44,34 @@ class Engine(Protocol):
                        ) -> list[Verdict]: ...
 
     def describe(self) -> Any: ...
+
+
+class EngineBase:
+    """What every engine shares: the project's renderer for its family, one classify via a batch."""
+
+    family: Family
+
+    def plan(self, conversation: Conversation, excluded: Iterable[str] = (),
+             custom: Sequence[CustomCategory] = ()) -> PromptPlan:
+        return plan(conversation, excluded, self.family, custom)
+
+    def plans(self, conversations: Sequence[Conversation], excluded: Iterable[str],
+              custom: Sequence[CustomCategory],
+              excluded_per_item: Sequence[Iterable[str]] | None) -> list[PromptPlan]:
+        """One plan per conversation; `excluded_per_item`, when given, overrides `excluded`."""
+        excluded = tuple(excluded)
+        return [self.plan(c, excluded_per_item[i] if excluded_per_item is not None else excluded,
+                          custom)
+                for i, c in enumerate(conversations)]
+
+    def classify(self, conversation: Conversation, excluded: Iterable[str] = (), *,
+                 threshold: float = DEFAULT_THRESHOLD,
+                 custom: Sequence[CustomCategory] = ()) -> Verdict:
+        """Judge the last message of `conversation`."""
+        return self.classify_batch([conversation], excluded, threshold=threshold, custom=custom)[0]
+
+    def classify_batch(self, conversations: Sequence[Conversation], excluded: Iterable[str] = (), *,
+                       threshold: float = DEFAULT_THRESHOLD, custom: Sequence[CustomCategory] = (),
+                       batch_size: int = 8, excluded_per_item: Sequence[Iterable[str]] | None = None,
+                       ) -> list[Verdict]:
+        raise NotImplementedError

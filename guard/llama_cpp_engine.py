@@ -24,9 +24,9 @@ from typing import Any
 
 from .categories import Family, categories_for, guess_family
 from .conversation import Conversation
-from .engine import ModelInfo
+from .engine import EngineBase, ModelInfo
 from .errors import ContextTooLong, GuardError, InvalidConversation, ModelLoadError
-from .prompts import CustomCategory, PromptPlan, plan
+from .prompts import CustomCategory, PromptPlan
 from .verdict import DEFAULT_THRESHOLD, Verdict, make_verdict, p_unsafe_from_logits
 
 WORKER = Path(__file__).with_name("_llama_cpp_worker.py")
@@ -165,7 +165,7 @@ class _Child:
             self.proc.stdin.close()
 
 
-class LlamaCppGuard:
+class LlamaCppGuard(EngineBase):
     """A GGUF Llama Guard served by a llama.cpp child process. Calls are serialised."""
 
     def __init__(self, model_path: Path, *, family: Family, name: str, n_ctx: int = 8192,
@@ -246,28 +246,18 @@ class LlamaCppGuard:
                 "llama.cpp runs Llama Guard on text only and this conversation has "
                 f"{len(conversation.images)} image(s). Remove the images, or judge it with Llama "
                 "Guard 4 on the transformers engine or an OpenAI-compatible server.")
-        return plan(conversation, excluded, self.family, custom)
+        return super().plan(conversation, excluded, custom)
 
     def tokenize(self, text: str) -> list[int]:
         """The model's token ids for `text` (special tokens parsed, no BOS added)."""
         return self._call({"op": "tokenize", "text": text})["tokens"]
-
-    def classify(self, conversation: Conversation, excluded: Iterable[str] = (), *,
-                 threshold: float = DEFAULT_THRESHOLD,
-                 custom: Sequence[CustomCategory] = ()) -> Verdict:
-        """Judge the last message of `conversation` with one greedy generation."""
-        return self.classify_batch([conversation], excluded, threshold=threshold, custom=custom)[0]
 
     def classify_batch(self, conversations: Sequence[Conversation], excluded: Iterable[str] = (), *,
                        threshold: float = DEFAULT_THRESHOLD, custom: Sequence[CustomCategory] = (),
                        batch_size: int = 16, excluded_per_item: Sequence[Iterable[str]] | None = None,
                        ) -> list[Verdict]:
         """Judge many conversations, one after another in the worker, `batch_size` per request."""
-        excluded = tuple(excluded)
-        plans = [
-            self.plan(c, excluded_per_item[i] if excluded_per_item is not None else excluded, custom)
-            for i, c in enumerate(conversations)
-        ]
+        plans = self.plans(conversations, excluded, custom, excluded_per_item)
         table = categories_for(self.family)
         verdicts = []
         for start in range(0, len(plans), batch_size):

@@ -12,9 +12,9 @@ import torch
 
 from .categories import Family, categories_for, guess_family
 from .conversation import Conversation
-from .engine import ModelInfo
+from .engine import EngineBase, ModelInfo
 from .errors import ContextTooLong, ModelLoadError
-from .prompts import CustomCategory, PromptPlan, plan
+from .prompts import CustomCategory, PromptPlan
 from .verdict import DEFAULT_THRESHOLD, Verdict, make_verdict, p_unsafe_from_logits
 
 # With the checkpoint's null chunk size patched to this, masks equal plain causal masks only
@@ -42,7 +42,7 @@ def _load_error(model_id: str, exc: Exception) -> ModelLoadError:
     return ModelLoadError(f"Could not load {model_id}: {hint}. ({text.splitlines()[0][:300]})")
 
 
-class LlamaGuard:
+class LlamaGuard(EngineBase):
     """A loaded Llama Guard model. Load once, share between threads; calls are serialised."""
 
     def __init__(self, model: Any, processor: Any, *, family: Family, name: str,
@@ -113,29 +113,15 @@ class LlamaGuard:
                          context_limit=self.context_limit,
                          multimodal=self.family is Family.LLAMA_GUARD_4)
 
-    def plan(self, conversation: Conversation, excluded: Iterable[str] = (),
-             custom: Sequence[CustomCategory] = ()) -> PromptPlan:
-        return plan(conversation, excluded, self.family, custom)
-
     def count_tokens(self, prompt_plan: PromptPlan, conversation: Conversation) -> int:
         return int(self._encode([prompt_plan.prompt], list(conversation.images))["input_ids"].shape[1])
-
-    def classify(self, conversation: Conversation, excluded: Iterable[str] = (), *,
-                 threshold: float = DEFAULT_THRESHOLD,
-                 custom: Sequence[CustomCategory] = ()) -> Verdict:
-        """Judge the last message of `conversation` with one generation."""
-        return self.classify_batch([conversation], excluded, threshold=threshold, custom=custom)[0]
 
     def classify_batch(self, conversations: Sequence[Conversation], excluded: Iterable[str] = (), *,
                        threshold: float = DEFAULT_THRESHOLD, custom: Sequence[CustomCategory] = (),
                        batch_size: int = 8, excluded_per_item: Sequence[Iterable[str]] | None = None,
                        ) -> list[Verdict]:
         """Judge many conversations, `batch_size` at a time, padded on the left."""
-        excluded = tuple(excluded)
-        plans = [
-            self.plan(c, excluded_per_item[i] if excluded_per_item is not None else excluded, custom)
-            for i, c in enumerate(conversations)
-        ]
+        plans = self.plans(conversations, excluded, custom, excluded_per_item)
         verdicts: list[Verdict] = []
         for start in range(0, len(plans), batch_size):
             chunk = list(zip(plans[start:start + batch_size],

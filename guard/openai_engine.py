@@ -25,9 +25,9 @@ import httpx
 
 from .categories import Family, categories_for, guess_family
 from .conversation import Conversation
-from .engine import ModelInfo
+from .engine import EngineBase, ModelInfo
 from .errors import ContextTooLong, GuardError
-from .prompts import CustomCategory, PromptPlan, plan
+from .prompts import CustomCategory, PromptPlan
 from .verdict import DEFAULT_THRESHOLD, Verdict, make_verdict
 
 BOS = "<|begin_of_text|>"
@@ -98,7 +98,7 @@ def image_data_url(image: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-class OpenAIGuard:
+class OpenAIGuard(EngineBase):
     """A Llama Guard model served by an OpenAI-compatible server. Thread-safe."""
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None,
@@ -159,10 +159,6 @@ class OpenAIGuard:
         return ModelInfo(name=self.name, family=self.family.value, device=self.base_url,
                          dtype="remote", revision=None, context_limit=self.context_limit,
                          multimodal=self.family is Family.LLAMA_GUARD_4, engine="openai")
-
-    def plan(self, conversation: Conversation, excluded: Iterable[str] = (),
-             custom: Sequence[CustomCategory] = ()) -> PromptPlan:
-        return plan(conversation, excluded, self.family, custom)
 
     def classify(self, conversation: Conversation, excluded: Iterable[str] = (), *,
                  threshold: float = DEFAULT_THRESHOLD,

@@ -4,29 +4,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 
 import pytest
+from conftest import launch_app
 from gradio_client import Client, handle_file
 
-import app
 from guard.tiny import PICTURE, VIOLENT
 from guard_app.examples import write_swatches
 from labels import Store
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def served(guards, tmp_path_factory):
     folder = tmp_path_factory.mktemp("client")
     store = Store(folder / "labels.db")
-    demo = app.build_demo(guards, tiny=True, store=store, swatch_dir=str(folder / "swatches"))
-    _, url, _ = app.launch(demo, prevent_thread_lock=True, server_port=free_port(), quiet=True)
+    demo, url = launch_app(guards, folder, store=store)
     yield url, folder
     demo.close()
     store.close()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
+from conftest import launch_app
 from gradio_client import Client
 
 import app
@@ -133,21 +133,13 @@ def test_the_summary_is_escaped_in_html():
 # Through gradio_client, as a program would call the app.
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def client(guards, tmp_path_factory):
     from labels import Store
 
     folder = tmp_path_factory.mktemp("explore-client")
     store = Store(folder / "labels.db")
-    demo = app.build_demo(guards, tiny=True, store=store, swatch_dir=str(folder / "swatches"),
-                          data_dir=folder / "no-data")
-    _, url, _ = app.launch(demo, prevent_thread_lock=True, server_port=free_port(), quiet=True)
+    demo, url = launch_app(guards, folder, store=store, data_dir=folder / "no-data")
     yield Client(url, verbose=False)
     demo.close()
     store.close()

@@ -3,36 +3,25 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
+from conftest import launch_app
 
-import app
 from guard.tiny import BENIGN, PICTURE
 from guard_app.examples import write_swatches
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-gpu"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 XSS_SCRIPT = "<script>alert(1)</script>"
 XSS_IMG = '<img src=x onerror="window.__xss = 1; alert(2)">'
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def url(guards, tmp_path_factory):
     folder = tmp_path_factory.mktemp("browser")
-    demo = app.build_demo(guards, tiny=True, swatch_dir=str(folder / "swatches"))
-    _, address, _ = app.launch(demo, prevent_thread_lock=True, server_port=free_port(), quiet=True)
+    demo, address = launch_app(guards, folder)
     yield address
     demo.close()
 
@@ -46,17 +35,6 @@ def pictures(tmp_path_factory):
         paths[name] = folder / f"{name}.png"
         shutil.copy(swatches[name], paths[name])
     return paths
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed")
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

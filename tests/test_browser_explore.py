@@ -2,48 +2,31 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
-
-import app
+from conftest import launch_app
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-gpu"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def url(guards, tmp_path_factory):
     folder = tmp_path_factory.mktemp("browser-explore")
-    demo = app.build_demo(guards, tiny=True, swatch_dir=str(folder / "swatches"))
-    _, address, _ = app.launch(demo, prevent_thread_lock=True, server_port=free_port(), quiet=True)
+    demo, address = launch_app(guards, folder)
     yield address
     demo.close()
 
 
 @pytest.fixture(scope="module")
-def page(url):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1360, "height": 1000})
-        page.goto(url)
-        page.wait_for_selector("#gl-sweep")
-        yield page
-        browser.close()
+def page(browser, url):
+    page = browser.new_page(viewport={"width": 1360, "height": 1000})
+    page.goto(url)
+    page.wait_for_selector("#gl-sweep")
+    yield page
+    page.close()
 
 
 def test_sweep_marks_the_row_that_flips(page):
