@@ -214,7 +214,7 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
 
         gr.Markdown(f"# Guard Lab\nCheck a conversation with Meta's **{family.label}** "
                     "(harmful content) and **Prompt Guard 2** (jailbreaks and prompt injection).")
-        gr.HTML(results.banner_html(tiny, failures, loaded), elem_id="gl-banner")
+        gr.HTML(results.banner_html(tiny, failures, loaded, family), elem_id="gl-banner")
 
         with gr.Tabs():
             with gr.Tab("Moderate", id="moderate"):
@@ -309,14 +309,14 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                             none_button = gr.Button("None", size="sm", min_width=50)
                             reset_button = gr.Button("Reset", size="sm", min_width=50)
                         with gr.Accordion("What the categories mean", open=False):
-                            gr.HTML(results.category_legend_html())
+                            gr.HTML(results.category_legend_html(family))
                         with gr.Accordion("Custom categories", open=False):
                             custom_name = gr.Textbox(label="Name", max_lines=1)
                             custom_description = gr.Textbox(label="Description", lines=2)
                             with gr.Row():
                                 custom_add = gr.Button("Add category", size="sm")
                                 custom_clear = gr.Button("Clear custom", size="sm")
-                            custom_view = gr.HTML(results.custom_html([]))
+                            custom_view = gr.HTML(results.custom_html([], family))
                         slider = gr.Slider(0.0, 1.0, value=threshold, step=0.01,
                                            label="Llama Guard threshold",
                                            info="unsafe when p_unsafe >= threshold; moving it "
@@ -332,7 +332,7 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
 
                 gr.Markdown("### Results")
                 results_view = gr.HTML(results.results_html(None, threshold), elem_id="gl-results")
-                gr.Markdown(results.WHAT_THEY_JUDGE)
+                gr.Markdown(results.what_they_judge(family))
                 with gr.Accordion("The prompt Llama Guard saw", open=False):
                     prompt_view = gr.Code(label="Rendered prompt", language=None, lines=12,
                                           interactive=False, wrap_lines=True)
@@ -422,7 +422,7 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
         @guarded
         def on_custom_add(custom_list, name, description):
             new = add_custom(custom_list, name, description)
-            return {custom: new, custom_view: results.custom_html(new), custom_name: "",
+            return {custom: new, custom_view: results.custom_html(new, family), custom_name: "",
                     custom_description: ""}
 
         @guarded
@@ -441,7 +441,8 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
             if not run:
                 return results.results_html(None, threshold_value)
             return results.results_html(run["result"], threshold_value, run["turns"],
-                                        pg_label=run["pg_label"], notes=run["notes"])
+                                        pg_label=run["pg_label"], notes=run["notes"],
+                                        family=family)
 
         def on_threshold(run, threshold_value):
             return {results_view: show_results(run, threshold_value)}
@@ -471,13 +472,13 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
         all_button.click(lambda: list(codes), None, [categories], api_name="categories_all")
         none_button.click(lambda: [], None, [categories], api_name="categories_none")
         reset_button.click(lambda: {categories: list(codes), custom: [],
-                                    custom_view: results.custom_html([])},
+                                    custom_view: results.custom_html([], family)},
                            None, [categories, custom, custom_view], api_name="categories_reset")
         custom_add.click(on_custom_add, [custom, custom_name, custom_description],
                          [custom, custom_view, custom_name, custom_description],
                          api_name="add_custom_category")
-        custom_clear.click(lambda: {custom: [], custom_view: results.custom_html([])}, None,
-                           [custom, custom_view], api_name="clear_custom_categories")
+        custom_clear.click(lambda: {custom: [], custom_view: results.custom_html([], family)},
+                           None, [custom, custom_view], api_name="clear_custom_categories")
         run_outputs = [last, prompt_view, json_view, results_view]
         if review is not None:
             run_outputs += review.outputs
@@ -583,9 +584,12 @@ def _labels_tab(store: Any):
     return LabelsBrowser(store)
 
 
-def launch(demo: gr.Blocks, **kwargs: Any):
-    """Start the server with the page's style (Gradio 6 takes css, head and theme here)."""
-    return demo.launch(css=CSS, head=head(), theme=gr.themes.Soft(), footer_links=["api"],
+def launch(demo: gr.Blocks, *, family: Family | str = Family.LLAMA_GUARD_4, **kwargs: Any):
+    """Start the server with the page's style (Gradio 6 takes css, head and theme here).
+
+    `family` is the loaded Llama Guard's: the category tooltips come from its table.
+    """
+    return demo.launch(css=CSS, head=head(family), theme=gr.themes.Soft(), footer_links=["api"],
                        **kwargs)
 
 
@@ -607,7 +611,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                       tiny=options.tiny, failures=loaded.failures, threshold=options.threshold,
                       max_images=options.max_images, concurrency=options.concurrency,
                       data_dir=options.data_dir)
-    launch(demo, server_name=options.host, server_port=options.port)
+    launch(demo, family=engine_family(loaded.guards), server_name=options.host,
+           server_port=options.port)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from guard.categories import LLAMA_GUARD_4_CATEGORIES
+from guard.categories import Family, categories_for
 from guard.eval import (
     FORMATS,
     Comparison,
@@ -44,8 +44,15 @@ CATEGORY_HEADERS = ["category", "gold unsafe rows", "gold other rows", "FNR (mis
                     "FPR (named wrongly)"]
 BAD_ROW_HEADERS = ["line", "problem"]
 COMPARE_HEADERS = ["metric", "A", "B", "B - A"]
-NAMES = {c.code: c.card_name for c in LLAMA_GUARD_4_CATEGORIES}
 ProgressHook = Callable[[int, int], None]
+
+
+def category_names(family: Family | str = Family.LLAMA_GUARD_4) -> dict[str, str]:
+    """{code: card name} of a family's table: codes name different categories across families."""
+    return {c.code: c.card_name for c in categories_for(family)}
+
+
+NAMES = category_names()  # Llama Guard 4's, for callers that know no family
 
 
 def default_data_dir(environ: Mapping[str, str] = os.environ) -> Path:
@@ -182,10 +189,12 @@ def report_rows(report: EvalReport) -> list[list[str]]:
     return rows
 
 
-def category_rows(report: EvalReport) -> list[list[str]]:
+def category_rows(report: EvalReport, family: Family | str = Family.LLAMA_GUARD_4
+                  ) -> list[list[str]]:
     if not report.has_categories:
         return []
-    return [[f"{row['code']} {NAMES.get(row['code'], '')}".strip(), str(row["positives"]),
+    names = category_names(family)
+    return [[f"{row['code']} {names.get(row['code'], '')}".strip(), str(row["positives"]),
              str(row["negatives"]), _value(row["fnr"]), _value(row["fpr"])]
             for row in report.metrics.to_json()["categories"]]
 

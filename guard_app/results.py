@@ -10,17 +10,21 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-from guard.categories import LLAMA_GUARD_4_CATEGORIES
+from guard.categories import Family, categories_for
 from guard.prompt_guard import FIREWALL_THRESHOLD
 
 PROMPT_GUARD_CUTOFF = 0.5  # the classifier's own decision: malicious is the likelier class
 
-WHAT_THEY_JUDGE = (
-    "**Llama Guard 4** judges *harmful content*: does the last message break the safety policy "
-    "(the categories you keep ticked)? **Prompt Guard 2** judges *attack patterns*: does a user "
-    "message try to jailbreak the assistant or inject instructions? They answer different "
-    "questions, so a toxic but plain request can be unsafe for Llama Guard and benign for Prompt "
-    "Guard, and a polite jailbreak the other way round. That is not a bug.")
+
+def what_they_judge(family: Family | str = Family.LLAMA_GUARD_4) -> str:
+    """Markdown: what Llama Guard and Prompt Guard each answer, and why they can disagree."""
+    return (
+        f"**{Family(family).label}** judges *harmful content*: does the last message break the "
+        "safety policy (the categories you keep ticked)? **Prompt Guard 2** judges *attack "
+        "patterns*: does a user message try to jailbreak the assistant or inject instructions? "
+        "They answer different questions, so a toxic but plain request can be unsafe for Llama "
+        "Guard and benign for Prompt Guard, and a polite jailbreak the other way round. That is "
+        "not a bug.")
 
 
 def e(value: Any) -> str:
@@ -38,7 +42,8 @@ def bar(value: float, threshold: float | None, *, kind: str, label: str) -> str:
             f'<div class="gl-bar-fill gl-{kind}" style="width:{pct:.1f}%"></div>{mark}</div>')
 
 
-def llama_guard_html(result: dict[str, Any], threshold: float) -> str:
+def llama_guard_html(result: dict[str, Any], threshold: float,
+                     family: Family | str = Family.LLAMA_GUARD_4) -> str:
     p = float(result["p_unsafe"])
     unsafe = p >= threshold
     verdict = "unsafe" if unsafe else "safe"
@@ -64,7 +69,7 @@ def llama_guard_html(result: dict[str, Any], threshold: float) -> str:
     notes_html = "".join(f'<p class="gl-note">{n}</p>' for n in notes)
     return (
         f'<div class="gl-card gl-card-{verdict}" id="gl-llama-guard">'
-        f'<div class="gl-card-title">Llama Guard 4 · harmful content</div>'
+        f'<div class="gl-card-title">{e(Family(family).label)} · harmful content</div>'
         f'<div class="gl-verdict gl-verdict-{verdict}" data-verdict="{verdict}">{verdict.upper()}'
         f'</div><div class="gl-muted">judging the last message, the {role}</div>'
         f'{categories}'
@@ -123,14 +128,14 @@ def prompt_guard_html(pg: dict[str, Any], turns: Sequence[dict[str, Any]] | None
 
 def results_html(result: dict[str, Any] | None, threshold: float,
                  turns: Sequence[dict[str, Any]] | None = None, *, pg_label: str = "",
-                 notes: Sequence[str] = ()) -> str:
+                 notes: Sequence[str] = (), family: Family | str = Family.LLAMA_GUARD_4) -> str:
     """The whole results panel for one run; the threshold can change after the run."""
     if not result:
         return ('<div class="gl-empty">Compose a conversation or load an example, then press '
                 '<b>Run both guards</b>.</div>')
     parts = []
     if "p_unsafe" in result:
-        parts.append(llama_guard_html(result, threshold))
+        parts.append(llama_guard_html(result, threshold, family))
     if "prompt_guard" in result:
         parts.append(prompt_guard_html(result["prompt_guard"], turns, pg_label))
     note_html = "".join(f'<p class="gl-note">{e(n)}</p>' for n in notes)
@@ -139,15 +144,16 @@ def results_html(result: dict[str, Any] | None, threshold: float,
     return f'<div class="gl-results">{"".join(parts)}</div>{note_html}{footer}'
 
 
-def banner_html(tiny: bool, failures: dict[str, str], loaded: dict[str, str]) -> str:
+def banner_html(tiny: bool, failures: dict[str, str], loaded: dict[str, str],
+                family: Family | str = Family.LLAMA_GUARD_4) -> str:
     """What is running: test models, failed loads with the reason and what to do."""
     parts = []
     if tiny:
         parts.append(
             '<div class="gl-banner gl-banner-tiny"><b>Test models.</b> This page runs the tiny '
-            'offline stand-ins for Llama Guard 4 and Prompt Guard 2. They only know a few '
-            'examples; their verdicts mean nothing. Start without <code>--tiny</code> to use the '
-            'real models.</div>')
+            f'offline stand-ins for {e(Family(family).label)} and Prompt Guard 2. They only know '
+            'a few examples; their verdicts mean nothing. Start without <code>--tiny</code> to '
+            'use the real models.</div>')
     for name, message in failures.items():
         parts.append(
             f'<div class="gl-banner gl-banner-error"><b>{e(name)} did not load.</b> {e(message)}'
@@ -158,18 +164,22 @@ def banner_html(tiny: bool, failures: dict[str, str], loaded: dict[str, str]) ->
     return "".join(parts)
 
 
-def category_legend_html() -> str:
+def category_legend_html(family: Family | str = Family.LLAMA_GUARD_4) -> str:
     rows = "".join(
         f'<tr><td><b>{e(c.code)}</b></td><td>{e(c.card_name)}</td><td>{e(c.description)}</td></tr>'
-        for c in LLAMA_GUARD_4_CATEGORIES)
+        for c in categories_for(family))
     return f'<table class="gl-legend">{rows}</table>'
 
 
-def custom_html(custom: Sequence[dict[str, str]]) -> str:
+def custom_html(custom: Sequence[dict[str, str]],
+                family: Family | str = Family.LLAMA_GUARD_4) -> str:
+    """The custom categories, numbered after the family's last code as the prompt numbers them."""
+    table = categories_for(family)
+    first = len(table) + 1
     if not custom:
-        return ('<div class="gl-muted">No custom categories. They are added after S14 as S15, '
-                'S16, ... with your description in the prompt.</div>')
-    first = len(LLAMA_GUARD_4_CATEGORIES) + 1
+        return (f'<div class="gl-muted">No custom categories. They are added after '
+                f'{e(table[-1].code)} as S{first}, S{first + 1}, ... with your description in '
+                'the prompt.</div>')
     items = "".join(f'<li><b>S{first + i}</b> {e(c["name"])}'
                     f'{": " + e(c["description"]) if c["description"] else ""}</li>'
                     for i, c in enumerate(custom))

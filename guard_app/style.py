@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from guard.categories import LLAMA_GUARD_4_CATEGORIES
+from guard.categories import Family, categories_for
 
 CSS = """
 .gl-banner {padding: 10px 14px; border-radius: 8px; margin: 4px 0; font-size: 0.95rem}
@@ -72,9 +72,14 @@ CSS = """
 """
 
 
-def head() -> str:
-    """A script that gives each category checkbox its description as a tooltip."""
-    descriptions = {c.code: f"{c.card_name}: {c.description}" for c in LLAMA_GUARD_4_CATEGORIES}
+def head(family: Family | str = Family.LLAMA_GUARD_4) -> str:
+    """A script that gives each category checkbox its description as a tooltip.
+
+    The descriptions are keyed by code, and codes mean different categories across families
+    (Llama Guard 2's S5 is Specialized Advice, Llama Guard 4's is Defamation), so the script
+    must carry the loaded model's table.
+    """
+    descriptions = {c.code: f"{c.card_name}: {c.description}" for c in categories_for(family)}
     data = json.dumps(descriptions).replace("</", "<\\/")
     return """<script>
 (() => {
