@@ -177,7 +177,8 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                default_prompt_guard: str | None = None, store: Any = None, tiny: bool = False,
                failures: dict[str, str] | None = None, threshold: float = DEFAULT_THRESHOLD,
                max_images: int = MAX_IMAGES, concurrency: int = 1,
-               swatch_dir: str | None = None, data_dir: str | Path | None = None) -> gr.Blocks:
+               swatch_dir: str | None = None, data_dir: str | Path | None = None,
+               reviewers: Any = None) -> gr.Blocks:
     """The whole page over already loaded models (and optionally a `labels.Store`).
 
     `data_dir` holds the public evaluation sets; None looks in the default place.
@@ -215,6 +216,7 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
         gr.Markdown(f"# Guard Lab\nCheck a conversation with Meta's **{family.label}** "
                     "(harmful content) and **Prompt Guard 2** (jailbreaks and prompt injection).")
         gr.HTML(results.banner_html(tiny, failures, loaded, family), elem_id="gl-banner")
+        reviewer_bar = _reviewer_bar(reviewers) if store is not None else None
 
         with gr.Tabs():
             with gr.Tab("Moderate", id="moderate"):
@@ -343,13 +345,13 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                     gr.Markdown(f"*Per-category scores need the transformers engine (they read "
                                 f"the model's logits); this server runs {info.engine}. Sweep and "
                                 f"attribution work on any engine.*")
-                review = _review_panel(store) if store is not None else None
+                review = _review_panel(store, reviewer_bar) if store is not None else None
                 if store is None:
                     gr.Markdown("*Review: labelling is off on this server (start with `--db PATH` "
                                 "to save labelled examples).*")
 
             with gr.Tab("Labeled examples", id="labels"):
-                browser = _labels_tab(store)
+                browser = _labels_tab(store, reviewer_bar)
 
             with gr.Tab("Batch evaluation", id="evaluate"):
                 evaluation = _eval_tab(store, builtins, threshold, family)
@@ -491,6 +493,7 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
         if review is not None:
             review.wire(last, slider, max_images)
         if browser is not None:
+            reviewer_bar.wire()
             browser.wire()
         explore.wire(turns, categories, custom, slider,
                      functools.partial(explore_inputs, guards, max_images=max_images),
@@ -550,10 +553,18 @@ labels database).
 """
 
 
-def _review_panel(store: Any):
+def _reviewer_bar(gate: Any):
+    """`gate` is a guard_app.reviewers.ReviewerGate; None: no accounts, everyone reviews."""
+    from guard_app.reviewers import ReviewerGate
+    from guard_app.ui_labels import ReviewerBar
+
+    return ReviewerBar(gate if gate is not None else ReviewerGate())
+
+
+def _review_panel(store: Any, bar: Any):
     from guard_app.ui_labels import ReviewPanel
 
-    return ReviewPanel(store)
+    return ReviewPanel(store, bar)
 
 
 def explore_inputs_api(guards: Guards) -> Any:
@@ -571,17 +582,24 @@ def _eval_tab(store: Any, builtins: dict, threshold: float, family: Family):
                     "this server. Start the app with `--db PATH` (or set `GUARD_LAB_DB`).")
         return None
     return EvalTab(store, builtins=builtins, category_choices=category_choices(False, family),
-                   codes=tuple(c.code for c in categories_for(family)), threshold=threshold)
+                   codes=tuple(c.code for c in categories_for(family)), threshold=threshold,
+                   family=family)
 
 
-def _labels_tab(store: Any):
+def _labels_tab(store: Any, bar: Any):
     from guard_app.ui_labels import LabelsBrowser
 
     if store is None:
         gr.Markdown("Labelling is off on this server. Start the app with `--db PATH` (or set "
                     "`GUARD_LAB_DB`) to save reviewed examples, then browse and export them here.")
         return None
-    return LabelsBrowser(store)
+    return LabelsBrowser(store, bar)
+
+
+def _gate(options: Any):
+    from guard_app.reviewers import ReviewerGate
+
+    return ReviewerGate.from_config(options.reviewers, on_space=options.on_space)
 
 
 def launch(demo: gr.Blocks, *, family: Family | str = Family.LLAMA_GUARD_4, **kwargs: Any):
@@ -610,7 +628,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                       default_prompt_guard=loaded.default_prompt_guard, store=store,
                       tiny=options.tiny, failures=loaded.failures, threshold=options.threshold,
                       max_images=options.max_images, concurrency=options.concurrency,
-                      data_dir=options.data_dir)
+                      data_dir=options.data_dir, reviewers=_gate(options))
     launch(demo, family=engine_family(loaded.guards), server_name=options.host,
            server_port=options.port)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import gradio as gr
 
+from guard.categories import Family
 from guard.eval import FORMATS
 from guard.service import Guards
 from labels.runs import Runs
@@ -27,8 +28,9 @@ INTRO = (
 class EvalTab:
     def __init__(self, store: Any, *, builtins: Mapping[str, tuple[str, Path, str]],
                  category_choices: list[tuple[str, str]], codes: Sequence[str],
-                 threshold: float):
+                 threshold: float, family: Family = Family.LLAMA_GUARD_4):
         self.runs = Runs(store)
+        self.family = family
         self.builtins = dict(builtins)
         self.codes = tuple(codes)
         gr.Markdown(INTRO)
@@ -119,7 +121,7 @@ class EvalTab:
             report = evaluation.report
             return {self.status: view.status_text(evaluation),
                     self.report: view.report_rows(report), self.curve: view.curve_frame(report),
-                    self.per_category: view.category_rows(report),
+                    self.per_category: view.category_rows(report, self.family),
                     self.bad: view.bad_rows(dataset), self.json: view.report_json(evaluation),
                     **self.run_lists()}
 
