@@ -43,6 +43,8 @@ class Options:
     threads: int | None = None  # llama-cpp: CPU threads; None lets llama.cpp choose
     n_ctx: int = DEFAULT_N_CTX  # llama-cpp: context size in tokens
     openai_env: dict[str, str] = field(default_factory=dict, repr=False)  # holds the API key
+    reviewers: dict[str, str] = field(default_factory=dict, repr=False)  # name -> password
+    on_space: bool = False  # Hugging Face Spaces: reviewers sign in with their HF account
 
 
 def _truthy(value: str | None) -> bool:
@@ -107,6 +109,11 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=environ.get("GUARD_LAB_DATA_DIR"),
                    help="folder with the public evaluation sets (env GUARD_LAB_DATA_DIR; "
                         "default ../shared/data beside the repository)")
+    p.add_argument("--reviewers", default=environ.get("GUARD_LAB_REVIEWERS", ""),
+                   help="reviewer accounts 'alice:secret,bob:secret2': only they can label, "
+                        "browse, export and measure; everyone can still run the models. On "
+                        "Spaces, names only: the Hugging Face users who may review (env "
+                        "GUARD_LAB_REVIEWERS; default: everyone is a reviewer)")
     return p
 
 
@@ -138,6 +145,13 @@ def parse_options(argv: Sequence[str] | None = None,
     if args.engine == "openai" and not {OPENAI_ENV[0], OPENAI_ENV[1]} <= set(openai_env):
         p.error(f"--engine openai needs {OPENAI_ENV[0]} (e.g. http://127.0.0.1:8000/v1) and "
                 f"{OPENAI_ENV[1]} (e.g. meta-llama/Llama-Guard-4-12B) set")
+    from guard_app.reviewers import ReviewerGate, parse_accounts
+
+    try:
+        reviewers = parse_accounts(args.reviewers)
+        ReviewerGate.from_config(reviewers, on_space=bool(environ.get("SPACE_ID")))
+    except ValueError as exc:
+        p.error(str(exc))
     db = None
     if not args.no_labels:
         if args.db:
@@ -158,4 +172,5 @@ def parse_options(argv: Sequence[str] | None = None,
                    data_dir=Path(args.data_dir) if args.data_dir else None,
                    engine=args.engine, gguf=args.gguf,
                    family=Family(args.family) if args.family else None, threads=args.threads,
-                   n_ctx=args.n_ctx, openai_env=openai_env)
+                   n_ctx=args.n_ctx, openai_env=openai_env, reviewers=reviewers,
+                   on_space=bool(environ.get("SPACE_ID")))
