@@ -102,4 +102,28 @@ def head(family: Family | str = Family.LLAMA_GUARD_4) -> str:
     characterData: true});
   document.addEventListener('DOMContentLoaded', tag);
 })();
-</script>""".replace("__DESC__", data)
+</script>""".replace("__DESC__", data) + SHORTCUTS_SCRIPT
+
+
+# Review shortcuts (listed on the Labeled examples tab): Alt plus a key clicks a button found by
+# elem_id. `code` rather than `key`, because Alt+R types a character on macOS keyboards.
+SHORTCUTS_SCRIPT = """<script>
+(() => {
+  const BUTTONS = {KeyR: '#gl-run', KeyS: '#gl-save-label', KeyN: '#gl-next-example',
+                   KeyP: '#gl-prev-example'};
+  const CHOICES = {KeyW: 'Wrong', KeyG: 'Right'};  // "The model was" in the Review panel
+  const shown = (el) => el && el.offsetParent !== null;
+  document.addEventListener('keydown', (event) => {
+    if (!event.altKey || event.ctrlKey || event.metaKey) return;
+    let target = null;
+    if (BUTTONS[event.code]) target = document.querySelector(BUTTONS[event.code]);
+    if (CHOICES[event.code]) {
+      target = [...document.querySelectorAll('#gl-review-right label')]
+        .find((label) => label.textContent.trim() === CHOICES[event.code]);
+    }
+    if (!shown(target)) return;
+    event.preventDefault();
+    target.click();
+  });
+})();
+</script>"""
