@@ -54,7 +54,10 @@ def save_review(store: Store, run: dict[str, Any], threshold: float, *, reviewer
     if label not in ("safe", "unsafe"):
         raise InvalidLabel("Pick the correct label: safe or unsafe.")
     model_unsafe = float(result["p_unsafe"]) >= threshold
-    if model_right in ("right", "wrong") and (model_right == "right") != (
+    # "Wrong" with the model's own unsafe verdict is fine when the categories differ from its.
+    wrong_categories = (model_right == "wrong" and label == "unsafe" and model_unsafe
+                        and set(categories or ()) != {c["code"] for c in result["categories"]})
+    if model_right in ("right", "wrong") and not wrong_categories and (model_right == "right") != (
             (label == "unsafe") == model_unsafe):
         said = "unsafe" if model_unsafe else "safe"
         raise InvalidLabel(

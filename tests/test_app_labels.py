@@ -191,3 +191,15 @@ def test_endpoints_refuse_anonymous_visitors_when_accounts_are_configured(guards
                 Client(url, verbose=False).predict(*filters, api_name="/list_labels")
         finally:
             demo.close()
+
+
+def test_model_wrong_about_categories_only(tmp_path, runs):
+    with Store(tmp_path / "labels.db") as store:
+        with pytest.raises(InvalidLabel, match="marked the model wrong"):
+            review.save_review(store, runs["Harmful request"], 0.5, reviewer="ana",
+                               model_right="wrong", label="unsafe", categories=["S1"], note="",
+                               max_images=5)
+        saved = review.save_review(store, runs["Harmful request"], 0.5, reviewer="ana",
+                                   model_right="wrong", label="unsafe", categories=["S1", "S2"],
+                                   note="", max_images=5)
+        assert store.get_label(saved.label_id).categories == ("S1", "S2")
