@@ -55,6 +55,11 @@ def _int_or_none(value: str | None) -> int | None:
     return int(value) if value and value.strip() else None
 
 
+def _hf_login(environ: Mapping[str, str]) -> bool:
+    """On a Space with `hf_oauth: true` in its README metadata (Spaces then set OAUTH_CLIENT_ID)."""
+    return bool(environ.get("SPACE_ID") and environ.get("OAUTH_CLIENT_ID"))
+
+
 def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     on_space = bool(environ.get("SPACE_ID"))
     p = argparse.ArgumentParser(
@@ -149,7 +154,7 @@ def parse_options(argv: Sequence[str] | None = None,
 
     try:
         reviewers = parse_accounts(args.reviewers)
-        ReviewerGate.from_config(reviewers, on_space=bool(environ.get("SPACE_ID")))
+        ReviewerGate.from_config(reviewers, on_space=_hf_login(environ))
     except ValueError as exc:
         p.error(str(exc))
     db = None
@@ -173,4 +178,4 @@ def parse_options(argv: Sequence[str] | None = None,
                    engine=args.engine, gguf=args.gguf,
                    family=Family(args.family) if args.family else None, threads=args.threads,
                    n_ctx=args.n_ctx, openai_env=openai_env, reviewers=reviewers,
-                   on_space=bool(environ.get("SPACE_ID")))
+                   on_space=_hf_login(environ))

@@ -56,7 +56,7 @@ class ReviewerGate:
             return cls(Mode.ACCOUNTS, accounts)
         if accounts:
             raise ValueError(f"{ENV}: give each reviewer a password, as in 'alice:secret' "
-                             "(names alone only make sense on Hugging Face Spaces)")
+                             "(names alone only make sense on a Hugging Face Space with hf_oauth: true)")
         return cls(Mode.OPEN)
 
     @property

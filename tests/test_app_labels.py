@@ -155,7 +155,8 @@ def test_reviewers_option(tmp_path):
     options = parse_options(["--tiny", "--reviewers", "alice:secret"], {})
     assert options.reviewers == {"alice": "secret"} and "secret" not in repr(options)
     assert parse_options([], {"GUARD_LAB_REVIEWERS": "a:b"}).reviewers == {"a": "b"}
-    assert parse_options([], {"SPACE_ID": "x/y", "GUARD_LAB_REVIEWERS": "alice"}).on_space
+    space = {"SPACE_ID": "x/y", "OAUTH_CLIENT_ID": "id", "GUARD_LAB_REVIEWERS": "alice"}
+    assert parse_options([], space).on_space
     with pytest.raises(SystemExit):
         parse_options(["--reviewers", "alice"], {})
 
