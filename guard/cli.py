@@ -21,6 +21,28 @@ def default_tiny_dir(environ: dict[str, str] | os._Environ = os.environ) -> Path
     return Path(environ.get("GUARD_LAB_TINY_DIR") or Path.home() / ".cache" / "guard-lab" / "tiny")
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that pick and load the models, shared by `guard classify` and `guard.eval`."""
+    parser.add_argument("--tiny", action="store_true", help="use the offline tiny test models")
+    parser.add_argument("--prompt-guard", choices=["86m", "22m", "none"], default="86m")
+    parser.add_argument("--model", default=os.environ.get("GUARD_LAB_LLAMA_GUARD", DEFAULT_LLAMA_GUARD),
+                        help="Llama Guard model id or local folder")
+    parser.add_argument("--device", default=os.environ.get("GUARD_LAB_DEVICE", "auto"))
+    parser.add_argument("--engine", choices=["transformers", "llama-cpp", "openai"],
+                        default=os.environ.get("GUARD_LAB_ENGINE", "transformers"),
+                        help="how Llama Guard runs: transformers; llama-cpp (a GGUF file on the "
+                             "CPU); openai (an OpenAI-compatible server named by "
+                             "GUARD_LAB_OPENAI_BASE_URL, GUARD_LAB_OPENAI_MODEL and "
+                             "GUARD_LAB_OPENAI_API_KEY)")
+    parser.add_argument("--gguf", default=os.environ.get("GUARD_LAB_GGUF"),
+                        help="llama-cpp: a .gguf file or REPO:FILE, e.g. "
+                             "'QuantFactory/Llama-Guard-3-1B-GGUF:*Q4_K_M.gguf'")
+    parser.add_argument("--family", choices=[f.value for f in Family], default=None,
+                        help="prompt format and categories (default: guessed from the model name)")
+    parser.add_argument("--threads", type=int, default=None, help="llama-cpp: CPU threads")
+    parser.add_argument("--n-ctx", type=int, default=8192, help="llama-cpp: context size in tokens")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m guard", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -33,23 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("conversation", type=Path)
     c.add_argument("--exclude", default="")
     c.add_argument("--threshold", type=float, default=0.5)
-    c.add_argument("--tiny", action="store_true", help="use the offline tiny test models")
-    c.add_argument("--prompt-guard", choices=["86m", "22m", "none"], default="86m")
-    c.add_argument("--model", default=os.environ.get("GUARD_LAB_LLAMA_GUARD", DEFAULT_LLAMA_GUARD),
-                   help="Llama Guard model id or local folder")
-    c.add_argument("--device", default=os.environ.get("GUARD_LAB_DEVICE", "auto"))
-    c.add_argument("--engine", choices=["transformers", "llama-cpp", "openai"],
-                   default=os.environ.get("GUARD_LAB_ENGINE", "transformers"),
-                   help="how Llama Guard runs: transformers; llama-cpp (a GGUF file on the CPU); "
-                        "openai (an OpenAI-compatible server named by GUARD_LAB_OPENAI_BASE_URL, "
-                        "GUARD_LAB_OPENAI_MODEL and GUARD_LAB_OPENAI_API_KEY)")
-    c.add_argument("--gguf", default=os.environ.get("GUARD_LAB_GGUF"),
-                   help="llama-cpp: a .gguf file or REPO:FILE, e.g. "
-                        "'QuantFactory/Llama-Guard-3-1B-GGUF:*Q4_K_M.gguf'")
-    c.add_argument("--family", choices=[f.value for f in Family], default=None,
-                   help="prompt format and categories (default: guessed from the model name)")
-    c.add_argument("--threads", type=int, default=None, help="llama-cpp: CPU threads")
-    c.add_argument("--n-ctx", type=int, default=8192, help="llama-cpp: context size in tokens")
+    add_model_arguments(c)
     c.add_argument("--include-assistant", action="store_true",
                    help="also score assistant messages with Prompt Guard")
     return parser
@@ -66,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if not 0.0 <= args.threshold <= 1.0:
             raise GuardError(f"--threshold must be between 0 and 1, got {args.threshold}.")
         conversation = load_conversation_file(args.conversation)
-        guards = _load_guards(args)
+        guards = load_guards(args)
         from .service import moderate
 
         result = moderate(guards, conversation, parse_codes(args.exclude),
@@ -88,7 +94,7 @@ def _quiet_transformers() -> None:
         pass
 
 
-def _load_guards(args: argparse.Namespace):
+def load_guards(args: argparse.Namespace):
     from .service import Guards, tiny_guards
 
     if args.tiny and args.engine == "transformers":

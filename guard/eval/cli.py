@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -36,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ..cli import DEFAULT_LLAMA_GUARD
+    from ..cli import add_model_arguments
 
     p = _Parser(prog="python -m guard.eval",
                 description="Evaluate Llama Guard and Prompt Guard over a labelled dataset.")
@@ -50,11 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5, help="flag p_unsafe >= this")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N good rows")
-    p.add_argument("--tiny", action="store_true", help="use the offline tiny test models")
-    p.add_argument("--model", default=os.environ.get("GUARD_LAB_LLAMA_GUARD", DEFAULT_LLAMA_GUARD),
-                   help="Llama Guard model id or local folder")
-    p.add_argument("--prompt-guard", choices=["86m", "22m", "none"], default="86m")
-    p.add_argument("--device", default=os.environ.get("GUARD_LAB_DEVICE", "auto"))
+    add_model_arguments(p)
     p.add_argument("--report", type=Path, metavar="REPORT.json", help="write the metrics here")
     p.add_argument("--predictions", type=Path, metavar="PRED.jsonl",
                    help="write one JSON line per row here")
@@ -95,12 +90,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     _warn_bad_rows(dataset)
     if not dataset.rows:
         raise EvalError(f"{args.data}: no usable rows ({len(dataset.bad_rows)} bad). Fix the file.")
-    from ..cli import _load_guards, _quiet_transformers
+    from ..cli import _quiet_transformers, load_guards
 
     _quiet_transformers()
     with Store(args.out) as store:
         runs = Runs(store)
-        guards = _load_guards(args)
+        guards = load_guards(args)
         progress, close = _progress_bar()
         try:
             outcome = evaluate_dataset(
