@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -14,6 +12,8 @@ from transformers import (
     DebertaV2ForSequenceClassification,
     PreTrainedTokenizerFast,
 )
+
+from ._tiny_common import save_atomically
 
 WINDOW = 512
 STEPS = 90
@@ -57,11 +57,4 @@ def build_prompt_guard(out_dir: Path, examples: list[tuple[str, int]]) -> None:
         optimizer.step()
         optimizer.zero_grad()
     model.eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        staging = Path(tmp) / "model"
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(staging), out_dir)
+    save_atomically(out_dir, model, tokenizer)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     Llama4Config,
     Llama4ForConditionalGeneration,
@@ -17,8 +14,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from ._tiny_common import save_atomically, train_llama_tokenizer
 from .prompts import render
-from .tiny import _SPLIT_PATTERN, LLAMA4_SPECIAL_TOKENS, GuardExample
+from .tiny import LLAMA4_SPECIAL_TOKENS, GuardExample
 
 TILE = 28  # pixels per tile side; patches of 7 give 16 patches, 4 tokens after pixel shuffle
 PATCH = 7
@@ -67,19 +65,8 @@ CHAT_TEMPLATE = (
 
 
 def build_tokenizer(corpus: list[str]) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(_SPLIT_PATTERN), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=LLAMA4_SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  min_frequency=2, show_progress=False)
-    tok.train_from_iterator(corpus, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot|>",
-        pad_token="<|finetune_right_pad|>", padding_side="left", model_max_length=2048)
+    return train_llama_tokenizer(corpus, LLAMA4_SPECIAL_TOKENS, bos="<|begin_of_text|>",
+                                 eos="<|eot|>", pad="<|finetune_right_pad|>")
 
 
 def build_llama_guard(out_dir: Path, examples: Mapping[str, GuardExample], corpus: list[str]) -> None:
@@ -113,14 +100,7 @@ def build_llama_guard(out_dir: Path, examples: Mapping[str, GuardExample], corpu
     model.generation_config.eos_token_id = eos
     model.generation_config.pad_token_id = ids("<|finetune_right_pad|>")
     model.generation_config.do_sample = False
-    with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.parent.exists() else None) as tmp:
-        staging = Path(tmp) / "model"
-        model.save_pretrained(staging)
-        processor.save_pretrained(staging)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(staging), out_dir)
+    save_atomically(out_dir, model, processor)
 
 
 def _batch(processor: Llama4Processor, examples: list[GuardExample]) -> dict[str, torch.Tensor]:

@@ -30,10 +30,6 @@ LLAMA4_SPECIAL_TOKENS = [
     "<|image_start|>", "<|image_end|>", "<|patch|>", "<|tile_x_separator|>",
     "<|tile_y_separator|>", "<|image|>",
 ]
-# Llama 4's pre-tokenizer pattern (as Llama 3's): "\n\n" stays one token, as in the real model.
-_SPLIT_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-                  r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-
 RED, BLUE = (200, 30, 30), (30, 60, 200)
 
 

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._tiny_common import train_llama_tokenizer
 from .categories import Family, categories_for
 from .prompts import render
-from .tiny import _SPLIT_PATTERN, LLAMA_GUARD_EXAMPLES, GuardExample
+from .tiny import LLAMA_GUARD_EXAMPLES, GuardExample
 
 RECIPE_VERSION = "2"
 TEXT_DIR = "llama-guard-3-tiny"
@@ -128,23 +129,8 @@ def _train_and_save(out_dir: Path) -> None:
 
 
 def _build_tokenizer(corpus: list[str]) -> Any:
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    # Llama 3's pre-tokenizer: llama.cpp's "llama-bpe" splits text the same way.
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(_SPLIT_PATTERN), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=LLAMA3_SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  min_frequency=2, show_progress=False)
-    tok.train_from_iterator(corpus, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
-        pad_token="<|finetune_right_pad_id|>", padding_side="left", model_max_length=2048)
+    return train_llama_tokenizer(corpus, LLAMA3_SPECIAL_TOKENS, bos="<|begin_of_text|>",
+                                 eos="<|eot_id|>", pad="<|finetune_right_pad_id|>")
 
 
 def _train(model: Any, tokenizer: Any, samples: list[tuple[str, str]]) -> int:

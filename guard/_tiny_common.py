@@ -1,0 +1,45 @@
+"""Pieces shared by the tiny-model builders: the Llama-style BPE tokenizer and atomic saving."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+# Llama 3's and Llama 4's pre-tokenizer pattern: "\n\n" stays one token, as in the real models
+# (llama.cpp's "llama-bpe" splits text the same way).
+SPLIT_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def train_llama_tokenizer(corpus: list[str], special_tokens: list[str], *, bos: str, eos: str,
+                          pad: str, vocab_size: int = 1024) -> Any:
+    """A byte-level BPE tokenizer trained on `corpus`, with the model family's special tokens."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  min_frequency=2, show_progress=False)
+    tok.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos,
+                                   pad_token=pad, padding_side="left", model_max_length=2048)
+
+
+def save_atomically(out_dir: Path, *parts: Any) -> None:
+    """`save_pretrained` every part into a staging folder, then move it into place whole."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
+        staging = Path(tmp) / "model"
+        for part in parts:
+            part.save_pretrained(staging)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        shutil.move(str(staging), out_dir)
