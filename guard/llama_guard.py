@@ -13,7 +13,7 @@ import torch
 from .categories import Family, categories_for, guess_family
 from .conversation import Conversation
 from .engine import EngineBase, ModelInfo
-from .errors import ContextTooLong, ModelLoadError
+from .errors import ContextTooLong, InvalidConversation, ModelLoadError
 from .prompts import CustomCategory, PromptPlan
 from .verdict import DEFAULT_THRESHOLD, Verdict, make_verdict, p_unsafe_from_logits
 
@@ -130,25 +130,67 @@ class LlamaGuard(EngineBase):
         return verdicts
 
     def _encode(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
-        if self.family is Family.LLAMA_GUARD_4:
-            batch = self.processor(text=prompts, images=images or None, return_tensors="pt",
-                                   padding=True, padding_side="left", add_special_tokens=False)
-        else:
-            batch = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left",
-                                   add_special_tokens=False)
-        return dict(batch)
+        """Token ids for the prompts; for images, the tiles of each distinct image once.
+
+        Sweeps and attributions repeat the same image objects many times: each distinct image
+        is preprocessed once, and `tile_index` maps every tile the prompts refer to, in order,
+        to its row of `pixel_values`.
+        """
+        if self.family is not Family.LLAMA_GUARD_4 or not images:
+            return dict(self.tokenizer(prompts, return_tensors="pt", padding=True,
+                                       padding_side="left", add_special_tokens=False))
+        placeholder = self.processor.fake_image_token
+        if sum(p.count(placeholder) for p in prompts) != len(images):
+            raise InvalidConversation(
+                f"A message contains the text {placeholder}, which Llama Guard 4 reserves for "
+                "images. Remove it from the message.")
+        slot: dict[int, int] = {}  # id of an image object -> its place among the distinct ones
+        distinct = []
+        for image in images:
+            if id(image) not in slot:
+                slot[id(image)] = len(distinct)
+                distinct.append(image)
+        processed = self.processor.image_processor(distinct, return_tensors="pt")
+        spans, start = [], 0
+        for h, w in processed["aspect_ratios"].tolist():
+            count = h * w + (1 if h * w > 1 else 0)  # the tiles, plus a global view when split
+            spans.append(range(start, start + count))
+            start += count
+        expansions = [self.processor.replace_image_token(processed, image_idx=i)
+                      for i in range(len(distinct))]
+        order = iter(slot[id(image)] for image in images)
+        texts, tile_index = [], []
+        for prompt in prompts:
+            pieces = prompt.split(placeholder)
+            text = pieces[0]
+            for piece in pieces[1:]:
+                which = next(order)
+                text += expansions[which] + piece
+                tile_index.extend(spans[which])
+            texts.append(text)
+        batch = dict(self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
+                                    add_special_tokens=False))
+        batch["pixel_values"] = processed["pixel_values"]
+        batch["tile_index"] = torch.tensor(tile_index, dtype=torch.long)
+        return batch
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        inputs = {k: v.to(self.model.device) for k, v in batch.items()}
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        return inputs
 
     def prepare(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
         """Model inputs for rendered prompts, on the model's device and in its dtype."""
-        inputs = {k: v.to(self.model.device) for k, v in self._encode(prompts, images).items()}
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        inputs = self._to_device(self._encode(prompts, images))
+        if "tile_index" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"][inputs.pop("tile_index")]
         return inputs
 
     def _run(self, chunk: list[tuple[PromptPlan, Conversation]], threshold: float) -> list[Verdict]:
         started = time.perf_counter()
         images = [image for _, conversation in chunk for image in conversation.images]
-        inputs = self.prepare([p.prompt for p, _ in chunk], images)
+        inputs = self._to_device(self._encode([p.prompt for p, _ in chunk], images))
         lengths = inputs["attention_mask"].sum(dim=1).tolist()
         for _, length in zip(chunk, lengths, strict=True):
             if length > self.context_limit:
@@ -157,7 +199,8 @@ class LlamaGuard(EngineBase):
                     f"{self.context_limit:,} here. Shorten the conversation or remove images.")
         with self._lock, torch.inference_mode():
             if "pixel_values" in inputs:
-                inputs["mm_encoder_outputs"] = self._encode_images(inputs.pop("pixel_values"))
+                inputs["mm_encoder_outputs"] = self._encode_images(
+                    inputs.pop("pixel_values"), inputs.pop("tile_index"))
             out = self.model.generate(
                 **inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, output_logits=True,
                 return_dict_in_generate=True, pad_token_id=self.pad_id, eos_token_id=self.eos_ids)
@@ -181,20 +224,16 @@ class LlamaGuard(EngineBase):
                 family=self.family.value))
         return verdicts
 
-    def _encode_images(self, pixel_values: torch.Tensor) -> dict[str, Any]:
-        """Run the vision tower once per distinct tile.
+    def _encode_images(self, pixel_values: torch.Tensor, tile_index: torch.Tensor) -> dict[str, Any]:
+        """Run the vision tower once per distinct tile, then lay the features out in prompt order.
 
-        Sweeps, attributions and batches repeat the same images many times; every tile is
-        encoded on its own, so encoding the distinct ones and gathering is exact.
+        Every tile is encoded on its own, so encoding the distinct ones and gathering is exact.
         """
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        flat = pixel_values.flatten(1)
-        distinct, inverse = torch.unique(flat, dim=0, return_inverse=True)
-        features = self.model.get_image_features(
-            pixel_values=distinct.view(-1, *pixel_values.shape[1:]), return_dict=True)
+        features = self.model.get_image_features(pixel_values=pixel_values, return_dict=True)
         return {"image": BaseModelOutputWithPooling(
-            last_hidden_state=features.last_hidden_state[inverse])}
+            last_hidden_state=features.last_hidden_state[tile_index])}
 
     def _trim(self, tokens: list[int]) -> list[int]:
         eos = set(self.eos_ids if isinstance(self.eos_ids, list) else [self.eos_ids])

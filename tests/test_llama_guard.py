@@ -117,3 +117,30 @@ def test_plain_recipe_sees_the_same_prompt(llama_guard):
             conversation.to_messages(), tokenize=False,
             excluded_category_keys=list(example.excluded))
         assert recipe == render(conversation, example.excluded)
+
+
+def test_inputs_equal_the_processors_with_each_distinct_image_preprocessed_once(llama_guard):
+    import torch
+
+    conversations = [e.conversation() for _, e in EXAMPLES]
+    shared = LLAMA_GUARD_EXAMPLES["four_blue_one_red"].conversation()
+    conversations += [shared] * 3  # a sweep repeats the same image objects
+    prompts = [render(c) for c in conversations]
+    images = [image for c in conversations for image in c.images]
+    ours = llama_guard.prepare(prompts, images)
+    reference = llama_guard.processor(text=prompts, images=images, return_tensors="pt",
+                                      padding=True, padding_side="left", add_special_tokens=False)
+    assert torch.equal(ours["input_ids"], reference["input_ids"])
+    assert torch.equal(ours["attention_mask"], reference["attention_mask"])
+    assert torch.equal(ours["pixel_values"], reference["pixel_values"].to(ours["pixel_values"].dtype))
+    distinct = llama_guard._encode(prompts, images)
+    assert distinct["pixel_values"].shape[0] < reference["pixel_values"].shape[0]
+    assert distinct["tile_index"].shape[0] == reference["pixel_values"].shape[0]
+
+
+def test_image_placeholder_typed_in_a_message_is_refused(llama_guard):
+    from guard import InvalidConversation
+
+    conversation = Conversation.build([user("look at <|image|> this", swatch(RED))])
+    with pytest.raises(InvalidConversation, match="reserves for images"):
+        llama_guard.classify(conversation)

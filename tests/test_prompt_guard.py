@@ -50,3 +50,12 @@ def test_scores_each_user_message_and_optionally_the_assistant(prompt_guard):
     assert users[0].score.p_malicious < 0.1 < 0.9 < users[1].score.p_malicious
     everyone = prompt_guard.score_conversation(conversation, include_assistant=True)
     assert [(s.index, s.role) for s in everyone] == [(0, "user"), (1, "assistant"), (2, "user")]
+
+
+def test_batched_windows_score_like_one_at_a_time(prompt_guard):
+    texts = [filler(1400, seed=5) + " " + JAILBREAK, "What's the weather like in Paris tomorrow?"]
+    batched = prompt_guard.score_many(texts, max_batch=32)
+    alone = prompt_guard.score_many(texts, max_batch=1)
+    for a, b in zip(batched, alone, strict=True):
+        assert (a.window, a.windows, a.tokens) == (b.window, b.windows, b.tokens)
+        assert a.window_scores == pytest.approx(b.window_scores, abs=1e-5)
