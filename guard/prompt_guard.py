@@ -67,6 +67,20 @@ def _special_wrapping(tokenizer: Any) -> tuple[list[int], list[int]]:
     raise ModelLoadError("The Prompt Guard tokenizer's special tokens could not be worked out.")
 
 
+def pack(windows: list[list[int]], max_batch: int, max_tokens: int) -> list[list[list[int]]]:
+    """Consecutive groups of windows, each within `max_batch` rows and `max_tokens` padded tokens
+    (a window longer than the budget goes alone)."""
+    groups: list[list[list[int]]] = []
+    for window in windows:
+        group = groups[-1] if groups else None
+        if group and len(group) < max_batch and \
+                (len(group) + 1) * max(len(window), *(len(w) for w in group)) <= max_tokens:
+            group.append(window)
+        else:
+            groups.append([window])
+    return groups
+
+
 class PromptGuard:
     """A loaded Prompt Guard classifier. The malicious probability is softmax index 1."""
 
@@ -107,18 +121,20 @@ class PromptGuard:
         return self.score_many([text])[0]
 
     @property
-    def default_batch(self) -> int:
-        """Windows per forward pass: all of them (up to 32) on a GPU, one at a time on a CPU.
+    def default_max_tokens(self) -> int:
+        """Padded tokens per forward pass: every window at once on a GPU, 512 on a CPU.
 
         On a CPU, DeBERTa's relative-attention tensors for a batch of 512-token windows fall out
-        of cache and a batch measured 1.2-1.5x slower than the same windows one by one
-        (bench/bench_engine.py); on a GPU the batch is the fast path.
+        of cache, and such a batch measured 1.2-1.5x slower than the same windows one by one
+        (bench/bench_engine.py); short texts still share a pass. On a GPU the batch is the fast
+        path.
         """
-        return 32 if self.model.device.type == "cuda" else 1
+        return 32 * self.window if self.model.device.type == "cuda" else self.window
 
-    def score_many(self, texts: Sequence[str], *, max_batch: int | None = None) -> list[TextScore]:
-        """Score texts; every window of every text runs in batches of up to `max_batch`."""
-        max_batch = max_batch or self.default_batch
+    def score_many(self, texts: Sequence[str], *, max_batch: int = 32,
+                   max_tokens: int | None = None) -> list[TextScore]:
+        """Score texts; their windows run together, up to `max_batch` windows and `max_tokens`
+        padded tokens per forward pass."""
         started = time.perf_counter()
         ids_per_text = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
         body = self.window - len(self._prefix) - len(self._suffix)
@@ -127,7 +143,8 @@ class PromptGuard:
             for chunk in split_windows(ids, body):
                 windows.append(self._prefix + chunk + self._suffix)
                 owner.append(n)
-        probs = self._forward(windows, max_batch)
+        groups = pack(windows, max_batch, max_tokens or self.default_max_tokens)
+        probs = self._forward(groups)
         seconds = (time.perf_counter() - started) / max(len(texts), 1)
         results = []
         for n, ids in enumerate(ids_per_text):
@@ -136,12 +153,11 @@ class PromptGuard:
             results.append(TextScore(scores[best], best, len(scores), scores, len(ids), seconds))
         return results
 
-    def _forward(self, windows: list[list[int]], max_batch: int) -> list[float]:
+    def _forward(self, groups: list[list[list[int]]]) -> list[float]:
         pad = self.tokenizer.pad_token_id or 0
         out: list[float] = []
         with self._lock, torch.inference_mode():
-            for start in range(0, len(windows), max_batch):
-                group = windows[start:start + max_batch]
+            for group in groups:
                 width = max(len(w) for w in group)
                 ids = torch.full((len(group), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(group), width), dtype=torch.long)

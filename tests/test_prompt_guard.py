@@ -2,7 +2,7 @@ import pytest
 
 from guard import Conversation
 from guard.conversation import assistant, user
-from guard.prompt_guard import split_windows
+from guard.prompt_guard import pack, split_windows
 from guard.tiny import JAILBREAK, PROMPT_GUARD_EXAMPLES, filler
 
 PG = list(PROMPT_GUARD_EXAMPLES.items())
@@ -54,8 +54,15 @@ def test_scores_each_user_message_and_optionally_the_assistant(prompt_guard):
 
 def test_batched_windows_score_like_one_at_a_time(prompt_guard):
     texts = [filler(1400, seed=5) + " " + JAILBREAK, "What's the weather like in Paris tomorrow?"]
-    batched = prompt_guard.score_many(texts, max_batch=32)
+    batched = prompt_guard.score_many(texts, max_tokens=10**9)
     alone = prompt_guard.score_many(texts, max_batch=1)
     for a, b in zip(batched, alone, strict=True):
         assert (a.window, a.windows, a.tokens) == (b.window, b.windows, b.tokens)
         assert a.window_scores == pytest.approx(b.window_scores, abs=1e-5)
+
+
+def test_pack_respects_rows_and_padded_tokens():
+    windows = [[0] * 500, [0] * 10, [0] * 20, [0] * 30, [0] * 600]
+    assert [[len(w) for w in g] for g in pack(windows, 32, 512)] == [[500], [10, 20, 30], [600]]
+    assert [[len(w) for w in g] for g in pack(windows, 2, 10**9)] == [[500, 10], [20, 30], [600]]
+    assert pack([], 4, 512) == []
