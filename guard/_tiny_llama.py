@@ -105,13 +105,12 @@ def build_llama_guard(out_dir: Path, examples: Mapping[str, GuardExample], corpu
 
 def _batch(processor: Llama4Processor, examples: list[GuardExample]) -> dict[str, torch.Tensor]:
     tokenizer = processor.tokenizer
-    texts, images, prompt_lens = [], [], []
+    texts, images = [], []
     for example in examples:
         conversation = example.conversation()
         prompt = render(conversation, example.excluded)
         texts.append(prompt + "\n\n" + example.answer + "<|eot|>")
         images.extend(conversation.images)
-        prompt_lens.append(None)
     batch = processor(text=texts, images=images or None, return_tensors="pt", padding=True,
                       padding_side="right", add_special_tokens=False)
     labels = batch["input_ids"].clone()

@@ -113,9 +113,6 @@ class LlamaGuard(EngineBase):
                          context_limit=self.context_limit,
                          multimodal=self.family is Family.LLAMA_GUARD_4)
 
-    def count_tokens(self, prompt_plan: PromptPlan, conversation: Conversation) -> int:
-        return int(self._encode([prompt_plan.prompt], list(conversation.images))["input_ids"].shape[1])
-
     def classify_batch(self, conversations: Sequence[Conversation], excluded: Iterable[str] = (), *,
                        threshold: float = DEFAULT_THRESHOLD, custom: Sequence[CustomCategory] = (),
                        batch_size: int = 8, excluded_per_item: Sequence[Iterable[str]] | None = None,
