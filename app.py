@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,32 +21,19 @@ from guard.conversation import MAX_IMAGES
 from guard.engine import ModelInfo
 from guard.errors import GuardError, ModelLoadError
 from guard.prompts import CustomCategory, plan
-from guard.service import Guards, moderate
+from guard.service import Guards
 from guard.verdict import DEFAULT_THRESHOLD
-from guard_app import editor, eval_view, explore_ui, results
+from guard_app import editor, eval_view, explore_ui, gpu, results
 from guard_app.api import EXAMPLE, build_conversation, parse_excluded, parse_threshold
 from guard_app.examples import EXAMPLES, example_turns, write_swatches
 from guard_app.guarded import guarded
 from guard_app.models import PROMPT_GUARD, PromptGuardChoices
 from guard_app.style import CSS, head
 
-try:  # On Hugging Face ZeroGPU, GPU work must run inside functions wrapped by spaces.GPU.
-    import spaces
-except ImportError:
-    spaces = None
-
 CODES = tuple(c.code for c in LLAMA_GUARD_4_CATEGORIES)
 MAX_CUSTOM = 8
 S14_OFF = "S14 Code Interpreter Abuse (off while the conversation has images)"
 GPU = "gpu"  # the concurrency group of every event that runs a model
-
-
-class NeedsTransformers(GuardError):
-    """The action reads the model's logits directly, which only the transformers engine gives."""
-
-
-def on_gpu(fn: Callable) -> Callable:
-    return spaces.GPU(fn) if spaces is not None else fn
 
 
 def engine_info(guards: Guards) -> ModelInfo | None:
@@ -95,31 +82,35 @@ def add_custom(custom: Sequence[dict[str, str]], name: str, description: str
 
 def run_guards(guards: Guards, prompt_guards: PromptGuardChoices | None, turns: list[dict],
                ticked: Sequence[str], custom: Sequence[dict[str, str]], threshold: float,
-               pg_choice: str | None, *, max_images: int = MAX_IMAGES,
-               gpu: Callable = moderate) -> dict[str, Any]:
-    """One run: the moderate() JSON, the prompt Llama Guard saw, and notes for the page."""
+               pg_choice: str | None, *, max_images: int = MAX_IMAGES) -> dict[str, Any]:
+    """One run: the moderate() JSON, the prompt Llama Guard saw, and notes for the page.
+
+    The conversation is built and checked here; the models run in one GPU call (guard_app.gpu).
+    """
     conversation = editor.to_conversation(turns, max_images)
     excluded = excluded_codes(ticked, engine_family(guards))
     custom_cats = custom_categories(custom)
     notes = []
     if not ticked and not custom:
         notes.append("No category is ticked: Llama Guard has an empty policy to judge against.")
-    prompt_guard = guards.prompt_guard
+    prompt_guard, pg_key = guards.prompt_guard, None
     if prompt_guards is not None and pg_choice:
         try:
-            prompt_guard = prompt_guards.get(pg_choice)
+            prompt_guard, pg_key = prompt_guards.get(pg_choice), pg_choice
         except ModelLoadError as exc:
             prompt_guard = None
             notes.append(f"Prompt Guard {pg_choice} did not load: {exc}")
-    run = Guards(guards.llama_guard, prompt_guard)
-    if run.llama_guard is None and run.prompt_guard is None:
+    if guards.llama_guard is None and prompt_guard is None:
         raise ModelLoadError("No model is loaded, so nothing can be judged. The banner at the top "
                              "says why; fix that and restart, or start with --tiny.")
-    if run.llama_guard is None:
+    if guards.llama_guard is None:
         notes.append("Llama Guard is not loaded: only Prompt Guard ran (see the banner).")
-    result = gpu(run, conversation, excluded, threshold=threshold, custom=custom_cats)
-    prompt_plan = (run.llama_guard.plan(conversation, excluded, custom_cats)
-                   if run.llama_guard is not None else plan(conversation, excluded, custom=custom_cats))
+    prompt_plan = (guards.llama_guard.plan(conversation, excluded, custom_cats)
+                   if guards.llama_guard is not None
+                   else plan(conversation, excluded, custom=custom_cats))
+    result = gpu.moderate(gpu.register(guards, prompt_guards), gpu.plain(conversation),
+                          list(excluded), threshold, gpu.plain_custom(custom_cats),
+                          prompt_guard=pg_key, use_prompt_guard=prompt_guard is not None)
     return {"result": result, "prompt": prompt_plan.prompt, "notes": notes,
             "turns": [dict(t, images=list(t["images"])) for t in turns],
             "excluded": list(excluded), "custom": list(custom),
@@ -129,14 +120,14 @@ def run_guards(guards: Guards, prompt_guards: PromptGuardChoices | None, turns: 
 
 def moderate_api(guards: Guards, conversation: str | list | None, images: Sequence[str] | None,
                  excluded: str | Sequence[str] | None, threshold: float | str | None, *,
-                 default_threshold: float = DEFAULT_THRESHOLD, max_images: int = MAX_IMAGES,
-                 gpu: Callable = moderate) -> dict[str, Any]:
+                 default_threshold: float = DEFAULT_THRESHOLD,
+                 max_images: int = MAX_IMAGES) -> dict[str, Any]:
     """/moderate: the same JSON as `python -m guard classify`."""
     built = build_conversation(conversation, images, max_images=max_images)
     if guards.llama_guard is None and guards.prompt_guard is None:
         raise ModelLoadError("No model is loaded on this server; see the banner on its page.")
-    return gpu(guards, built, parse_excluded(excluded),
-               threshold=parse_threshold(threshold, default_threshold))
+    return gpu.moderate(gpu.register(guards), gpu.plain(built), list(parse_excluded(excluded)),
+                        parse_threshold(threshold, default_threshold))
 
 
 def explore_inputs(guards: Guards, turns: list[dict], ticked: Sequence[str] | None,
@@ -147,22 +138,6 @@ def explore_inputs(guards: Guards, turns: list[dict], ticked: Sequence[str] | No
                              "banner at the top says why.")
     return (guards.llama_guard, editor.to_conversation(turns, max_images),
             excluded_codes(ticked, engine_family(guards)), custom_categories(custom))
-
-
-def needs_transformers(run: Callable) -> Callable:
-    """Refuse per-category scores, with the reason, on an engine that gives no logits."""
-
-    @functools.wraps(run)
-    def checked(guard: Any, *args: Any, **kwargs: Any) -> Any:
-        engine = guard.describe().engine
-        if engine != "transformers":
-            raise NeedsTransformers(
-                f"Per-category scores read the model's logits for every category code, which only "
-                f"the transformers engine gives; this server runs Llama Guard on {engine}. Sweep "
-                f"and attribution work on any engine; for scores, start the app with "
-                f"--engine transformers.")
-        return run(guard, *args, **kwargs)
-    return checked
 
 
 def images_off_note(info: ModelInfo) -> str:
@@ -189,9 +164,7 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
         default_prompt_guard = next(iter(prompt_guards.sources))
     failures = dict(failures or {})
     swatches = write_swatches(swatch_dir or tempfile.mkdtemp(prefix="guard-lab-swatches-"))
-    gpu_moderate = on_gpu(moderate)
-    gpu_explore = explore_ui.gpu_calls(on_gpu)
-    gpu_explore["scores"] = needs_transformers(gpu_explore["scores"])
+    slot = gpu.register(guards, prompt_guards)
     info = engine_info(guards)
     family = engine_family(guards)
     codes = tuple(c.code for c in categories_for(family))
@@ -430,7 +403,7 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
         @guarded
         def on_run(turn_list, ticked, custom_list, threshold_value, pg_choice):
             run = run_guards(guards, prompt_guards, turn_list, ticked, custom_list,
-                             threshold_value, pg_choice, max_images=max_images, gpu=gpu_moderate)
+                             threshold_value, pg_choice, max_images=max_images)
             for note in run["notes"]:
                 gr.Warning(note)
             out = {last: run, prompt_view: run["prompt"], json_view: run["result"],
@@ -452,8 +425,7 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
         @guarded
         def on_moderate(conversation, images, excluded, threshold_value):
             return moderate_api(guards, conversation, images, excluded, threshold_value,
-                                default_threshold=threshold, max_images=max_images,
-                                gpu=gpu_moderate)
+                                default_threshold=threshold, max_images=max_images)
 
         # ---- listeners ----
         for button, example in zip(example_buttons, EXAMPLES, strict=True):
@@ -497,17 +469,17 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
             browser.wire()
         explore.wire(turns, categories, custom, slider,
                      functools.partial(explore_inputs, guards, max_images=max_images),
-                     gpu_explore, concurrency=concurrency, concurrency_id=GPU)
+                     slot, concurrency=concurrency, concurrency_id=GPU)
         explore_ui.wire_api(api_explore, api_conversation, api_images, api_excluded,
                             api_threshold, api_only_one, api_result,
-                            lambda: explore_inputs_api(guards), gpu_explore,
+                            lambda: explore_inputs_api(guards), slot,
                             default_threshold=threshold, max_images=max_images,
                             concurrency=concurrency, concurrency_id=GPU)
         if evaluation is not None:
-            evaluation.wire(demo, eval_view.on_gpu_guards(guards, on_gpu if spaces else None),
-                            categories, functools.partial(excluded_codes, family=family),
-                            concurrency=concurrency,
-                            concurrency_id=GPU)
+            evaluation.wire(demo, guards, categories,
+                            functools.partial(excluded_codes, family=family),
+                            concurrency=concurrency, concurrency_id=GPU,
+                            judge_batch=eval_view.gpu_judge(slot))
 
     demo.queue(default_concurrency_limit=None)
     return demo
@@ -613,10 +585,12 @@ def launch(demo: gr.Blocks, *, family: Family | str = Family.LLAMA_GUARD_4, **kw
 
 def main(argv: Sequence[str] | None = None) -> None:
     from guard.cli import _quiet_transformers
+    from guard.versions import check_or_exit
     from guard_app.config import parse_options
     from guard_app.models import load_models
 
     options = parse_options(argv)
+    check_or_exit()
     _quiet_transformers()
     loaded = load_models(options)
     store = None

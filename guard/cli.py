@@ -12,6 +12,7 @@ from .categories import Family, parse_codes
 from .conversation import load_conversation_file
 from .errors import GuardError
 from .prompts import render
+from .versions import check_or_exit
 
 DEFAULT_LLAMA_GUARD = "meta-llama/Llama-Guard-4-12B"
 
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    check_or_exit(("torch", "transformers"))
     _quiet_transformers()
     try:
         if args.command == "render":

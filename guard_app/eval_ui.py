@@ -97,7 +97,8 @@ class EvalTab:
 
     def wire(self, demo: gr.Blocks, guards: Guards, moderate_categories: gr.CheckboxGroup,
              excluded_of: Callable[[Sequence[str]], tuple[str, ...]], *, concurrency: int,
-             concurrency_id: str) -> None:
+             concurrency_id: str, judge_batch: Callable | None = None) -> None:
+        """`judge_batch` judges one batch of rows (eval_view.gpu_judge: one GPU call each)."""
         def on_source(source):
             upload = source == view.UPLOAD
             return {self.file: gr.File(visible=upload), self.format: gr.Dropdown(visible=upload)}
@@ -117,7 +118,7 @@ class EvalTab:
             evaluation = view.evaluate(
                 dataset, guards, self.runs, name=name, excluded=excluded_of(ticked),
                 threshold=float(threshold), batch_size=view.parse_batch_size(batch_size),
-                limit=view.parse_limit(limit), progress=step)
+                limit=view.parse_limit(limit), progress=step, judge_batch=judge_batch)
             report = evaluation.report
             return {self.status: view.status_text(evaluation),
                     self.report: view.report_rows(report), self.curve: view.curve_frame(report),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,10 @@ from guard.eval import (
     evaluate_dataset,
     read_dataset,
 )
-from guard.eval.runner import DEFAULT_BATCH_SIZE
+from guard.eval.readers import Row
+from guard.eval.runner import DEFAULT_BATCH_SIZE, Judge
 from guard.service import Guards
-from labels.runs import Runs
+from labels.runs import EvalResult, Runs
 
 UPLOAD = "upload"
 # The public sets, by the file names under the data folder; absent files are not offered.
@@ -135,14 +136,15 @@ class Evaluation:
 def evaluate(dataset: Dataset, guards: Guards, runs: Runs, *, name: str = "",
              excluded: Sequence[str] = (), threshold: float = 0.5,
              batch_size: int = DEFAULT_BATCH_SIZE, limit: int | None = None,
-             progress: ProgressHook | None = None) -> Evaluation:
+             progress: ProgressHook | None = None, judge_batch: Judge | None = None
+             ) -> Evaluation:
     if not dataset.rows:
         first = f"; {dataset.bad_rows[0]}" if dataset.bad_rows else ""
         raise EvalError(f"{Path(dataset.path).name} has no usable rows ({len(dataset.bad_rows)} "
                         f"bad{first}). Fix the file and upload it again.")
     outcome = evaluate_dataset(dataset, guards, runs, name=(name or "").strip() or None,
                                excluded=excluded, threshold=threshold, batch_size=batch_size,
-                               limit=limit, progress=progress)
+                               limit=limit, progress=progress, judge_batch=judge_batch)
     return Evaluation(dataset, outcome, build_report(outcome.run, runs.results(outcome.run.id)))
 
 
@@ -250,25 +252,15 @@ def comparison_text(comparison: Comparison) -> str:
             f"judged. {moved}")
 
 
-class GpuCalls:
-    """A loaded model whose named methods run through `wrap` (spaces.GPU on ZeroGPU).
+def gpu_judge(slot: int) -> Judge:
+    """Each batch of an evaluation as one GPU call over plain rows (guard_app.gpu.judge).
 
-    An evaluation then holds the GPU one batch at a time, while the label store and the
-    progress bar stay in the server process.
+    The label store and the progress bar stay in the server process, between the calls.
     """
+    from . import gpu
 
-    def __init__(self, model: Any, wrap: Callable[[Callable], Callable], methods: Sequence[str]):
-        self._model = model
-        for method in methods:
-            setattr(self, method, wrap(getattr(model, method)))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
-
-
-def on_gpu_guards(guards: Guards, wrap: Callable[[Callable], Callable] | None) -> Guards:
-    if wrap is None:
-        return guards
-    lg, pg = guards.llama_guard, guards.prompt_guard
-    return Guards(None if lg is None else GpuCalls(lg, wrap, ("classify", "classify_batch")),
-                  None if pg is None else GpuCalls(pg, wrap, ("score_many",)))
+    def judge(batch: Sequence[tuple[int, Row]], guards: Guards, excluded: Sequence[str],
+              threshold: float) -> list[EvalResult]:
+        rows = [{"position": position, "row": asdict(row)} for position, row in batch]
+        return [EvalResult(**r) for r in gpu.judge(slot, rows, list(excluded), threshold)]
+    return judge

@@ -11,15 +11,43 @@ from typing import Any
 
 import gradio as gr
 
-from guard import explore
+from guard.errors import GuardError
 
 from . import explore_view as view
+from . import gpu
 from .api import build_conversation, parse_excluded, parse_threshold
 from .guarded import guarded
 
 PRIVATE = {"api_visibility": "private"}
 # prepare(turns, ticked, custom) -> (engine, conversation, excluded codes, custom categories)
 Prepare = Callable[[list, Any, list], tuple[Any, Any, tuple[str, ...], tuple]]
+
+
+class NeedsTransformers(GuardError):
+    """The action reads the model's logits directly, which only the transformers engine gives."""
+
+
+def require_logits(guard: Any) -> None:
+    """Refuse per-category scores, with the reason, before a GPU call is spent on them."""
+    engine = guard.describe().engine
+    if engine != "transformers":
+        raise NeedsTransformers(
+            f"Per-category scores read the model's logits for every category code, which only "
+            f"the transformers engine gives; this server runs Llama Guard on {engine}. Sweep "
+            f"and attribution work on any engine; for scores, start the app with "
+            f"--engine transformers.")
+
+
+def explore_call(action: str, slot: int, guard: Any, conversation: Any, excluded: Any,
+                 threshold: float, custom: Any = (), only_one: bool = False) -> dict[str, Any]:
+    """One of the three actions as one GPU call over plain data."""
+    args = (slot, gpu.plain(conversation), list(excluded), float(threshold))
+    if action == "sweep":
+        return gpu.sweep(*args, only_one=bool(only_one), custom=gpu.plain_custom(custom))
+    if action == "scores":
+        require_logits(guard)
+        return gpu.category_scores(*args, custom=gpu.plain_custom(custom))
+    return gpu.attribution(*args, custom=gpu.plain_custom(custom))
 
 
 class ExplorePanel:
@@ -58,30 +86,29 @@ class ExplorePanel:
                 self.attribution_view: view.empty_html("Find the turn and the image")}
 
     def wire(self, turns: gr.State, categories: gr.CheckboxGroup, custom: gr.State,
-             slider: gr.Slider, prepare: Prepare, gpu: dict[str, Callable], *,
-             concurrency: int, concurrency_id: str) -> None:
-        """Page buttons over the Moderate tab's state; `gpu` holds the wrapped engine calls."""
+             slider: gr.Slider, prepare: Prepare, slot: int, *, concurrency: int,
+             concurrency_id: str) -> None:
+        """Page buttons over the Moderate tab's state; `slot` names the models (guard_app.gpu)."""
         model = {"concurrency_limit": concurrency, "concurrency_id": concurrency_id}
+
+        def run(action, turn_list, ticked, custom_list, threshold, only_one=False):
+            guard, conversation, excluded, cats = prepare(turn_list, ticked, custom_list)
+            return explore_call(action, slot, guard, conversation, excluded, threshold, cats,
+                                only_one)
 
         @guarded
         def on_sweep(turn_list, ticked, custom_list, threshold, only_one):
-            guard, conversation, excluded, cats = prepare(turn_list, ticked, custom_list)
-            data = view.sweep_json(guard, conversation, excluded, threshold=threshold,
-                                   only_one=bool(only_one), custom=cats, run=gpu["sweep"])
+            data = run("sweep", turn_list, ticked, custom_list, threshold, only_one)
             return {self.sweep_view: view.sweep_html(data)}
 
         @guarded
         def on_scores(turn_list, ticked, custom_list, threshold):
-            guard, conversation, excluded, cats = prepare(turn_list, ticked, custom_list)
-            data = view.scores_json(guard, conversation, excluded, threshold=threshold,
-                                    custom=cats, run=gpu["scores"])
+            data = run("scores", turn_list, ticked, custom_list, threshold)
             return {self.scores_view: view.scores_html(data)}
 
         @guarded
         def on_attribution(turn_list, ticked, custom_list, threshold):
-            guard, conversation, excluded, cats = prepare(turn_list, ticked, custom_list)
-            data = view.attribution_json(guard, conversation, excluded, threshold=threshold,
-                                         custom=cats, run=gpu["attribution"])
+            data = run("attribution", turn_list, ticked, custom_list, threshold)
             return {self.attribution_view: view.attribution_html(data)}
 
         policy = [turns, categories, custom, slider]
@@ -95,42 +122,33 @@ class ExplorePanel:
 
 def wire_api(buttons: dict[str, gr.Button], conversation: gr.Code, images: gr.File,
              excluded: gr.Textbox, threshold: gr.Number, only_one: gr.Checkbox, result: gr.JSON,
-             engine: Callable[[], Any], gpu: dict[str, Callable], *, default_threshold: float,
+             engine: Callable[[], Any], slot: int, *, default_threshold: float,
              max_images: int, concurrency: int, concurrency_id: str) -> None:
     """/sweep, /category_scores and /attribution: a JSON conversation in, JSON out."""
     model = {"concurrency_limit": concurrency, "concurrency_id": concurrency_id}
 
-    def parsed(conversation_value, files, excluded_value, threshold_value):
-        return (engine(), build_conversation(conversation_value, files, max_images=max_images),
-                parse_excluded(excluded_value), parse_threshold(threshold_value, default_threshold))
+    def run(action, conversation_value, files, excluded_value, threshold_value, only_one=False):
+        guard = engine()
+        built = build_conversation(conversation_value, files, max_images=max_images)
+        return explore_call(action, slot, guard, built, parse_excluded(excluded_value),
+                            parse_threshold(threshold_value, default_threshold),
+                            only_one=only_one)
 
     @guarded
     def sweep(conversation_value, files, excluded_value, threshold_value, only_one_value):
-        guard, built, codes, cut = parsed(conversation_value, files, excluded_value,
-                                          threshold_value)
-        return view.sweep_json(guard, built, codes, threshold=cut, only_one=bool(only_one_value),
-                               run=gpu["sweep"])
+        return run("sweep", conversation_value, files, excluded_value, threshold_value,
+                   only_one_value)
 
     @guarded
     def category_scores(conversation_value, files, excluded_value, threshold_value):
-        guard, built, codes, cut = parsed(conversation_value, files, excluded_value,
-                                          threshold_value)
-        return view.scores_json(guard, built, codes, threshold=cut, run=gpu["scores"])
+        return run("scores", conversation_value, files, excluded_value, threshold_value)
 
     @guarded
     def attribution(conversation_value, files, excluded_value, threshold_value):
-        guard, built, codes, cut = parsed(conversation_value, files, excluded_value,
-                                          threshold_value)
-        return view.attribution_json(guard, built, codes, threshold=cut, run=gpu["attribution"])
+        return run("attribution", conversation_value, files, excluded_value, threshold_value)
 
     common = [conversation, images, excluded, threshold]
     buttons["sweep"].click(sweep, [*common, only_one], [result], api_name="sweep", **model)
     buttons["category_scores"].click(category_scores, common, [result],
                                      api_name="category_scores", **model)
     buttons["attribution"].click(attribution, common, [result], api_name="attribution", **model)
-
-
-def gpu_calls(on_gpu: Callable[[Callable], Callable]) -> dict[str, Callable]:
-    """The engine calls of this panel, each wrapped once (spaces.GPU on ZeroGPU)."""
-    return {"sweep": on_gpu(explore.sweep), "scores": on_gpu(view.verdict_and_scores),
-            "attribution": on_gpu(explore.attribution)}

@@ -20,10 +20,11 @@ from labels.store import Store
 
 from ..categories import parse_codes
 from ..errors import GuardError
+from ..versions import check_or_exit
 from .errors import EvalError
 from .readers import FORMATS, Dataset, read_dataset
 from .report import EvalReport, build_report, compare, format_comparison, format_report
-from .runner import DEFAULT_BATCH_SIZE, ProgressHook, evaluate_dataset
+from .runner import DEFAULT_BATCH_SIZE, ProgressHook, check_batch_size, evaluate_dataset
 
 MAX_BAD_ROWS_SHOWN = 20
 
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    check_or_exit(("torch", "transformers"))
     try:
         if args.compare:
             return _compare(args)
@@ -84,6 +86,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise EvalError(f"--threshold must be between 0 and 1, got {args.threshold}.")
     if args.batch_size < 1:
         raise EvalError(f"--batch-size must be 1 or more, got {args.batch_size}.")
+    check_batch_size(args.batch_size)  # before the dataset is read
     if args.limit is not None and args.limit < 1:
         raise EvalError(f"--limit must be 1 or more, got {args.limit}.")
     dataset = read_dataset(args.data, args.format)

@@ -1,0 +1,149 @@
+"""The ZeroGPU boundary: the app as a Space runs it, with `spaces.GPU` pickling what crosses.
+
+`python app.py --tiny` runs in its own process with the stand-in `spaces` package of
+tests/zerogpu first on its path, and every model endpoint is driven through gradio_client.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import REPO, free_port, tiny_cache_dir
+from gradio_client import Client, handle_file
+
+from guard.service import Guards
+from guard.tiny import BENIGN, PICTURE, VIOLENT
+from guard_app.examples import write_swatches
+
+STANDIN = REPO / "tests" / "zerogpu"
+
+
+def log_entries(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory, tiny_dirs):
+    folder = tmp_path_factory.mktemp("zerogpu")
+    log = folder / "gpu-calls.jsonl"
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(STANDIN), str(REPO)]),
+           "SPACES_STANDIN_LOG": str(log), "GUARD_LAB_TINY_DIR": str(tiny_cache_dir()),
+           "GUARD_LAB_DATA_DIR": str(folder / "no-data")}
+    server = subprocess.Popen(
+        [sys.executable, "app.py", "--tiny", "--port", str(port), "--db", str(folder / "l.db")],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 240
+    while True:
+        if server.poll() is not None:
+            pytest.fail(f"the app exited: {server.stdout.read()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            server.kill()
+            pytest.fail("the app did not start within 240 s")
+        time.sleep(0.5)
+    yield Client(url, verbose=False), log, folder
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def calls(log, function: str) -> list[dict]:
+    return [e for e in log_entries(log) if e["function"] == function]
+
+
+def test_the_app_imported_the_stand_in(space):
+    client, log, _ = space
+    client.predict(json.dumps([{"role": "user", "content": BENIGN}]), [], "", None,
+                   api_name="/moderate")
+    assert calls(log, "moderate"), "no GPU call went through spaces.GPU"
+
+
+def test_moderate_with_an_image(space):
+    client, log, folder = space
+    red = write_swatches(folder / "swatches")["red"]
+    before = len(calls(log, "moderate"))
+    conversation = json.dumps([{"role": "user", "content": [
+        {"type": "text", "text": PICTURE}, {"type": "image", "path": Path(red).name}]}])
+    result = client.predict(conversation, [handle_file(str(red))], "S2,S3", 0.5,
+                            api_name="/moderate")
+    assert (result["verdict"], result["images"]) == ("unsafe", 1)
+    assert result["prompt_guard"]["messages"][0]["p_malicious"] < 0.5
+    new = calls(log, "moderate")[before:]
+    assert [(e["ok"], e["duration"]) for e in new] == [(True, 22)]  # 20 s + 2 s per image
+
+
+def test_run_is_one_gpu_call_for_both_guards(space):
+    client, log, _ = space
+    client.predict(api_name="/clear_conversation")
+    client.predict("user", VIOLENT, api_name="/add_turn")
+    before = len(log_entries(log))
+    out = client.predict(["S1", "S2"], 0.5, "86m", api_name="/run")
+    result = next(o for o in out if isinstance(o, dict) and "verdict" in o)
+    assert result["verdict"] == "unsafe" and "prompt_guard" in result
+    assert [e["function"] for e in log_entries(log)[before:]] == ["moderate"]
+
+
+def test_sweep_scores_and_attribution(space):
+    client, log, _ = space
+    conversation = json.dumps([{"role": "user", "content": VIOLENT}])
+    sweep = client.predict(conversation, [], "", 0.5, True, api_name="/sweep")
+    assert sweep["summary"].startswith("Excluding S1 flips the verdict to safe.")
+    scores = client.predict(conversation, [], "", 0.5, api_name="/category_scores")
+    assert scores["scores"][0]["code"] == "S1"
+    turns = json.dumps([{"role": "user", "content": BENIGN},
+                        {"role": "assistant", "content": "Sure."},
+                        {"role": "user", "content": VIOLENT}])
+    attribution = client.predict(turns, [], "", 0.5, api_name="/attribution")
+    assert attribution["summary"].startswith("The conversation turns unsafe at message 3")
+    for function, seconds in (("sweep", 20 + 1 + 2 * 14), ("category_scores", 30),
+                              ("attribution", 20 + 3)):
+        assert [(e["ok"], e["duration"]) for e in calls(log, function)][-1] == (True, seconds)
+
+
+def test_evaluate_runs_one_gpu_call_per_batch(space, tmp_path):
+    client, log, _ = space
+    data = tmp_path / "five.csv"
+    rows = [(VIOLENT, "unsafe"), (BENIGN, "safe")] * 2 + [(VIOLENT + " now", "unsafe")]
+    data.write_text("prompt,label\n" + "".join(f'"{p}",{g}\n' for p, g in rows))
+    status, *_ = client.predict("upload", handle_file(str(data)), "csv", "zero", None, 2,
+                                ["S1"], 0.5, api_name="/evaluate")
+    assert status.startswith("Run 'zero': judged 5 rows")
+    judged = calls(log, "judge")
+    assert [(e["ok"], e["duration"]) for e in judged] == [(True, 22), (True, 22), (True, 21)]
+
+
+def test_a_refusal_inside_the_gpu_call_reaches_the_caller(space):
+    client, _, _ = space
+    with pytest.raises(Exception, match="Unknown category code"):
+        client.predict(json.dumps([{"role": "user", "content": BENIGN}]), [], "S99", 0.5,
+                       api_name="/sweep")
+
+
+def test_the_stand_in_refuses_what_zerogpu_cannot_send(guards):
+    """The stand-in can fail: loaded models as an argument, as the app once passed them."""
+    spec = importlib.util.spec_from_file_location("spaces_standin",
+                                                  STANDIN / "spaces" / "__init__.py")
+    spaces = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(spaces)
+
+    @spaces.GPU(duration=lambda g: 10)
+    def uses(models: Guards) -> str:
+        return "ran"
+
+    with pytest.raises(TypeError, match="Guards is not plain data"):
+        uses(guards)
+    with pytest.raises(ValueError, match="duration"):
+        spaces.GPU(duration=lambda: 0)(lambda: "ran")()
