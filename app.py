@@ -583,6 +583,33 @@ def launch(demo: gr.Blocks, *, family: Family | str = Family.LLAMA_GUARD_4, **kw
                        **kwargs)
 
 
+def open_store(db: Path | None) -> Any:
+    """The labels store, restored from its backup first when the file is missing (labels.backup).
+
+    Snapshots then run on their interval and once more when the process ends (SIGTERM too, which
+    is how a Space is stopped).
+    """
+    if db is None:
+        return None
+    import signal
+    import sys
+
+    from labels import Store
+    from labels.backup import BackupError, from_environ
+
+    try:
+        backups = from_environ(db)
+        if backups is not None:
+            backups.restore_if_missing()  # before Store creates the file
+    except (ValueError, BackupError) as exc:
+        raise SystemExit(f"Labels backup: {exc}") from None
+    store = Store(db)
+    if backups is not None:
+        backups.start()
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so the final snapshot runs
+    return store
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     from guard.cli import _quiet_transformers
     from guard.versions import check_or_exit
@@ -591,13 +618,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     options = parse_options(argv)
     check_or_exit()
+    store = open_store(options.db)  # before the models: a bad backup setting fails fast
     _quiet_transformers()
     loaded = load_models(options)
-    store = None
-    if options.db is not None:
-        from labels import Store
-
-        store = Store(options.db)
     demo = build_demo(loaded.guards, prompt_guards=loaded.prompt_guards,
                       default_prompt_guard=loaded.default_prompt_guard, store=store,
                       tiny=options.tiny, failures=loaded.failures, threshold=options.threshold,
