@@ -23,8 +23,9 @@ from guard.errors import GuardError, ModelLoadError
 from guard.prompts import CustomCategory, plan
 from guard.service import Guards
 from guard.verdict import DEFAULT_THRESHOLD
-from guard_app import editor, eval_view, explore_ui, gpu, results
+from guard_app import editor, eval_view, explore_ui, fair, gpu, results
 from guard_app.api import EXAMPLE, build_conversation, parse_excluded, parse_threshold
+from guard_app.config import Serving
 from guard_app.examples import EXAMPLES, example_turns, write_swatches
 from guard_app.guarded import guarded
 from guard_app.models import PROMPT_GUARD, PromptGuardChoices
@@ -33,7 +34,8 @@ from guard_app.style import CSS, head
 CODES = tuple(c.code for c in LLAMA_GUARD_4_CATEGORIES)
 MAX_CUSTOM = 8
 S14_OFF = "S14 Code Interpreter Abuse (off while the conversation has images)"
-GPU = "gpu"  # the concurrency group of every event that runs a model
+GPU = "gpu"  # the concurrency group of every interactive event that runs a model
+EVAL = "eval"  # batch evaluations: their own group, one at a time, so they never hold GPU's slot
 
 
 def engine_info(guards: Guards) -> ModelInfo | None:
@@ -153,10 +155,11 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                failures: dict[str, str] | None = None, threshold: float = DEFAULT_THRESHOLD,
                max_images: int = MAX_IMAGES, concurrency: int = 1,
                swatch_dir: str | None = None, data_dir: str | Path | None = None,
-               reviewers: Any = None) -> gr.Blocks:
+               reviewers: Any = None, serving: Serving | None = None) -> gr.Blocks:
     """The whole page over already loaded models (and optionally a `labels.Store`).
 
-    `data_dir` holds the public evaluation sets; None looks in the default place.
+    `data_dir` holds the public evaluation sets; None looks in the default place. `serving`
+    holds the limits of a public server (queue, per visitor, state lifetime, upload size).
     """
     if prompt_guards is None and guards.prompt_guard is not None:
         prompt_guards = PromptGuardChoices.fixed(guards.prompt_guard, tiny=tiny)
@@ -179,12 +182,16 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
     private = {"api_visibility": "private"}
     edit_outputs: list = []  # filled once the composer exists; the turn cards' Edit needs it
 
-    with gr.Blocks(title="Guard Lab") as demo:
-        turns = gr.State([])
-        pending = gr.State([])
-        editing = gr.State(None)
-        custom = gr.State([])
-        last = gr.State(None)
+    serving = serving or Serving()
+    ttl = serving.state_ttl_s
+    # Uploads (and the files the app writes into Gradio's cache) go when the state that holds
+    # them may have expired; checked every ten minutes.
+    with gr.Blocks(title="Guard Lab", delete_cache=(600, ttl)) as demo:
+        turns = gr.State([], time_to_live=ttl)
+        pending = gr.State([], time_to_live=ttl)
+        editing = gr.State(None, time_to_live=ttl)
+        custom = gr.State([], time_to_live=ttl)
+        last = gr.State(None, time_to_live=ttl)
 
         gr.Markdown(f"# Guard Lab\nCheck a conversation with Meta's **{family.label}** "
                     "(harmful content) and **Prompt Guard 2** (jailbreaks and prompt injection).")
@@ -242,7 +249,10 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                             text = gr.Textbox(label="Message", lines=3, elem_id="gl-text",
                                               placeholder="Type the message. A turn with images "
                                                           "needs text too.")
+                            # image_mode=None and preprocess=False below: Gradio hands over the
+                            # uploaded file undecoded, and the app reads its header first.
                             upload = gr.Image(type="filepath", sources=["upload", "clipboard"],
+                                              image_mode=None,
                                               label=f"Attach images to this turn (upload, paste "
                                                     f"or drop; at most {max_images} in the "
                                                     f"conversation)",
@@ -327,7 +337,7 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                 browser = _labels_tab(store, reviewer_bar)
 
             with gr.Tab("Batch evaluation", id="evaluate"):
-                evaluation = _eval_tab(store, builtins, threshold, family)
+                evaluation = _eval_tab(store, builtins, threshold, family, reviewer_bar)
 
             with gr.Tab("API", id="api"):
                 gr.Markdown(API_HELP)
@@ -385,7 +395,8 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
             return {pending: [p for j, p in enumerate(pending_list) if j != index]}
 
         @guarded
-        def on_upload(turn_list, pending_list, path, editing_index):
+        def on_upload(turn_list, pending_list, upload_value, editing_index):
+            path = upload_value.get("path") if isinstance(upload_value, dict) else upload_value
             return {pending: editor.add_image(turn_list, pending_list, path,
                                               editing=editing_index, max_images=max_images)}
 
@@ -442,7 +453,7 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
         clear_button.click(lambda: {turns: [], **composer_reset([]), last: None},
                            None, [turns, last, *edit_outputs], api_name="clear_conversation")
         upload.upload(on_upload, [turns, pending, upload, editing], [pending],
-                      api_name="attach_image").then(lambda: None, None, [upload], **private)
+                      api_name="attach_image", preprocess=False).then(lambda: None, None, [upload], **private)
         all_button.click(lambda: list(codes), None, [categories], api_name="categories_all")
         none_button.click(lambda: [], None, [categories], api_name="categories_none")
         reset_button.click(lambda: {categories: list(codes), custom: [],
@@ -478,10 +489,13 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
         if evaluation is not None:
             evaluation.wire(demo, guards, categories,
                             functools.partial(excluded_codes, family=family),
-                            concurrency=concurrency, concurrency_id=GPU,
+                            concurrency=1, concurrency_id=EVAL,
                             judge_batch=eval_view.gpu_judge(slot))
 
-    demo.queue(default_concurrency_limit=None)
+    demo.queue(default_concurrency_limit=None, max_size=serving.queue_size)
+    fair.install(demo, groups=(GPU, EVAL), per_visitor=serving.per_visitor,
+                 trust_proxy=serving.trust_proxy)
+    demo.guard_lab_serving = serving  # launch() reads the upload limit from here
     return demo
 
 
@@ -546,7 +560,7 @@ def explore_inputs_api(guards: Guards) -> Any:
     return guards.llama_guard
 
 
-def _eval_tab(store: Any, builtins: dict, threshold: float, family: Family):
+def _eval_tab(store: Any, builtins: dict, threshold: float, family: Family, bar: Any):
     from guard_app.eval_ui import EvalTab
 
     if store is None:
@@ -555,7 +569,7 @@ def _eval_tab(store: Any, builtins: dict, threshold: float, family: Family):
         return None
     return EvalTab(store, builtins=builtins, category_choices=category_choices(False, family),
                    codes=tuple(c.code for c in categories_for(family)), threshold=threshold,
-                   family=family)
+                   family=family, bar=bar)
 
 
 def _labels_tab(store: Any, bar: Any):
@@ -579,6 +593,8 @@ def launch(demo: gr.Blocks, *, family: Family | str = Family.LLAMA_GUARD_4, **kw
 
     `family` is the loaded Llama Guard's: the category tooltips come from its table.
     """
+    serving = getattr(demo, "guard_lab_serving", None) or Serving()
+    kwargs.setdefault("max_file_size", serving.max_file_size)
     return demo.launch(css=CSS, head=head(family), theme=gr.themes.Soft(), footer_links=["api"],
                        **kwargs)
 
@@ -625,7 +641,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                       default_prompt_guard=loaded.default_prompt_guard, store=store,
                       tiny=options.tiny, failures=loaded.failures, threshold=options.threshold,
                       max_images=options.max_images, concurrency=options.concurrency,
-                      data_dir=options.data_dir, reviewers=_gate(options))
+                      data_dir=options.data_dir, reviewers=_gate(options),
+                      serving=options.serving)
     launch(demo, family=engine_family(loaded.guards), server_name=options.host,
            server_port=options.port)
 

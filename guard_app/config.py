@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,18 @@ ENGINES = ("transformers", "llama-cpp", "openai")
 # loading never looks at os.environ itself.
 OPENAI_ENV = ("GUARD_LAB_OPENAI_BASE_URL", "GUARD_LAB_OPENAI_MODEL", "GUARD_LAB_OPENAI_API_KEY")
 GGUF_EXAMPLE = "QuantFactory/Llama-Guard-3-1B-GGUF:*Q4_K_M.gguf"
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What one visitor may take of a public server (README, Limits)."""
+
+    queue_size: int = 32  # model runs waiting at once, all visitors (GUARD_LAB_QUEUE_SIZE)
+    per_visitor: int = 2  # a visitor's model runs waiting or running (GUARD_LAB_PER_VISITOR)
+    trust_proxy: bool = False  # the visitor is X-Forwarded-For's first address (on Spaces)
+    state_ttl_s: int = 7200  # a session's conversation is dropped this long after its last
+    #                          change, and uploads this long after they came (GUARD_LAB_STATE_TTL)
+    max_file_size: str = "50mb"  # any one upload (GUARD_LAB_MAX_FILE_SIZE)
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,7 @@ class Options:
     openai_env: dict[str, str] = field(default_factory=dict, repr=False)  # holds the API key
     reviewers: dict[str, str] = field(default_factory=dict, repr=False)  # name -> password
     on_space: bool = False  # Hugging Face Spaces: reviewers sign in with their HF account
+    serving: Serving = field(default_factory=Serving)
 
 
 def _truthy(value: str | None) -> bool:
@@ -111,6 +125,14 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int,
                    default=int(environ.get("GUARD_LAB_CONCURRENCY", 1)),
                    help="model runs at the same time (env GUARD_LAB_CONCURRENCY; 1 fits one GPU)")
+    p.add_argument("--queue-size", type=int,
+                   default=int(environ.get("GUARD_LAB_QUEUE_SIZE", Serving.queue_size)),
+                   help="model runs that may wait at once, all visitors together; more are "
+                        "refused with 'busy' (env GUARD_LAB_QUEUE_SIZE)")
+    p.add_argument("--per-visitor", type=int,
+                   default=int(environ.get("GUARD_LAB_PER_VISITOR", Serving.per_visitor)),
+                   help="model runs one visitor may have waiting or running (env "
+                        "GUARD_LAB_PER_VISITOR)")
     p.add_argument("--data-dir", default=environ.get("GUARD_LAB_DATA_DIR"),
                    help="folder with the public evaluation sets (env GUARD_LAB_DATA_DIR; "
                         "default ../shared/data beside the repository)")
@@ -126,6 +148,7 @@ def parse_options(argv: Sequence[str] | None = None,
                   environ: Mapping[str, str] = os.environ) -> Options:
     p = parser(environ)
     args = p.parse_args(argv)
+    on_space = bool(environ.get("SPACE_ID"))
     if not 0.0 <= args.threshold <= 1.0:
         p.error(f"--threshold / GUARD_LAB_THRESHOLD must be between 0 and 1, got {args.threshold}")
     if not 1 <= args.max_images <= MAX_IMAGES:
@@ -133,6 +156,22 @@ def parse_options(argv: Sequence[str] | None = None,
                 f"tests up to {MAX_IMAGES} images), got {args.max_images}")
     if args.concurrency < 1:
         p.error("--concurrency must be 1 or more")
+    if args.queue_size < 1 or args.per_visitor < 1:
+        p.error("--queue-size and --per-visitor (GUARD_LAB_QUEUE_SIZE, GUARD_LAB_PER_VISITOR) "
+                "must be 1 or more")
+    try:
+        state_ttl = int(environ.get("GUARD_LAB_STATE_TTL", Serving.state_ttl_s))
+    except ValueError:
+        p.error("GUARD_LAB_STATE_TTL must be a whole number of seconds, e.g. 7200")
+    if state_ttl < 60:
+        p.error(f"GUARD_LAB_STATE_TTL must be at least 60 seconds, got {state_ttl}")
+    max_file_size = environ.get("GUARD_LAB_MAX_FILE_SIZE", Serving.max_file_size).strip().lower()
+    if not re.fullmatch(r"\d+(b|kb|mb|gb)", max_file_size):
+        p.error(f"GUARD_LAB_MAX_FILE_SIZE must look like 50mb or 800kb, got {max_file_size!r}")
+    proxy = environ.get("GUARD_LAB_TRUST_PROXY")
+    serving = Serving(queue_size=args.queue_size, per_visitor=args.per_visitor,
+                      trust_proxy=_truthy(proxy) if proxy is not None else on_space,
+                      state_ttl_s=state_ttl, max_file_size=max_file_size)
     # argparse checks `choices` on the command line only, not on defaults from the environment.
     if args.engine not in ENGINES:
         p.error(f"GUARD_LAB_ENGINE must be one of {', '.join(ENGINES)}, got {args.engine!r}")
@@ -178,4 +217,4 @@ def parse_options(argv: Sequence[str] | None = None,
                    engine=args.engine, gguf=args.gguf,
                    family=Family(args.family) if args.family else None, threads=args.threads,
                    n_ctx=args.n_ctx, openai_env=openai_env, reviewers=reviewers,
-                   on_space=_hf_login(environ))
+                   on_space=_hf_login(environ), serving=serving)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import gradio as gr
 from guard.categories import Family
 from guard.eval import FORMATS
 from guard.service import Guards
+from labels.errors import LabelsError
 from labels.runs import Runs
 
 from . import eval_view as view
@@ -26,10 +28,13 @@ INTRO = (
 
 
 class EvalTab:
+    """`bar` is the page's ReviewerBar: with reviewer accounts, only reviewers run and read runs."""
+
     def __init__(self, store: Any, *, builtins: Mapping[str, tuple[str, Path, str]],
                  category_choices: list[tuple[str, str]], codes: Sequence[str],
-                 threshold: float, family: Family = Family.LLAMA_GUARD_4):
+                 threshold: float, family: Family = Family.LLAMA_GUARD_4, bar: Any = None):
         self.runs = Runs(store)
+        self.bar = bar
         self.family = family
         self.builtins = dict(builtins)
         self.codes = tuple(codes)
@@ -64,7 +69,8 @@ class EvalTab:
                 self.threshold = gr.Slider(0.0, 1.0, value=threshold, step=0.01,
                                            label="Threshold", info="unsafe when p_unsafe >= it")
                 self.run = gr.Button("Run evaluation", variant="primary", elem_id="gl-eval-run")
-        self.status = gr.Markdown(elem_id="gl-eval-status")
+        self.status = gr.HTML(elem_id="gl-eval-status")  # escaped text: run names are visitors'
+
         with gr.Row(equal_height=False):
             self.report = gr.Dataframe(headers=view.REPORT_HEADERS, datatype="str",
                                        interactive=False, label="Report", elem_id="gl-eval-report")
@@ -86,12 +92,22 @@ class EvalTab:
         with gr.Row():
             self.refresh = gr.Button("Refresh run list", size="sm")
             self.compare = gr.Button("Compare", variant="secondary", size="sm")
-        self.compare_text = gr.Markdown()
+        self.compare_text = gr.HTML(elem_id="gl-compare-text")
         self.compare_table = gr.Dataframe(headers=view.COMPARE_HEADERS, datatype="str",
                                           interactive=False, label="Side by side")
 
-    def run_lists(self) -> dict:
-        """New choices for both dropdowns; what is picked stays picked."""
+    def reviewer(self, action: str, session: Any, typed: Any, profile: Any) -> None:
+        """Refuse anonymous visitors when the server has reviewer accounts."""
+        if self.bar is not None and self.bar.gate.restricted:
+            self.bar.who(action, session, typed, profile)
+
+    def run_lists(self, session: Any = None, typed: Any = None,
+                  profile: gr.OAuthProfile | None = None) -> dict:
+        """New choices for both dropdowns; what is picked stays picked (reviewers only)."""
+        try:
+            self.reviewer("list evaluation runs", session, typed, profile)
+        except LabelsError:
+            return {self.run_a: gr.Dropdown(choices=[]), self.run_b: gr.Dropdown(choices=[])}
         names = view.run_names(self.runs)
         return {self.run_a: gr.Dropdown(choices=names), self.run_b: gr.Dropdown(choices=names)}
 
@@ -109,7 +125,9 @@ class EvalTab:
 
         @guarded
         def evaluate(source, path, fmt, name, limit, batch_size, ticked, threshold,
+                     session=None, typed=None, profile: gr.OAuthProfile | None = None,
                      progress=gr.Progress()):  # noqa: B008 (gradio finds the bar this way)
+            self.reviewer("run evaluations", session, typed, profile)
             dataset = view.pick_dataset(source or view.UPLOAD, path, fmt, self.builtins)
 
             def step(done: int, total: int) -> None:
@@ -120,29 +138,32 @@ class EvalTab:
                 threshold=float(threshold), batch_size=view.parse_batch_size(batch_size),
                 limit=view.parse_limit(limit), progress=step, judge_batch=judge_batch)
             report = evaluation.report
-            return {self.status: view.status_text(evaluation),
+            return {self.status: html.escape(view.status_text(evaluation), quote=False),
                     self.report: view.report_rows(report), self.curve: view.curve_frame(report),
                     self.per_category: view.category_rows(report, self.family),
                     self.bad: view.bad_rows(dataset), self.json: view.report_json(evaluation),
-                    **self.run_lists()}
+                    **self.run_lists(session, typed, profile)}
 
         @guarded
-        def compare(name_a, name_b):
+        def compare(name_a, name_b, session=None, typed=None,
+                    profile: gr.OAuthProfile | None = None):
+            self.reviewer("read evaluation runs", session, typed, profile)
             comparison = view.compare_runs(self.runs, name_a, name_b)
-            return {self.compare_text: view.comparison_text(comparison),
+            return {self.compare_text: html.escape(view.comparison_text(comparison), quote=False),
                     self.compare_table: view.comparison_rows(comparison)}
 
         self.source.change(on_source, [self.source], [self.file, self.format], **PRIVATE)
         self.file.upload(on_file, [self.file], [self.format], **PRIVATE)
         self.copy.click(lambda ticked: list(ticked or []), [moderate_categories],
                         [self.categories], **PRIVATE)
+        who = list(self.bar.inputs) if self.bar is not None else []
         self.run.click(
             evaluate, [self.source, self.file, self.format, self.name, self.limit,
-                       self.batch_size, self.categories, self.threshold],
+                       self.batch_size, self.categories, self.threshold, *who],
             [self.status, self.report, self.curve, self.per_category, self.bad, self.json,
              self.run_a, self.run_b],
             api_name="evaluate", concurrency_limit=concurrency, concurrency_id=concurrency_id)
-        self.compare.click(compare, [self.run_a, self.run_b],
+        self.compare.click(compare, [self.run_a, self.run_b, *who],
                            [self.compare_text, self.compare_table], api_name="compare_runs")
-        self.refresh.click(self.run_lists, None, [self.run_a, self.run_b], **PRIVATE)
-        demo.load(self.run_lists, None, [self.run_a, self.run_b], **PRIVATE)
+        self.refresh.click(self.run_lists, who, [self.run_a, self.run_b], **PRIVATE)
+        demo.load(self.run_lists, who, [self.run_a, self.run_b], **PRIVATE)

@@ -1,8 +1,17 @@
-"""The edge where the packages' errors become messages on the page (and in API errors)."""
+"""The edge where the packages' errors become messages on the page (and in API errors).
+
+Expected refusals (GuardError, LabelsError) reach the visitor as their own message and leave
+one line in the log, no traceback. Anything else is a bug: the log gets the traceback once and
+the visitor one sentence, instead of Gradio's generic "The upstream Gradio app has raised an
+exception". Messages are HTML-escaped, since Gradio renders error toasts as HTML and these
+messages can quote what a visitor typed or what the database holds.
+"""
 
 from __future__ import annotations
 
 import functools
+import html
+import logging
 from collections.abc import Callable
 
 import gradio as gr
@@ -10,14 +19,29 @@ import gradio as gr
 from guard.errors import GuardError
 from labels.errors import LabelsError
 
+log = logging.getLogger("guard_lab")
+UNEXPECTED = ("Something went wrong on the server while doing this; it has been logged. Try "
+              "again, and if it happens again, reload the page.")
+
+
+def error(message: str) -> gr.Error:
+    """A toast that shows `message` as text and prints no traceback in the server log."""
+    return gr.Error(html.escape(message, quote=False), print_exception=False)
+
 
 def guarded(fn: Callable) -> Callable:
-    """Turn GuardError and LabelsError into gr.Error, whose message the person sees."""
+    """Turn every exception of `fn` into a gr.Error whose message the person can act on."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except gr.Error:
+            raise
         except (GuardError, LabelsError) as exc:
-            raise gr.Error(str(exc)) from None
+            log.info("refused %s: %s", fn.__name__, str(exc)[:300].replace("\n", " "))
+            raise error(str(exc)) from None
+        except Exception:
+            log.exception("unexpected error in %s", fn.__name__)
+            raise error(UNEXPECTED) from None
     return wrapper
