@@ -193,7 +193,7 @@ def parse_options(argv: Sequence[str] | None = None,
 
     try:
         reviewers = parse_accounts(args.reviewers)
-        ReviewerGate.from_config(reviewers, on_space=_hf_login(environ))
+        ReviewerGate.from_config(reviewers, on_space=_hf_login(environ), environ=environ)
     except ValueError as exc:
         p.error(str(exc))
     db = None

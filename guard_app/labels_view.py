@@ -5,12 +5,14 @@ its labels and history, agreement and metrics as tables. No gradio; `ui_labels` 
 from __future__ import annotations
 
 import html
+import io
 import json
 import math
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from labels import ExampleFilter, LabelInput, Store, StoredExample
 from labels.errors import InvalidLabel
@@ -133,17 +135,32 @@ def answer_html(example: StoredExample) -> str:
             f'<pre class="gl-snippet">{html.escape(out.raw_output)}</pre></div>')
 
 
-def write_images(example: StoredExample, folder: str | Path | None = None) -> list[str]:
-    """The example's images as PNG files for a gallery, in conversation order."""
-    if not example.images:
-        return []
-    folder = Path(folder or tempfile.mkdtemp(prefix="guard-lab-open-"))
+def images(example: StoredExample) -> list[Image.Image]:
+    """The example's images, in conversation order, in memory.
+
+    The gallery takes them as they are, so opening an example writes no file of ours (a folder
+    per open used to pile up in the temporary directory).
+    """
+    return [Image.open(io.BytesIO(blob.png)) for blob in example.images]
+
+
+def write_images(example: StoredExample, folder: str | Path) -> list[str]:
+    """The example's images as PNG files in `folder`, in conversation order."""
+    folder = Path(folder)
     paths = []
     for i, blob in enumerate(example.images, start=1):
         path = folder / f"example{example.id}_{i}_{blob.sha256[:12]}.png"
         path.write_bytes(blob.png)
         paths.append(str(path))
     return paths
+
+
+def download_html(url: str, filename: str, count: int, lasts: str) -> str:
+    """The one-click link to a fresh export, saying it works once and for how long."""
+    return (f'<div class="gl-note" id="gl-export-link"><a href="{html.escape(url)}" '
+            f'download="{html.escape(filename)}">Download {html.escape(filename)}</a> '
+            f'({count} example{"s" if count != 1 else ""}). The link works once, within '
+            f'{html.escape(lasts)}; export again for a new one.</div>')
 
 
 def label_rows(example: StoredExample) -> list[list[Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from labels.errors import InvalidLabel
 from labels.export import FORMATS, export
 
 from .editor import to_conversation
+from .exports import PREFIX
 
 LIST_HEADERS = ["id", "created", "preview", "images", "model", "p_unsafe", "model categories",
                 "gold labels", "reviewers", "disagreement"]
@@ -84,11 +86,21 @@ def list_rows(store: Store, *, label: str = "any", category: str = "", disagreem
 
 
 def export_file(store: Store, fmt: str, folder: str | Path | None = None) -> tuple[str, int]:
-    """Write an export to a fresh file; returns (path, number of examples)."""
+    """Write an export to a fresh file; returns (path, number of examples).
+
+    With no `folder`, a new temporary one that the caller must delete (the page hands it to
+    `exports.Downloads`); it is deleted here when the export fails.
+    """
     if fmt not in FORMATS:
         raise InvalidLabel(f"Unknown export format {fmt!r}. Use one of {', '.join(FORMATS)}.")
-    folder = Path(folder or tempfile.mkdtemp(prefix="guard-lab-export-"))
+    fresh = folder is None
+    folder = Path(folder or tempfile.mkdtemp(prefix=PREFIX))
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"guard_lab_{fmt}_{time.strftime('%Y%m%d-%H%M%S')}{EXPORT_SUFFIX[fmt]}"
-    count = export(store, fmt, path)
+    try:
+        count = export(store, fmt, path)
+    except BaseException:
+        if fresh:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     return str(path), count

@@ -1,24 +1,37 @@
 """Who may read and write labels: open (anyone types a name), local accounts, or Hugging Face login.
 
-Pure: no gradio. The page keeps a signed-in name in its session state and passes it, with the
-OAuth username on Spaces, to `ReviewerGate.who` in every handler that reads or writes labels, so
-the API endpoints refuse exactly as the page does.
+Pure: no gradio. With accounts, a sign-in opens a server-side session and the page keeps only its
+opaque token; every handler that reads or writes labels passes that token (and, on Spaces, the
+OAuth username) to `ReviewerGate.who`, so the API endpoints refuse exactly as the page does, and
+an expired or signed-out token is worth nothing. Failed sign-ins are limited per reviewer name and
+per client address.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+import math
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
 from labels.errors import LabelsError
 
 ENV = "GUARD_LAB_REVIEWERS"
+EXPIRED = "Your reviewer session has expired; sign in again."
 
 
 class NotAReviewer(LabelsError):
     """The action needs a reviewer identity that this visitor does not have."""
+
+
+class TooManySignIns(NotAReviewer):
+    """Too many failed sign-ins for a reviewer name or from an address; wait and retry."""
 
 
 class Mode(Enum):
@@ -42,39 +55,216 @@ def parse_accounts(text: str | None) -> dict[str, str]:
     return accounts
 
 
+def duration(seconds: float) -> str:
+    """12 -> '12 seconds', 900 -> '15 minutes', 28800 -> '8 hours' (rounded up)."""
+    seconds = max(1, math.ceil(seconds))
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds >= size and (seconds % size == 0 or seconds >= 2 * size):
+            n = math.ceil(seconds / size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
+# (field, environment variable, converter): every limit can be set from the environment.
+LIMIT_ENV = (("session_ttl", "GUARD_LAB_SESSION_TTL", float),
+             ("export_ttl", "GUARD_LAB_EXPORT_TTL", float),
+             ("account_failures", "GUARD_LAB_SIGN_IN_FAILURES", int),
+             ("address_failures", "GUARD_LAB_SIGN_IN_FAILURES_PER_ADDRESS", int),
+             ("failure_window", "GUARD_LAB_SIGN_IN_WINDOW", float))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long a sign-in and an export link last, and how many failed sign-ins are allowed."""
+
+    session_ttl: float = 8 * 3600  # seconds a reviewer stays signed in
+    export_ttl: float = 300  # seconds an export's download link works (once)
+    account_failures: int = 5  # failed sign-ins per reviewer name within failure_window
+    address_failures: int = 20  # failed sign-ins per client address within failure_window
+    failure_window: float = 15 * 60
+
+    def __post_init__(self) -> None:
+        for name, env, _ in LIMIT_ENV:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{env} must be a positive number, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Limits:
+        values = {}
+        for name, env, convert in LIMIT_ENV:
+            text = (environ.get(env) or "").strip()
+            if text:
+                try:
+                    values[name] = convert(text)
+                except ValueError:
+                    raise ValueError(f"{env} must be a number, got {text!r}") from None
+        return cls(**values)
+
+
+class Sessions:
+    """Signed-in reviewers by random token, each until its expiry or until it signs out."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic):
+        self.ttl = ttl
+        self.clock = clock
+        self._by_token: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def open(self, name: str) -> str:
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            now = self.clock()
+            # Forget the expired ones here, so the table stays as small as the signed-in crowd.
+            for old in [t for t, (_, until) in self._by_token.items() if until <= now]:
+                del self._by_token[old]
+            self._by_token[token] = (name, now + self.ttl)
+        return token
+
+    def name(self, token: str | None) -> str | None:
+        """The reviewer signed in with `token`; None when unknown, signed out or expired."""
+        if not isinstance(token, str):
+            return None
+        with self._lock:
+            entry = self._by_token.get(token)
+            if entry is None:
+                return None
+            if entry[1] <= self.clock():
+                del self._by_token[token]
+                return None
+            return entry[0]
+
+    def close(self, token: str | None) -> None:
+        if isinstance(token, str):
+            with self._lock:
+                self._by_token.pop(token, None)
+
+    def __len__(self) -> int:
+        return len(self._by_token)
+
+
+class FailureLimit:
+    """At most `limit` failures per key within a sliding `window` of seconds."""
+
+    MAX_KEYS = 10_000  # beyond this the oldest keys are forgotten (memory stays bounded)
+
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic):
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        times = self._failures.get(key, deque())
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        return times
+
+    def wait(self, key: str) -> float:
+        """Seconds until `key` may try again; 0 while under the limit."""
+        with self._lock:
+            now = self.clock()
+            times = self._recent(key, now)
+            if len(times) < self.limit:
+                return 0.0
+            return times[-self.limit] + self.window - now
+
+    def fail(self, key: str) -> None:
+        with self._lock:
+            now = self.clock()
+            times = self._recent(key, now)
+            times.append(now)
+            self._failures.pop(key, None)
+            self._failures[key] = times  # most recently failed last
+            while len(self._failures) > self.MAX_KEYS:
+                del self._failures[next(iter(self._failures))]
+
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._failures.pop(key, None)
+
+
 @dataclass(frozen=True)
 class ReviewerGate:
     mode: Mode = Mode.OPEN
     accounts: Mapping[str, str] = field(default_factory=dict, repr=False)
+    limits: Limits = field(default_factory=Limits)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+    sessions: Sessions = field(init=False, repr=False, compare=False)
+    by_account: FailureLimit = field(init=False, repr=False, compare=False)
+    by_address: FailureLimit = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        limits = self.limits
+        # Frozen: the session table and the counters are the gate's own mutable parts.
+        object.__setattr__(self, "sessions", Sessions(limits.session_ttl, self.clock))
+        object.__setattr__(self, "by_account", FailureLimit(limits.account_failures,
+                                                            limits.failure_window, self.clock))
+        object.__setattr__(self, "by_address", FailureLimit(limits.address_failures,
+                                                            limits.failure_window, self.clock))
 
     @classmethod
-    def from_config(cls, accounts: Mapping[str, str] | None, *, on_space: bool) -> ReviewerGate:
+    def from_config(cls, accounts: Mapping[str, str] | None, *, on_space: bool,
+                    limits: Limits | None = None,
+                    environ: Mapping[str, str] | None = None) -> ReviewerGate:
+        """`limits` None: the defaults, overridden by GUARD_LAB_SESSION_TTL and the like."""
         accounts = dict(accounts or {})
+        if limits is None:
+            limits = Limits.from_env(os.environ if environ is None else environ)
         if on_space:
-            return cls(Mode.SPACE, accounts)
+            return cls(Mode.SPACE, accounts, limits)
         if any(accounts.values()):
-            return cls(Mode.ACCOUNTS, accounts)
+            return cls(Mode.ACCOUNTS, accounts, limits)
         if accounts:
             raise ValueError(f"{ENV}: give each reviewer a password, as in 'alice:secret' "
                              "(names alone only make sense on a Hugging Face Space with hf_oauth: true)")
-        return cls(Mode.OPEN)
+        return cls(Mode.OPEN, limits=limits)
 
     @property
     def restricted(self) -> bool:
         """Anonymous visitors can neither read nor write labels."""
         return self.mode is not Mode.OPEN
 
-    def sign_in(self, name: str | None, password: str | None) -> str:
-        """The reviewer's name when the password matches; the same refusal for any mismatch."""
+    def _check_limits(self, name: str, address: str) -> None:
+        window = duration(self.limits.failure_window)
+        for counter, key, whose in ((self.by_account, name, "for this reviewer name"),
+                                    (self.by_address, address, "from your address")):
+            wait = counter.wait(key)
+            if wait > 0:
+                at = time.strftime("%H:%M:%S UTC", time.gmtime(time.time() + wait))
+                raise TooManySignIns(
+                    f"Too many failed sign-ins {whose}: the limit is {counter.limit} in "
+                    f"{window}. Try again in {duration(wait)} (after {at}).")
+
+    def sign_in(self, name: str | None, password: str | None, *,
+                address: str | None = None) -> str:
+        """A new session token when the password matches; the same refusal for any mismatch.
+
+        Refused without looking at the password once the name or the address (the client's IP)
+        has failed too often, so guessing stops being worth it.
+        """
         if self.mode is not Mode.ACCOUNTS:
             raise NotAReviewer("This server has no reviewer passwords to sign in with.")
         name = (name or "").strip()
+        address = address or "unknown"
+        self._check_limits(name, address)
         expected = self.accounts.get(name, "")
         # Compare even for an unknown name, so timing tells nothing about which names exist.
         ok = hmac.compare_digest((password or "").encode(), (expected or "\0").encode())
         if not (ok and name in self.accounts and expected):
+            self.by_account.fail(name)
+            self.by_address.fail(address)
             raise NotAReviewer("Wrong reviewer name or password.")
-        return name
+        self.by_account.clear(name)
+        return self.sessions.open(name)
+
+    def sign_out(self, session: str | None) -> None:
+        """End the session server-side: the token no longer works anywhere."""
+        self.sessions.close(session)
+
+    def active(self, session: str | None) -> bool:
+        """Whether `session` is still a signed-in reviewer (always true without accounts)."""
+        return self.mode is not Mode.ACCOUNTS or self.sessions.name(session) is not None
 
     def who(self, action: str, *, session: str | None = None, typed: str | None = None,
             oauth_username: str | None = None, need_name: bool = False) -> str:
@@ -92,10 +282,13 @@ class ReviewerGate:
                                    f"one of this Space's reviewers ({ENV}).")
             return oauth_username
         if self.mode is Mode.ACCOUNTS:
-            if not session or session not in self.accounts:
+            if not session:
                 raise NotAReviewer(f"Sign in as a reviewer to {action}: open 'Reviewer sign-in' "
                                    "at the top of the page.")
-            return session
+            name = self.sessions.name(session)
+            if name is None or name not in self.accounts:
+                raise NotAReviewer(EXPIRED)
+            return name
         name = " ".join((typed or "").split())
         if need_name and not name:
             raise NotAReviewer(f"Type your name in 'Reviewer' at the top of the page to {action}.")

@@ -13,8 +13,9 @@ from labels.export import FORMATS
 
 from . import labels_view as view
 from . import review
-from .guarded import guarded
-from .reviewers import Mode, ReviewerGate
+from .exports import Downloads
+from .guarded import guarded  # escapes its messages: toasts render HTML
+from .reviewers import Mode, ReviewerGate, duration
 
 NAMES = {c.code: c.card_name for c in LLAMA_GUARD_4_CATEGORIES}
 PRIVATE = {"api_visibility": "private"}
@@ -33,6 +34,11 @@ def _username(profile: Any) -> str | None:
     return getattr(profile, "username", None) or None
 
 
+def _address(request: Any) -> str | None:
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None) or None
+
+
 SHORTCUTS = ("**Keyboard shortcuts:** Alt+R run both guards · Alt+W the model was wrong · "
              "Alt+G the model was right · Alt+S save the label · Alt+N open the next example · "
              "Alt+P the previous one.")
@@ -42,12 +48,16 @@ class ReviewerBar:
     """Who is reviewing: Hugging Face login on Spaces, a password sign-in with accounts, else a name.
 
     Handlers ask `who(...)` with the session, the typed name and the OAuth profile, so the gate
-    holds for API calls too, not only on the page.
+    holds for API calls too, not only on the page. The session state holds only the gate's
+    opaque token; when Gradio drops the state (an hour after the tab closed) the token is signed
+    out server-side too.
     """
 
     def __init__(self, gate: ReviewerGate):
         self.gate = gate
-        self.session = gr.State(None)
+        # No time_to_live: the gate's table decides expiry, so the reviewer reads "expired"
+        # rather than "sign in"; Gradio still drops the state an hour after the tab closes.
+        self.session = gr.State(None, delete_callback=gate.sign_out)
         self.password = None
         titles = {Mode.OPEN: "Reviewer", Mode.ACCOUNTS: "Reviewer sign-in",
                   Mode.SPACE: "Reviewer sign-in"}
@@ -71,7 +81,7 @@ class ReviewerBar:
             else:
                 self.name = gr.Textbox(label="Reviewer", max_lines=1, elem_id="gl-reviewer-name",
                                        placeholder="your name or handle: saved with your labels")
-            self.status = gr.Markdown("", elem_id="gl-reviewer-status")
+            self.status = gr.HTML("", elem_id="gl-reviewer-status")
         self.inputs = [self.session, self.name]
 
     def who(self, action: str, session: str | None, typed: str | None, profile: Any,
@@ -84,19 +94,24 @@ class ReviewerBar:
             return
 
         @guarded
-        def sign_in(name, password):
-            who = self.gate.sign_in(name, password)
-            return {self.session: who, self.password: "",
-                    self.status: f"Signed in as **{html.escape(who)}**."}
+        def sign_in(name, password, session, request: gr.Request):
+            token = self.gate.sign_in(name, password, address=_address(request))
+            self.gate.sign_out(session)  # this page's previous sign-in, if any, ends here
+            who = self.gate.who("review", session=token)
+            lasts = duration(self.gate.limits.session_ttl)
+            return {self.session: token, self.password: "",
+                    self.status: f"Signed in as <b>{html.escape(who)}</b> for {lasts}."}
 
-        def sign_out():
+        def sign_out(session):
+            self.gate.sign_out(session)
             return {self.session: None, self.status: "Signed out."}
 
-        self.sign_in.click(sign_in, [self.name, self.password],
-                           [self.session, self.password, self.status], api_name="reviewer_sign_in")
-        self.password.submit(sign_in, [self.name, self.password],
-                             [self.session, self.password, self.status], **PRIVATE)
-        self.sign_out.click(sign_out, None, [self.session, self.status],
+        signing_in = [self.name, self.password, self.session]
+        self.sign_in.click(sign_in, signing_in, [self.session, self.password, self.status],
+                           api_name="reviewer_sign_in")
+        self.password.submit(sign_in, signing_in, [self.session, self.password, self.status],
+                             **PRIVATE)
+        self.sign_out.click(sign_out, [self.session], [self.session, self.status],
                             api_name="reviewer_sign_out")
 
 
@@ -168,6 +183,7 @@ class LabelsBrowser:
     def __init__(self, store: Any, bar: ReviewerBar):
         self.store = store
         self.bar = bar
+        self.downloads = Downloads(bar.gate.limits.export_ttl)
         gr.Markdown("Examples that reviewers labelled, newest first. Filter them, open one to "
                     "see it whole and edit or delete labels, then export for "
                     "`datasets.load_dataset` (JSONL, Parquet) or for fine-tuning Llama Guard."
@@ -213,7 +229,7 @@ class LabelsBrowser:
                 with gr.Column(scale=3):
                     self.conversation = gr.HTML()
                     self.gallery = gr.Gallery(label="Images", visible=False, height=180,
-                                              columns=5)
+                                              columns=5, format="png")
                 with gr.Column(scale=2):
                     self.answer = gr.HTML()
             self.labels = gr.Dataframe(headers=view.LABEL_HEADERS, interactive=False, wrap=True,
@@ -238,13 +254,14 @@ class LabelsBrowser:
         with gr.Row():
             self.format = gr.Radio(list(FORMATS), value="jsonl", label="Export format")
             self.export = gr.Button("Export", size="sm", elem_id="gl-export")
-            self.file = gr.File(label="Download", interactive=False, elem_id="gl-export-file")
+            self.download = gr.HTML("", elem_id="gl-export-file")
+            self.download_url = gr.Textbox(visible=False, label="Download link")
 
         with gr.Accordion("Agreement between reviewers", open=False):
             self.agree = gr.Button("Compute agreement", size="sm")
             self.agree_note = gr.Markdown("")
             self.pairs = gr.Dataframe(headers=view.PAIR_HEADERS, interactive=False,
-                                      label="Per reviewer pair")
+                                      label="Per reviewer pair", datatype="str")
             self.agree_categories = gr.Dataframe(headers=view.CATEGORY_AGREEMENT_HEADERS,
                                                  interactive=False, label="Per category")
 
@@ -279,12 +296,12 @@ class LabelsBrowser:
 
     def _show(self, example_id: int, who: str, status: str = "") -> dict:
         example = self.store.get_example(example_id)
-        images = view.write_images(example)
+        images = view.images(example)
         label, codes, note = view.own_label(example, who)
         return {
             self.current: example.id, self.open_id: example.id,
             self.conversation: view.conversation_html(example),
-            self.gallery: gr.Gallery(value=images, visible=bool(images)),
+            self.gallery: gr.Gallery(value=images or None, visible=bool(images)),
             self.answer: view.answer_html(example),
             self.labels: _frame(view.label_rows(example), view.LABEL_HEADERS),
             self.history: _frame(view.history_rows(self.store, example.id), view.HISTORY_HEADERS),
@@ -367,11 +384,17 @@ class LabelsBrowser:
             return self._show(current, who, f'<div class="gl-note">{html.escape(done)}</div>')
 
         @guarded
-        def export(session, typed, fmt, profile: gr.OAuthProfile | None = None):
-            self._reader(session, typed, profile, "export labels")
+        def export(session, typed, fmt, request: gr.Request,
+                   profile: gr.OAuthProfile | None = None):
+            who = self._reader(session, typed, profile, "export labels")
             path, count = review.export_file(self.store, fmt)
+            # Served by our own route, not from Gradio's cache: once, to this session, briefly.
+            self.downloads.install_routes(request.app)
+            link = self.downloads.issue(path, who, still_valid=lambda: bar.gate.active(session))
             gr.Info(f"Exported {count} example{'s' if count != 1 else ''}.")
-            return path
+            return {self.download: view.download_html(link.url, link.filename, count,
+                                                      duration(link.ttl)),
+                    self.download_url: link.url}
 
         @guarded
         def agree(session, typed, profile: gr.OAuthProfile | None = None):
@@ -407,7 +430,8 @@ class LabelsBrowser:
                              api_name="edit_label")
         self.delete.click(delete, [*who_in, self.current, self.delete_id, self.delete_reason],
                           shown, api_name="delete_label")
-        self.export.click(export, [*who_in, self.format], [self.file], api_name="export_labels")
+        self.export.click(export, [*who_in, self.format], [self.download, self.download_url],
+                          api_name="export_labels")
         self.agree.click(agree, who_in, [self.agree_note, self.pairs, self.agree_categories],
                          api_name="agreement")
         self.m_run.click(measure, [*who_in, self.m_model, self.m_reviewer, self.m_target],

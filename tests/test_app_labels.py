@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urljoin
 
+import httpx
 import pytest
 from conftest import launch_app
 
@@ -185,8 +187,8 @@ def test_endpoints_refuse_anonymous_visitors_when_accounts_are_configured(guards
             client.predict("alice", "secret", api_name="/reviewer_sign_in")
             table = client.predict(*filters, api_name="/list_labels")[0]
             assert [row[0] for row in table["data"]] == [1]
-            path = client.predict("", "jsonl", api_name="/export_labels")
-            assert Path(path).read_text().count("\n") == 1
+            _, link = client.predict("", "jsonl", api_name="/export_labels")
+            assert httpx.get(urljoin(url, link)).text.count("\n") == 1
             # A fresh session (another visitor) is anonymous again.
             with pytest.raises(Exception, match="Sign in as a reviewer"):
                 Client(url, verbose=False).predict(*filters, api_name="/list_labels")
