@@ -12,6 +12,7 @@ from .errors import (
                      InvalidConversation,
                      InvalidImage,
                      ModelLoadError,
+                     TooLarge,
 )
 from .prompts import CustomCategory, plan, render
 from .verdict import DEFAULT_THRESHOLD, CategoryHit, Verdict, parse_answer
@@ -19,6 +20,6 @@ from .verdict import DEFAULT_THRESHOLD, CategoryHit, Verdict, parse_answer
 __all__ = [
     "Category", "CategoryHit", "ContextTooLong", "Conversation", "CustomCategory",
     "DEFAULT_THRESHOLD", "Family", "GuardError", "InvalidCategories", "InvalidConversation",
-    "InvalidImage", "ModelLoadError", "Turn", "Verdict", "assistant", "categories_for",
+    "InvalidImage", "ModelLoadError", "TooLarge", "Turn", "Verdict", "assistant", "categories_for",
     "from_messages", "load_conversation_file", "parse_answer", "plan", "render", "user",
 ]

@@ -10,6 +10,7 @@ from typing import Any
 
 from PIL import Image
 
+from . import limits
 from .errors import InvalidConversation, InvalidImage
 from .images import ImageSource, load_image
 
@@ -81,11 +82,18 @@ def assistant(text: str, *images: Image.Image) -> Turn:
 
 
 def validate(conversation: Conversation, *, max_images: int = MAX_IMAGES) -> None:
-    """Raise InvalidConversation with a message that says what to fix."""
+    """Raise InvalidConversation with a message that says what to fix.
+
+    Sizes are counted here, before any tokenizer runs: the messages against `limits.MAX_TURNS`,
+    the characters of each message and of them all against `limits.MAX_CHARS_PER_MESSAGE` and
+    `limits.MAX_CHARS_PER_CONVERSATION` (what can fit the model's context; see guard.limits).
+    """
     turns = conversation.turns
     if not turns:
         raise InvalidConversation("The conversation is empty. Add a user message to judge.")
+    _check_turn_count(len(turns))
     seen_images = 0
+    total_chars = 0
     for index, turn in enumerate(turns, start=1):
         where = f"Message {index} ({turn.role})"
         if turn.role == "system":
@@ -110,11 +118,43 @@ def validate(conversation: Conversation, *, max_images: int = MAX_IMAGES) -> Non
                     f"{where} has images but no text. Llama Guard 4 does not judge images alone: "
                     "add a sentence that goes with them.")
             raise InvalidConversation(f"{where}: the text is empty. Write the message or delete it.")
+        # The prompt holds each text stripped, so surrounding whitespace costs nothing.
+        chars = len(turn.text.strip())
+        _check_message_chars(index, turn.role, chars)
+        total_chars += chars
+        _check_conversation_chars(index, total_chars)
         seen_images += len(turn.images)
         if seen_images > max_images:
             raise InvalidConversation(
                 f"{where}: this makes {seen_images} images, more than the {max_images} a "
                 f"conversation may carry. Remove an image.")
+
+
+def _context_words() -> str:
+    return (f"Llama Guard's {limits.CONTEXT_TOKENS:,}-token context holds about "
+            f"{limits.CONTEXT_TOKENS * limits.TYPICAL_CHARS_PER_TOKEN:,} characters of ordinary text")
+
+
+def _check_turn_count(count: int) -> None:
+    if count > limits.MAX_TURNS:
+        raise InvalidConversation(
+            f"The conversation has {count:,} messages; at most {limits.MAX_TURNS:,} fit in "
+            f"Llama Guard's {limits.CONTEXT_TOKENS:,}-token context. Remove the oldest messages.")
+
+
+def _check_message_chars(index: int, role: object, chars: int) -> None:
+    if chars > limits.MAX_CHARS_PER_MESSAGE:
+        raise InvalidConversation(
+            f"Message {index} ({role}) is {chars:,} characters; Guard Lab accepts at most "
+            f"{limits.MAX_CHARS_PER_MESSAGE:,}, and {_context_words()}. Shorten it.")
+
+
+def _check_conversation_chars(index: int, total: int) -> None:
+    if total > limits.MAX_CHARS_PER_CONVERSATION:
+        raise InvalidConversation(
+            f"Messages 1 to {index} hold {total:,} characters; Guard Lab accepts at most "
+            f"{limits.MAX_CHARS_PER_CONVERSATION:,} in a conversation, and {_context_words()}. "
+            "Shorten the messages or remove some.")
 
 
 def from_messages(messages: Any, *, base_dir: str | Path | None = None,
@@ -129,8 +169,12 @@ def from_messages(messages: Any, *, base_dir: str | Path | None = None,
         raise InvalidConversation(
             "A conversation must be a JSON list of messages like "
             '[{"role": "user", "content": [{"type": "text", "text": "..."}]}].')
-    turns = []
+    _check_turn_count(len(messages))
+    # First everything that costs nothing to check (shape, sizes, image count); only then
+    # decode the images.
+    pending: list[tuple[str, str, list[Mapping[str, Any]]]] = []
     total_images = 0
+    total_chars = 0
     for index, message in enumerate(messages, start=1):
         if not isinstance(message, Mapping) or "role" not in message:
             raise InvalidConversation(
@@ -138,21 +182,25 @@ def from_messages(messages: Any, *, base_dir: str | Path | None = None,
         role = message["role"]
         content = message.get("content")
         texts: list[str] = []
-        decoded: list[Image.Image] = []
+        image_parts: list[Mapping[str, Any]] = []
+        chars = 0
         if isinstance(content, str):
-            texts.append(content)
+            texts.append(content.strip())
+            chars = len(texts[-1])
         elif isinstance(content, list):
             for part in content:
                 kind = part.get("type") if isinstance(part, Mapping) else None
                 if kind == "text":
-                    texts.append(str(part.get("text", "")))
+                    texts.append(str(part.get("text", "")).strip())
+                    chars += len(texts[-1])
+                    _check_message_chars(index, role, chars)
                 elif kind == "image":
                     total_images += 1
                     if total_images > max_images:
                         raise InvalidConversation(
                             f"Message {index} ({role}): this makes {total_images} images, more "
                             f"than the {max_images} a conversation may carry. Remove an image.")
-                    decoded.append(_image_part(part, index, base_dir, images))
+                    image_parts.append(part)
                 else:
                     raise InvalidConversation(
                         f"Message {index}: content parts must be {{'type': 'text'}} or "
@@ -160,8 +208,14 @@ def from_messages(messages: Any, *, base_dir: str | Path | None = None,
         else:
             raise InvalidConversation(
                 f"Message {index}: 'content' must be a string or a list of text and image parts.")
+        _check_message_chars(index, role, chars)
+        total_chars += chars
+        _check_conversation_chars(index, total_chars)
         # The official template trims each text part and concatenates them as they are.
-        turns.append(Turn(str(role), "".join(t.strip() for t in texts), tuple(decoded)))
+        pending.append((str(role), "".join(texts), image_parts))
+    turns = [Turn(role, text, tuple(_image_part(part, index, base_dir, images)
+                                    for part in image_parts))
+             for index, (role, text, image_parts) in enumerate(pending, start=1)]
     return Conversation.build(turns, max_images=max_images)
 
 

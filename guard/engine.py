@@ -40,7 +40,8 @@ class Engine(Protocol):
 
     def classify_batch(self, conversations: Sequence[Conversation], excluded: Iterable[str] = (), *,
                        threshold: float = ..., custom: Sequence[CustomCategory] = (),
-                       batch_size: int = ..., excluded_per_item: Sequence[Iterable[str]] | None = None,
+                       batch_size: int | None = ...,
+                       excluded_per_item: Sequence[Iterable[str]] | None = None,
                        ) -> list[Verdict]: ...
 
     def describe(self) -> Any: ...
@@ -72,6 +73,8 @@ class EngineBase:
 
     def classify_batch(self, conversations: Sequence[Conversation], excluded: Iterable[str] = (), *,
                        threshold: float = DEFAULT_THRESHOLD, custom: Sequence[CustomCategory] = (),
-                       batch_size: int = 8, excluded_per_item: Sequence[Iterable[str]] | None = None,
+                       batch_size: int | None = None,
+                       excluded_per_item: Sequence[Iterable[str]] | None = None,
                        ) -> list[Verdict]:
+        """`batch_size`: the most conversations judged together; None lets the engine choose."""
         raise NotImplementedError

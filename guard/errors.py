@@ -17,6 +17,10 @@ class InvalidCategories(GuardError):
     """Excluded or custom categories do not fit the model's taxonomy."""
 
 
+class TooLarge(GuardError):
+    """A request is larger than a limit of `guard.limits` allows; refused before any model work."""
+
+
 class ContextTooLong(GuardError):
     """The rendered prompt does not fit the model's context window."""
 

@@ -1,17 +1,22 @@
 """What the toggles do: category sweeps, per-category scores, and turn / image attribution.
 
-Each runs as one batched call to the engine rather than one call per variant.
+Each runs as one batched call to the engine rather than one call per variant. The number of
+variants is checked against `limits.MAX_VARIANTS` before anything is tokenized, and the engine
+cuts the batch into passes within its token budget (`limits.TOKEN_BUDGET`).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from . import limits
 from .conversation import Conversation, Turn
+from .errors import TooLarge
 from .llama_guard import LlamaGuard
 from .prompts import CustomCategory
 from .verdict import DEFAULT_THRESHOLD, Verdict
@@ -33,14 +38,20 @@ def sweep(guard: LlamaGuard, conversation: Conversation, excluded: Iterable[str]
     """All enabled categories, then each one excluded in turn (and, optionally, each alone)."""
     base = tuple(excluded)
     enabled = guard.plan(conversation, base, custom).enabled_codes
+    runs = 1 + len(enabled) * (2 if only_one else 1)
+    if runs > limits.MAX_VARIANTS:
+        raise TooLarge(
+            f"This sweep needs {runs} runs (all categories, then each of the {len(enabled)} "
+            f"enabled ones left out{' and alone' if only_one else ''}); at most "
+            f"{limits.MAX_VARIANTS} run at once. Exclude some categories first"
+            f"{', or sweep without each category alone' if only_one else ''}.")
     variants: list[tuple[str, tuple[str, ...]]] = [("all enabled", base)]
     variants += [(f"without {code}", (*base, code)) for code in enabled]
     if only_one:
         variants += [(f"only {code}", tuple(c for c in enabled if c != code) + base)
                      for code in enabled]
     verdicts = guard.classify_batch([conversation] * len(variants), threshold=threshold,
-                                    custom=custom, batch_size=len(variants),
-                                    excluded_per_item=[e for _, e in variants])
+                                    custom=custom, excluded_per_item=[e for _, e in variants])
     reference = verdicts[0].unsafe
     return [Variant(name, ex, v, v.unsafe != reference)
             for (name, ex), v in zip(variants, verdicts, strict=True)]
@@ -75,17 +86,28 @@ def category_scores(guard: LlamaGuard, conversation: Conversation, excluded: Ite
         batch[row, :len(ids)] = torch.tensor(ids)
     device = guard.model.device
     prompt_len = inputs["input_ids"].shape[1]
+    # Each candidate row holds a copy of the prompt's cache: as many rows per pass as the
+    # token budget allows (all of them for a short prompt).
+    per_pass = max(1, limits.TOKEN_BUDGET // (prompt_len + width))
+    parts = []
     with guard._lock, torch.inference_mode():
         first = guard.model(**inputs, use_cache=True)
-        cache = first.past_key_values
-        cache.batch_repeat_interleave(len(codes))
-        # Right padding is harmless here: each row is read only up to its own length.
-        mask = torch.ones((len(codes), prompt_len + width), dtype=torch.long, device=device)
-        position_ids = torch.arange(prompt_len, prompt_len + width, device=device).expand(len(codes), -1)
-        rest = guard.model(input_ids=batch.to(device), attention_mask=mask, past_key_values=cache,
-                           position_ids=position_ids, use_cache=True)
+        for start in range(0, len(codes), per_pass):
+            rows = batch[start:start + per_pass]
+            last = start + per_pass >= len(codes)
+            # A pass extends the cache it is given; every pass but the last gets a copy.
+            cache = first.past_key_values if last else copy.deepcopy(first.past_key_values)
+            cache.batch_repeat_interleave(len(rows))
+            # Right padding is harmless here: each row is read only up to its own length.
+            mask = torch.ones((len(rows), prompt_len + width), dtype=torch.long, device=device)
+            position_ids = torch.arange(prompt_len, prompt_len + width,
+                                        device=device).expand(len(rows), -1)
+            out = guard.model(input_ids=rows.to(device), attention_mask=mask,
+                              past_key_values=cache, position_ids=position_ids, use_cache=True)
+            parts.append(out.logits.float().log_softmax(-1))
+            del cache, out
     first_logp = first.logits[0, -1].float().log_softmax(-1)
-    rest_logp = rest.logits.float().log_softmax(-1)
+    rest_logp = torch.cat(parts)
     log_probs = []
     for row, ids in enumerate(candidate_ids):
         total = first_logp[ids[0]].item()
@@ -133,6 +155,12 @@ def attribution(guard: LlamaGuard, conversation: Conversation, excluded: Iterabl
                 custom: Sequence[CustomCategory] = ()) -> list[Variant]:
     """The verdict at every prefix ending at each message, and with each image left out."""
     excluded = tuple(excluded)
+    runs = len(conversation.turns) + len(conversation.images)
+    if runs > limits.MAX_VARIANTS:
+        raise TooLarge(
+            f"Attribution needs {runs} runs (one per message, one per image); at most "
+            f"{limits.MAX_VARIANTS} run at once. Attribute a shorter conversation: at most "
+            f"{limits.MAX_VARIANTS} messages and images together.")
     variants: list[tuple[str, Conversation]] = [
         (f"up to message {n}", conversation.prefix(n)) for n in range(1, len(conversation.turns) + 1)]
     position = 0
@@ -144,8 +172,10 @@ def attribution(guard: LlamaGuard, conversation: Conversation, excluded: Iterabl
             turns[t_index] = Turn(turn.role, turn.text, kept)
             variants.append((f"without image {position} (message {t_index + 1})",
                              Conversation(tuple(turns))))
+    # The engine tokenizes the longest variant (the whole conversation) first, so an
+    # over-long conversation is refused before its many prefixes are tokenized.
     verdicts = guard.classify_batch([c for _, c in variants], excluded, threshold=threshold,
-                                    custom=custom, batch_size=len(variants))
+                                    custom=custom)
     full = verdicts[len(conversation.turns) - 1].unsafe
     return [Variant(name, excluded, v, v.unsafe != full)
             for (name, _), v in zip(variants, verdicts, strict=True)]

@@ -6,16 +6,38 @@ import io
 import os
 import warnings
 from pathlib import Path
+from typing import IO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import limits
 from .errors import InvalidImage
 
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
-# About 40 megapixels: a 12 MP phone photo passes, a decompression bomb does not.
-MAX_IMAGE_PIXELS = 40_000_000
+# The limits live in guard.limits (read there at call time); these names stay for importers.
+MAX_IMAGE_BYTES = limits.MAX_IMAGE_BYTES
+MAX_IMAGE_PIXELS = limits.MAX_IMAGE_PIXELS
+
+# Pillow refuses pictures over twice its MAX_IMAGE_PIXELS in `Image.open`, from the header,
+# and warns over it. Lowering its default (about 89 megapixels) to ours makes every decoder in
+# the process (Gradio's too) stop a bomb before it allocates pixels; it never loosens a
+# stricter setting made elsewhere.
+if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS > limits.MAX_IMAGE_PIXELS:
+    Image.MAX_IMAGE_PIXELS = limits.MAX_IMAGE_PIXELS
 
 ImageSource = str | os.PathLike | bytes | Image.Image
+
+
+def check_image_file(path: str | os.PathLike, *, name: str | None = None) -> None:
+    """Refuse a file that is missing, too large, not an image, or of too many pixels, reading
+    only its header: no pixel is decoded. Call it on an upload before anything decodes it."""
+    path = Path(path)
+    label = name or path.name
+    _check_bytes(_file_size(path, label), label)
+    try:
+        with open(path, "rb") as file:
+            _open_checked(file, label)
+    except OSError as exc:  # the file itself: permissions, a vanished upload
+        raise InvalidImage(f"Image '{label}' cannot be read ({exc.strerror or exc}).") from None
 
 
 def load_image(source: ImageSource, *, name: str | None = None) -> Image.Image:
@@ -25,29 +47,45 @@ def load_image(source: ImageSource, *, name: str | None = None) -> Image.Image:
         return _normalise(source, label)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if not path.is_file():
-            raise InvalidImage(f"Image '{label}' was not found at {path}. Check the file path.")
-        if path.stat().st_size > MAX_IMAGE_BYTES:
-            raise InvalidImage(
-                f"Image '{label}' is {path.stat().st_size / 2**20:.1f} MB; the limit is "
-                f"{MAX_IMAGE_BYTES // 2**20} MB. Resize or recompress it.")
+        _check_bytes(_file_size(path, label), label)
         data = path.read_bytes()
     else:
         data = bytes(source)
-        if len(data) > MAX_IMAGE_BYTES:
-            raise InvalidImage(
-                f"Image '{label}' is {len(data) / 2**20:.1f} MB; the limit is "
-                f"{MAX_IMAGE_BYTES // 2**20} MB. Resize or recompress it.")
-    if not data:
-        raise InvalidImage(f"'{label}' is an empty file, not an image. Attach a PNG, JPEG, GIF or WebP.")
+    _check_bytes(len(data), label)
+    image = _open_checked(io.BytesIO(data), label)
+    try:
+        image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidImage(_too_large(label)) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImage(
+            f"Image '{label}' is corrupt or truncated ({exc}). Re-export or re-download it."
+        ) from None
+    return _normalise(image, label)
+
+
+def _file_size(path: Path, label: str) -> int:
+    if not path.is_file():
+        raise InvalidImage(f"Image '{label}' was not found at {path}. Check the file path.")
+    return path.stat().st_size
+
+
+def _check_bytes(size: int, label: str) -> None:
+    if size > limits.MAX_IMAGE_BYTES:
+        raise InvalidImage(
+            f"Image '{label}' is {size / 2**20:.1f} MB; the limit is "
+            f"{limits.MAX_IMAGE_BYTES / 2**20:g} MB. Resize or recompress it.")
+    if size == 0:
+        raise InvalidImage(
+            f"'{label}' is an empty file, not an image. Attach a PNG, JPEG, GIF or WebP.")
+
+
+def _open_checked(file: IO[bytes], label: str) -> Image.Image:
+    """`Image.open` reads the header only; the size is checked before any pixel is decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            _check_size(image, label)
-            image.load()
-    except InvalidImage:
-        raise
+            image = Image.open(file)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InvalidImage(_too_large(label)) from None
     except UnidentifiedImageError:
@@ -58,17 +96,18 @@ def load_image(source: ImageSource, *, name: str | None = None) -> Image.Image:
         raise InvalidImage(
             f"Image '{label}' is corrupt or truncated ({exc}). Re-export or re-download it."
         ) from None
-    return _normalise(image, label)
+    _check_size(image, label)
+    return image
 
 
 def _too_large(label: str) -> str:
     return (f"Image '{label}' has too many pixels to decode safely (limit "
-            f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels). Downscale it first.")
+            f"{limits.MAX_IMAGE_PIXELS / 1e6:g} megapixels). Downscale it first.")
 
 
 def _check_size(image: Image.Image, label: str) -> None:
     width, height = image.size
-    if width * height > MAX_IMAGE_PIXELS:
+    if width * height > limits.MAX_IMAGE_PIXELS:
         raise InvalidImage(_too_large(label))
     if width < 1 or height < 1:
         raise InvalidImage(f"Image '{label}' has no pixels. Attach a real picture.")

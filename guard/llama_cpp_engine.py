@@ -254,10 +254,13 @@ class LlamaCppGuard(EngineBase):
 
     def classify_batch(self, conversations: Sequence[Conversation], excluded: Iterable[str] = (), *,
                        threshold: float = DEFAULT_THRESHOLD, custom: Sequence[CustomCategory] = (),
-                       batch_size: int = 16, excluded_per_item: Sequence[Iterable[str]] | None = None,
+                       batch_size: int | None = 16,
+                       excluded_per_item: Sequence[Iterable[str]] | None = None,
                        ) -> list[Verdict]:
-        """Judge many conversations, one after another in the worker, `batch_size` per request."""
+        """Judge many conversations, one after another in the worker, `batch_size` per request
+        (16 when None)."""
         plans = self.plans(conversations, excluded, custom, excluded_per_item)
+        batch_size = batch_size or 16
         table = categories_for(self.family)
         verdicts = []
         for start in range(0, len(plans), batch_size):

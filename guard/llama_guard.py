@@ -5,16 +5,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from . import limits
 from .categories import Family, categories_for, guess_family
 from .conversation import Conversation
 from .engine import EngineBase, ModelInfo
 from .errors import ContextTooLong, InvalidConversation, ModelLoadError
-from .prompts import CustomCategory, PromptPlan
+from .prompts import IMAGE_PLACEHOLDER, CustomCategory, PromptPlan
 from .verdict import DEFAULT_THRESHOLD, Verdict, make_verdict, p_unsafe_from_logits
 
 # With the checkpoint's null chunk size patched to this, masks equal plain causal masks only
@@ -27,6 +29,40 @@ def pick_device(device: str | None = None) -> torch.device:
     if device and device != "auto":
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pack_by_budget(lengths: Sequence[int], budget: int, *, max_rows: int | None = None,
+                   extra: int = 0) -> list[range]:
+    """Consecutive groups of prompts, one forward pass each: a group's rows times its longest
+    prompt plus `extra` (the tokens it may generate) stay within `budget`, and its rows within
+    `max_rows` when given. A prompt over the budget on its own goes alone."""
+    if budget < 1:
+        raise ValueError(f"the token budget must be 1 or more, got {budget}")
+    if max_rows is not None and max_rows < 1:
+        raise ValueError(f"the batch size must be 1 or more, got {max_rows}")
+    groups: list[range] = []
+    start, longest = 0, 0
+    for i, length in enumerate(lengths):
+        rows, wider = i - start + 1, max(longest, length)
+        if i > start and (rows * (wider + extra) > budget
+                          or (max_rows is not None and rows > max_rows)):
+            groups.append(range(start, i))
+            start, longest = i, length
+        else:
+            longest = wider
+    if lengths:
+        groups.append(range(start, len(lengths)))
+    return groups
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """Prompts tokenized but not padded: `ids[i]` of prompt i, `tiles[i]` its rows of
+    `pixel_values` (the tiles of the distinct images), in order."""
+
+    ids: list[list[int]]
+    tiles: list[list[int]]
+    pixel_values: torch.Tensor | None
 
 
 def _load_error(model_id: str, exc: Exception) -> ModelLoadError:
@@ -115,35 +151,50 @@ class LlamaGuard(EngineBase):
 
     def classify_batch(self, conversations: Sequence[Conversation], excluded: Iterable[str] = (), *,
                        threshold: float = DEFAULT_THRESHOLD, custom: Sequence[CustomCategory] = (),
-                       batch_size: int = 8, excluded_per_item: Sequence[Iterable[str]] | None = None,
-                       ) -> list[Verdict]:
-        """Judge many conversations, `batch_size` at a time, padded on the left."""
+                       batch_size: int | None = None,
+                       excluded_per_item: Sequence[Iterable[str]] | None = None,
+                       token_budget: int | None = None) -> list[Verdict]:
+        """Judge many conversations, padded on the left, in order.
+
+        Every prompt is tokenized and checked against the context first: one that does not fit
+        raises ContextTooLong before any batch is built. Then consecutive prompts share a
+        forward pass while the padded tokens, generation included, stay within `token_budget`
+        (`limits.TOKEN_BUDGET` when None) and the rows within `batch_size` (no cap when None).
+        """
         plans = self.plans(conversations, excluded, custom, excluded_per_item)
+        started = time.perf_counter()
+        images = [list(c.images) for c in conversations]
+        encoded = self._tokenize([p.prompt for p in plans], images)
+        share = (time.perf_counter() - started) / max(len(plans), 1)
+        groups = pack_by_budget([len(ids) for ids in encoded.ids],
+                                limits.TOKEN_BUDGET if token_budget is None else token_budget,
+                                max_rows=batch_size,
+                                extra=MAX_NEW_TOKENS)
         verdicts: list[Verdict] = []
-        for start in range(0, len(plans), batch_size):
-            chunk = list(zip(plans[start:start + batch_size],
-                             conversations[start:start + batch_size], strict=True))
-            verdicts.extend(self._run(chunk, threshold))
+        for rows in groups:
+            chunk = [(plans[r], conversations[r]) for r in rows]
+            verdicts.extend(self._run(chunk, self._batch(encoded, rows), threshold, share))
         return verdicts
 
-    def _encode(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
-        """Token ids for the prompts; for images, the tiles of each distinct image once.
+    def _tokenize(self, prompts: list[str], images: list[list[Any]]) -> _Encoded:
+        """Token ids of each prompt, unpadded, each checked against the context; `images[i]`
+        are the images of prompt i, in order.
 
-        Sweeps and attributions repeat the same image objects many times: each distinct image
-        is preprocessed once, and `tile_index` maps every tile the prompts refer to, in order,
-        to its row of `pixel_values`.
+        For images, the tiles of each distinct image object are made once: sweeps and
+        attributions repeat the same images many times, and `tiles[i]` names the rows of
+        `pixel_values` that prompt i refers to, in order.
         """
-        if self.family is not Family.LLAMA_GUARD_4 or not images:
-            return dict(self.tokenizer(prompts, return_tensors="pt", padding=True,
-                                       padding_side="left", add_special_tokens=False))
+        flat = [image for per_prompt in images for image in per_prompt]
+        if self.family is not Family.LLAMA_GUARD_4 or not flat:
+            return _Encoded(self._token_ids(prompts), [[] for _ in prompts], None)
         placeholder = self.processor.fake_image_token
-        if sum(p.count(placeholder) for p in prompts) != len(images):
+        if any(p.count(placeholder) != len(i) for p, i in zip(prompts, images, strict=True)):
             raise InvalidConversation(
                 f"A message contains the text {placeholder}, which Llama Guard 4 reserves for "
                 "images. Remove it from the message.")
         slot: dict[int, int] = {}  # id of an image object -> its place among the distinct ones
         distinct = []
-        for image in images:
+        for image in flat:
             if id(image) not in slot:
                 slot[id(image)] = len(distinct)
                 distinct.append(image)
@@ -155,21 +206,77 @@ class LlamaGuard(EngineBase):
             start += count
         expansions = [self.processor.replace_image_token(processed, image_idx=i)
                       for i in range(len(distinct))]
-        order = iter(slot[id(image)] for image in images)
-        texts, tile_index = [], []
-        for prompt in prompts:
+        texts, tiles = [], []
+        for prompt, own in zip(prompts, images, strict=True):
             pieces = prompt.split(placeholder)
-            text = pieces[0]
-            for piece in pieces[1:]:
-                which = next(order)
-                text += expansions[which] + piece
-                tile_index.extend(spans[which])
+            text, used = pieces[0], []
+            for piece, image in zip(pieces[1:], own, strict=True):
+                text += expansions[slot[id(image)]] + piece
+                used.extend(spans[slot[id(image)]])
             texts.append(text)
-        batch = dict(self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
-                                    add_special_tokens=False))
-        batch["pixel_values"] = processed["pixel_values"]
-        batch["tile_index"] = torch.tensor(tile_index, dtype=torch.long)
+            tiles.append(used)
+        return _Encoded(self._token_ids(texts), tiles, processed["pixel_values"])
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Unpadded ids, refusing any text over the context. The longest text goes first and
+        alone: when it does not fit (a sweep of an over-long conversation, say), the others are
+        never tokenized."""
+        if not texts:
+            return []
+        longest = max(range(len(texts)), key=lambda i: len(texts[i]))
+        first = self._ids([texts[longest]])[0]
+        self._check_fits(len(first))
+        rest = self._ids(texts[:longest] + texts[longest + 1:])
+        for ids in rest:
+            self._check_fits(len(ids))
+        return rest[:longest] + [first] + rest[longest:]
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        return self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False,
+                              verbose=False)["input_ids"]
+
+    def _check_fits(self, length: int) -> None:
+        if length > self.context_limit:
+            raise ContextTooLong(
+                f"The prompt is {length:,} tokens; {self.name} accepts at most "
+                f"{self.context_limit:,} here. Shorten the conversation or remove images.")
+
+    def _batch(self, encoded: _Encoded, rows: Sequence[int]) -> dict[str, torch.Tensor]:
+        """The padded tensors of some prompts; pixel values only for the tiles they use."""
+        width = max(len(encoded.ids[r]) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        pad = self.pad_id if pad is None else pad
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, r in enumerate(rows):
+            ids = encoded.ids[r]
+            if ids:
+                input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+                attention_mask[row, width - len(ids):] = 1
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        used = [t for r in rows for t in encoded.tiles[r]]
+        if encoded.pixel_values is not None and used:
+            distinct, tile_index = torch.unique(torch.tensor(used, dtype=torch.long),
+                                                return_inverse=True)
+            batch["pixel_values"] = encoded.pixel_values[distinct]
+            batch["tile_index"] = tile_index
         return batch
+
+    def _encode(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
+        """One padded batch of all `prompts`; `images` are theirs, in prompt order."""
+        placeholder = getattr(self.processor, "fake_image_token", IMAGE_PLACEHOLDER)
+        if self.family is Family.LLAMA_GUARD_4 and images:
+            if sum(p.count(placeholder) for p in prompts) != len(images):
+                raise InvalidConversation(
+                    f"A message contains the text {placeholder}, which Llama Guard 4 reserves "
+                    "for images. Remove it from the message.")
+            order = iter(images)
+            per_prompt = [[next(order) for _ in range(p.count(placeholder))] for p in prompts]
+        else:
+            per_prompt = [[] for _ in prompts]
+        return self._batch(self._tokenize(prompts, per_prompt), range(len(prompts)))
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         inputs = {k: v.to(self.model.device) for k, v in batch.items()}
@@ -178,22 +285,18 @@ class LlamaGuard(EngineBase):
         return inputs
 
     def prepare(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
-        """Model inputs for rendered prompts, on the model's device and in its dtype."""
+        """Model inputs for rendered prompts, on the model's device and in its dtype; a prompt
+        over the context raises ContextTooLong first."""
         inputs = self._to_device(self._encode(prompts, images))
         if "tile_index" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"][inputs.pop("tile_index")]
         return inputs
 
-    def _run(self, chunk: list[tuple[PromptPlan, Conversation]], threshold: float) -> list[Verdict]:
+    def _run(self, chunk: list[tuple[PromptPlan, Conversation]], batch: dict[str, torch.Tensor],
+             threshold: float, share: float) -> list[Verdict]:
         started = time.perf_counter()
-        images = [image for _, conversation in chunk for image in conversation.images]
-        inputs = self._to_device(self._encode([p.prompt for p, _ in chunk], images))
+        inputs = self._to_device(batch)
         lengths = inputs["attention_mask"].sum(dim=1).tolist()
-        for _, length in zip(chunk, lengths, strict=True):
-            if length > self.context_limit:
-                raise ContextTooLong(
-                    f"The prompt is {length:,} tokens; {self.name} accepts at most "
-                    f"{self.context_limit:,} here. Shorten the conversation or remove images.")
         with self._lock, torch.inference_mode():
             if "pixel_values" in inputs:
                 inputs["mm_encoder_outputs"] = self._encode_images(
@@ -201,7 +304,7 @@ class LlamaGuard(EngineBase):
             out = self.model.generate(
                 **inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, output_logits=True,
                 return_dict_in_generate=True, pad_token_id=self.pad_id, eos_token_id=self.eos_ids)
-        seconds = (time.perf_counter() - started) / len(chunk)
+        seconds = (time.perf_counter() - started) / len(chunk) + share
         prompt_len = inputs["input_ids"].shape[1]
         generated = out.sequences[:, prompt_len:].cpu()
         # Raw logits of every step, stacked: (steps, batch, vocab) -> two columns kept.

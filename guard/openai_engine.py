@@ -180,7 +180,8 @@ class OpenAIGuard(EngineBase):
 
     def classify_batch(self, conversations: Sequence[Conversation], excluded: Iterable[str] = (), *,
                        threshold: float = DEFAULT_THRESHOLD, custom: Sequence[CustomCategory] = (),
-                       batch_size: int = 0, excluded_per_item: Sequence[Iterable[str]] | None = None,
+                       batch_size: int | None = None,
+                       excluded_per_item: Sequence[Iterable[str]] | None = None,
                        ) -> list[Verdict]:
         """Judge many conversations, `concurrency` requests in flight (batch_size overrides)."""
         excluded = tuple(excluded)

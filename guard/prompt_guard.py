@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 
+from . import limits
 from .conversation import Conversation
-from .errors import ModelLoadError
+from .errors import ModelLoadError, TooLarge
 from .llama_guard import _load_error, pick_device
 
 PROMPT_GUARD_MODELS = {
@@ -134,7 +135,15 @@ class PromptGuard:
     def score_many(self, texts: Sequence[str], *, max_batch: int = 32,
                    max_tokens: int | None = None) -> list[TextScore]:
         """Score texts; their windows run together, up to `max_batch` windows and `max_tokens`
-        padded tokens per forward pass."""
+        padded tokens per forward pass. A text over `limits.MAX_PROMPT_GUARD_CHARS` characters
+        raises TooLarge before anything is tokenized."""
+        for n, text in enumerate(texts, start=1):
+            if len(text) > limits.MAX_PROMPT_GUARD_CHARS:
+                which = f"Text {n} of {len(texts)}" if len(texts) > 1 else "The text"
+                raise TooLarge(
+                    f"{which} is {len(text):,} characters; Prompt Guard scores at most "
+                    f"{limits.MAX_PROMPT_GUARD_CHARS:,} at a time. Shorten it, or score it in "
+                    "parts.")
         started = time.perf_counter()
         ids_per_text = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
         body = self.window - len(self._prefix) - len(self._suffix)
@@ -174,5 +183,10 @@ class PromptGuard:
         """Score each user message (and each assistant message when asked) on its own."""
         picked = [(i, t) for i, t in enumerate(conversation.turns)
                   if t.role == "user" or include_assistant]
+        for i, t in picked:
+            if len(t.text) > limits.MAX_PROMPT_GUARD_CHARS:
+                raise TooLarge(
+                    f"Message {i + 1} ({t.role}) is {len(t.text):,} characters; Prompt Guard "
+                    f"scores at most {limits.MAX_PROMPT_GUARD_CHARS:,} at a time. Shorten it.")
         scores = self.score_many([t.text for _, t in picked])
         return [MessageScore(i, t.role, s) for (i, t), s in zip(picked, scores, strict=True)]

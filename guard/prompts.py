@@ -7,9 +7,12 @@ official chat template byte for byte (see tests/test_prompts.py and the golden r
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from . import limits
 from .categories import Category, Family, categories_for, parse_codes
 from .conversation import Conversation
 from .errors import InvalidCategories
@@ -53,9 +56,10 @@ def active_categories(family: Family | str, excluded: Iterable[str] = (), *, has
     table = categories_for(family)
     known = {c.code for c in table}
     custom_table = tuple(
-        Category(code=f"S{len(table) + i}", prompt_name=_clean_name(c.name, i),
-                 card_name=c.name.strip(), description=c.description.strip(), custom=True)
-        for i, c in enumerate(custom, start=1)
+        Category(code=f"S{len(table) + i}", prompt_name=name, card_name=c.name.strip(),
+                 description=description, custom=True)
+        for i, (c, (name, description)) in enumerate(zip(custom, check_custom(custom), strict=True),
+                                                     start=1)
     )
     known |= {c.code for c in custom_table}
     excluded_codes = parse_codes(list(excluded))
@@ -70,11 +74,61 @@ def active_categories(family: Family | str, excluded: Iterable[str] = (), *, has
     )
 
 
-def _clean_name(name: str, index: int) -> str:
-    name = " ".join(str(name).split()).rstrip(".")
+# Text that would let a custom category rewrite the prompt around it: the prompt's own block
+# markers, special-token text (which the tokenizer turns into real control tokens), the
+# Llama Guard 2 wrapper, and a line that starts a category of its own ("S3: ...").
+_FORBIDDEN = (
+    (re.compile(r"<\|"), "'<|', the start of a special token such as <|eot|>"),
+    (re.compile(r"\|>"), "'|>', the end of a special token such as <|eot|>"),
+    (re.compile(r"<\s*/?\s*(BEGIN|END)\b", re.IGNORECASE),
+     "a block marker such as <END UNSAFE CONTENT CATEGORIES>"),
+    (re.compile(r"\[\s*/?\s*INST\s*\]", re.IGNORECASE), "an [INST] or [/INST] marker"),
+)
+_CATEGORY_LINE = re.compile(r"\s*S\d+\s*:", re.IGNORECASE)
+
+
+def check_custom(custom: Sequence[CustomCategory]) -> list[tuple[str, str]]:
+    """The (prompt name, description) of each custom category as the prompt holds them, or
+    InvalidCategories saying what to change. The app can call it as soon as a category is added."""
+    if len(custom) > limits.MAX_CUSTOM_CATEGORIES:
+        raise InvalidCategories(
+            f"{len(custom)} custom categories; at most {limits.MAX_CUSTOM_CATEGORIES} fit in one "
+            "policy. Remove some.")
+    return [_check_one(c, i) for i, c in enumerate(custom, start=1)]
+
+
+def _check_one(category: CustomCategory, index: int) -> tuple[str, str]:
+    raw_name = str(category.name).strip()
+    description = str(category.description or "").strip()
+    where = f"Custom category {index} ({' '.join(raw_name[:40].split())})"
+    # Lengths first, on the text as given, so nothing long is ever scanned or split.
+    for field, text, limit in (("name", raw_name, limits.MAX_CATEGORY_NAME_CHARS),
+                               ("description", description, limits.MAX_CATEGORY_DESCRIPTION_CHARS)):
+        if len(text) > limit:
+            raise InvalidCategories(
+                f"{where}: the {field} is {len(text):,} characters; at most {limit:,}. "
+                "Shorten it.")
+    name = " ".join(raw_name.split()).rstrip(".")
     if not name:
         raise InvalidCategories(f"Custom category {index} has no name. Give it a short name.")
-    return name
+    for field, text in (("name", name), ("description", description)):
+        for pattern, what in _FORBIDDEN:
+            if pattern.search(text):
+                raise InvalidCategories(
+                    f"{where}: the {field} contains {what}, which would change the prompt "
+                    "around it. Remove it.")
+        bad = next((ch for ch in text if ch not in "\n\t"
+                    and unicodedata.category(ch) in ("Cc", "Zl", "Zp")), None)
+        if bad is not None:
+            raise InvalidCategories(
+                f"{where}: the {field} contains the invisible character U+{ord(bad):04X}. "
+                "Write it as plain text, one line break per line.")
+        lines = [name] if field == "name" else text.split("\n")
+        if any(_CATEGORY_LINE.match(line) for line in lines):
+            raise InvalidCategories(
+                f"{where}: a line of the {field} starts like a category of its own "
+                "('S1: ...'), which the model would read as one. Reword that line.")
+    return name, description
 
 
 def render(conversation: Conversation, excluded: Iterable[str] = (),

@@ -60,6 +60,48 @@ def launch_app(guards, folder: Path, **options):
     return demo, url
 
 
+def start_app_process(folder: Path, *args: str, env: dict[str, str] | None = None,
+                      timeout_s: float = 240):
+    """`python app.py --tiny ARGS` in its own process on a free port, once it answers: (process, url).
+
+    Its output goes to folder/app.log. Stop it with `stop_app_process`.
+    """
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    environment = {**os.environ, "GUARD_LAB_TINY_DIR": str(tiny_cache_dir()),
+                   "GUARD_LAB_DATA_DIR": str(folder / "no-data"), **(env or {})}
+    log = open(folder / "app.log", "w")  # noqa: SIM115 (closed by the process's end)
+    server = subprocess.Popen([sys.executable, "app.py", "--tiny", "--port", str(port), *args],
+                              cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if server.poll() is not None:
+            pytest.fail(f"the app exited: {(folder / 'app.log').read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            server.kill()
+            pytest.fail(f"the app did not start within {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
+def stop_app_process(server) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except Exception:
+        server.kill()
+
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-gpu"]

@@ -9,14 +9,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
-from conftest import REPO, free_port, tiny_cache_dir
+from conftest import REPO, start_app_process, stop_app_process
 from gradio_client import Client, handle_file
 
 from guard.service import Guards
@@ -34,30 +30,11 @@ def log_entries(path) -> list[dict]:
 def space(tmp_path_factory, tiny_dirs):
     folder = tmp_path_factory.mktemp("zerogpu")
     log = folder / "gpu-calls.jsonl"
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(STANDIN), str(REPO)]),
-           "SPACES_STANDIN_LOG": str(log), "GUARD_LAB_TINY_DIR": str(tiny_cache_dir()),
-           "GUARD_LAB_DATA_DIR": str(folder / "no-data")}
-    server = subprocess.Popen(
-        [sys.executable, "app.py", "--tiny", "--port", str(port), "--db", str(folder / "l.db")],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 240
-    while True:
-        if server.poll() is not None:
-            pytest.fail(f"the app exited: {server.stdout.read()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            server.kill()
-            pytest.fail("the app did not start within 240 s")
-        time.sleep(0.5)
+    env = {"PYTHONPATH": os.pathsep.join([str(STANDIN), str(REPO)]),
+           "SPACES_STANDIN_LOG": str(log)}
+    server, url = start_app_process(folder, "--db", str(folder / "l.db"), env=env)
     yield Client(url, verbose=False), log, folder
-    server.terminate()
-    server.wait(timeout=30)
+    stop_app_process(server)
 
 
 def calls(log, function: str) -> list[dict]:

@@ -3,20 +3,28 @@
 A file that cannot be read at all raises DatasetError. A row that cannot be used (no prompt, an
 unknown label, a broken JSON line) is reported as a BadRow with its line number; the good rows
 still run. Plain text or gzip-compressed, told apart by the first bytes, not the file name.
+
+Files are streamed, a megabyte at a time: the whole text is never held, and reading stops with
+a DatasetError as soon as the decompressed bytes pass `limits.MAX_DATASET_BYTES` or the rows
+pass `limits.MAX_DATASET_ROWS`.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import hashlib
-import io
 import json
+import os
+import re
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from .. import limits
 from ..categories import parse_codes
 from .errors import DatasetError
 
@@ -96,65 +104,163 @@ def read_dataset(path: str | Path, format: str) -> Dataset:
     if format not in FORMATS:
         raise DatasetError(f"Unknown format '{format}'. Use one of: {', '.join(FORMATS)}.")
     path = Path(path)
-    data = _read_bytes(path)
-    text = _decode(path, data)
-    csv_like = format in ("xstest", "csv")
-    records = _csv_records(path, text) if csv_like else _jsonl_records(text)
-    parse = {"xstest": _xstest_row, "openai-moderation": _moderation_row}.get(format, _generic_row)
-    rows: list[Row] = []
-    bad: list[BadRow] = []
-    seen: dict[str, int] = {}
-    columns_checked = False
-    for line, record in records:
-        if isinstance(record, _RowError):
-            bad.append(BadRow(line, str(record)))
-            continue
-        if not columns_checked:
-            _check_columns(path, format, record)
-            columns_checked = True
-        try:
-            row = parse(line, record)
-        except _RowError as exc:
-            bad.append(BadRow(line, str(exc)))
-            continue
-        if row.row_id in seen:
-            bad.append(BadRow(line, f"id '{row.row_id}' repeats the row on line "
-                                    f"{seen[row.row_id]}; ids must be unique"))
-            continue
-        seen[row.row_id] = line
-        rows.append(row)
+    with _Source(path) as source:
+        csv_like = format in ("xstest", "csv")
+        records = (_csv_records(path, source.lines()) if csv_like
+                   else _jsonl_records(source.lines()))
+        parse = {"xstest": _xstest_row, "openai-moderation": _moderation_row}.get(format,
+                                                                                 _generic_row)
+        rows: list[Row] = []
+        bad: list[BadRow] = []
+        seen: dict[str, int] = {}
+        columns_checked = False
+        for count, (line, record) in enumerate(records, start=1):
+            if count > limits.MAX_DATASET_ROWS:
+                raise DatasetError(
+                    f"{path} has more than {limits.MAX_DATASET_ROWS:,} rows; Guard Lab reads at "
+                    "most that many from one dataset. Split it into smaller files.")
+            if isinstance(record, _RowError):
+                bad.append(BadRow(line, str(record)))
+                continue
+            if not columns_checked:
+                _check_columns(path, format, record)
+                columns_checked = True
+            try:
+                row = parse(line, record)
+            except _RowError as exc:
+                bad.append(BadRow(line, str(exc)))
+                continue
+            if row.row_id in seen:
+                bad.append(BadRow(line, f"id '{row.row_id}' repeats the row on line "
+                                        f"{seen[row.row_id]}; ids must be unique"))
+                continue
+            seen[row.row_id] = line
+            rows.append(row)
+        sha256 = source.sha256()
     if not rows and not bad:
         raise DatasetError(f"{path} holds no rows. Check that it is the file you meant.")
-    return Dataset(str(path), format, hashlib.sha256(data).hexdigest(), tuple(rows), tuple(bad))
+    return Dataset(str(path), format, sha256, tuple(rows), tuple(bad))
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DatasetError(f"No dataset file at {path}.") from None
-    except IsADirectoryError:
-        raise DatasetError(f"{path} is a folder; name a CSV or JSONL file.") from None
-    except OSError as exc:
-        raise DatasetError(f"Cannot read {path}: {exc.strerror or exc}.") from None
-    if data[:2] == b"\x1f\x8b":
+_CHUNK = 1 << 20
+_LINE_END = re.compile(r"\r\n|\n|\r")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:g} MB" if n >= 2**20 else f"{n:,} bytes"
+
+
+class _Source:
+    """The decompressed bytes of a dataset file, read a chunk at a time: each chunk is counted
+    against the limit and hashed as it passes, then dropped."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._digest = hashlib.sha256()
+        self._read = 0
         try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise DatasetError(f"{path} looks gzip-compressed but is damaged ({exc}).") from None
-    return data
+            self._file: IO[bytes] = open(path, "rb")  # noqa: SIM115 (closed by __exit__)
+        except FileNotFoundError:
+            raise DatasetError(f"No dataset file at {path}.") from None
+        except IsADirectoryError:
+            raise DatasetError(f"{path} is a folder; name a CSV or JSONL file.") from None
+        except OSError as exc:
+            raise DatasetError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+        try:
+            self.compressed = self._file.read(2) == b"\x1f\x8b"
+            self._file.seek(0)
+            size = os.fstat(self._file.fileno()).st_size
+            if not self.compressed and size > limits.MAX_DATASET_BYTES:
+                raise self._too_large()
+        except BaseException:
+            self._file.close()
+            raise
+        self._stream: IO[bytes] = (gzip.GzipFile(fileobj=self._file) if self.compressed
+                                   else self._file)
+        self._chunks = self._read_chunks()
+
+    def __enter__(self) -> _Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._chunks.close()
+        self._file.close()
+
+    def _too_large(self) -> DatasetError:
+        what = " once decompressed" if self.compressed else ""
+        return DatasetError(
+            f"{self.path} is larger than {_size(limits.MAX_DATASET_BYTES)}{what}; Guard Lab "
+            "reads at most that from one dataset. Split it into smaller files.")
+
+    def _read_chunks(self) -> Iterator[bytes]:
+        while True:
+            try:
+                chunk = self._stream.read(_CHUNK)
+            except (OSError, EOFError, zlib.error) as exc:
+                if self.compressed:
+                    raise DatasetError(
+                        f"{self.path} looks gzip-compressed but is damaged ({exc}).") from None
+                raise DatasetError(f"Cannot read {self.path}: {exc}.") from None
+            if not chunk:
+                return
+            self._read += len(chunk)
+            if self._read > limits.MAX_DATASET_BYTES:
+                raise self._too_large()
+            self._digest.update(chunk)
+            yield chunk
+
+    def lines(self) -> Iterator[str]:
+        """The text, line by line, each line with its ending (\\n, \\r\\n or \\r), as csv wants."""
+        decoder = codecs.getincrementaldecoder("utf-8-sig")()
+        parts: list[str] = []  # the line read so far; a line may span chunks
+        offset = 0
+        for chunk in self._chunks:
+            held = len(decoder.getstate()[0])  # bytes of a character cut by the last chunk
+            try:
+                text = decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                raise self._not_utf8(offset - held + exc.start) from None
+            offset += len(chunk)
+            start = 0
+            if parts and parts[-1].endswith("\r") and text:
+                # A chunk ended in "\r": the line ended there, or "\n" follows it here.
+                if text.startswith("\n"):
+                    parts.append("\n")
+                    start = 1
+                yield "".join(parts)
+                parts = []
+            for match in _LINE_END.finditer(text, start):
+                if match.group() == "\r" and match.end() == len(text):
+                    break  # maybe the first half of "\r\n": decide with the next chunk
+                parts.append(text[start:match.end()])
+                yield "".join(parts)
+                parts, start = [], match.end()
+            if start < len(text):
+                parts.append(text[start:])
+        held = len(decoder.getstate()[0])
+        try:
+            tail = decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            raise self._not_utf8(offset - held + exc.start) from None
+        if tail:
+            parts.append(tail)
+        if parts:
+            yield "".join(parts)
+
+    def _not_utf8(self, byte: int) -> DatasetError:
+        return DatasetError(f"{self.path} is not UTF-8 text (byte {byte}). Save it as UTF-8 "
+                            "CSV or JSON Lines.")
+
+    def sha256(self) -> str:
+        """The hash of all the decompressed bytes, reading what the records left unread."""
+        for _ in self._chunks:
+            pass
+        return self._digest.hexdigest()
 
 
-def _decode(path: Path, data: bytes) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path} is not UTF-8 text (byte {exc.start}). Save it as UTF-8 "
-                           "CSV or JSON Lines.") from None
-
-
-def _csv_records(path: Path, text: str) -> Iterator[tuple[int, Mapping[str, Any] | _RowError]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+def _csv_records(path: Path, lines: Iterator[str]
+                 ) -> Iterator[tuple[int, Mapping[str, Any] | _RowError]]:
+    reader = csv.reader(lines)
     try:
         header = next(reader)
     except StopIteration:
@@ -180,8 +286,8 @@ def _csv_records(path: Path, text: str) -> Iterator[tuple[int, Mapping[str, Any]
         yield line, dict(zip(header, values, strict=True))
 
 
-def _jsonl_records(text: str) -> Iterator[tuple[int, Mapping[str, Any] | _RowError]]:
-    for line, raw in enumerate(text.splitlines(), start=1):
+def _jsonl_records(lines: Iterator[str]) -> Iterator[tuple[int, Mapping[str, Any] | _RowError]]:
+    for line, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         try:

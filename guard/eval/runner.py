@@ -13,15 +13,19 @@ from typing import TYPE_CHECKING
 
 from labels.runs import EvalResult, EvalRun, Runs, RunSettings
 
+from .. import limits
 from ..conversation import Conversation, assistant, user
 from ..errors import GuardError
 from .errors import EvalError
 from .readers import BadRow, Dataset, Row
 
 if TYPE_CHECKING:  # the service imports torch; the runner itself does not need it
+    from ..prompt_guard import PromptGuard
     from ..service import Guards
 
 ProgressHook = Callable[[int, int], None]
+# judge(batch, guards, excluded, threshold) -> results: `judge` below, or the app's GPU call.
+Judge = Callable[[Sequence[tuple[int, "Row"]], "Guards", Sequence[str], float], list[EvalResult]]
 DEFAULT_BATCH_SIZE = 16
 
 
@@ -71,17 +75,31 @@ def default_run_name(settings: RunSettings) -> str:
             f"threshold={settings.threshold:g}")
 
 
+def check_batch_size(batch_size: int) -> None:
+    """Refuse a batch size outside 1 to `limits.MAX_EVAL_BATCH_SIZE`, with a message."""
+    if batch_size < 1:
+        raise EvalError(f"The batch size must be 1 or more, got {batch_size}.")
+    if batch_size > limits.MAX_EVAL_BATCH_SIZE:
+        raise EvalError(
+            f"The batch size must be at most {limits.MAX_EVAL_BATCH_SIZE}, got {batch_size}: a "
+            "larger batch only holds more rows in memory, since the model's passes are cut to "
+            f"its token budget anyway. Use {limits.MAX_EVAL_BATCH_SIZE} or less.")
+
+
 def evaluate_dataset(dataset: Dataset, guards: Guards, runs: Runs, *, name: str | None = None,
                      excluded: Iterable[str] = (), threshold: float = 0.5,
                      batch_size: int = DEFAULT_BATCH_SIZE, limit: int | None = None,
-                     progress: ProgressHook | None = None) -> RunOutcome:
+                     progress: ProgressHook | None = None,
+                     judge_batch: Judge | None = None) -> RunOutcome:
     """Judge the rows of `dataset` not yet stored under the run `name`; store them batch by batch.
+
+    `judge_batch` judges one batch (default: `judge` below, in this process); the app passes its
+    GPU call, so the label store and the progress bar stay in the server process.
 
     Rows are judged shortest first, so a batch pads its prompts to lengths that are alike; the
     order is fixed by the data, so a resumed run forms the same batches an uninterrupted one would.
     """
-    if batch_size < 1:
-        raise EvalError(f"The batch size must be 1 or more, got {batch_size}.")
+    check_batch_size(batch_size)
     if limit is not None and limit < 1:
         raise EvalError(f"--limit must be 1 or more, got {limit}.")
     started = time.perf_counter()
@@ -97,7 +115,7 @@ def evaluate_dataset(dataset: Dataset, guards: Guards, runs: Runs, *, name: str 
     failed = 0
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
-        results = judge(batch, guards, settings.excluded, settings.threshold)
+        results = (judge_batch or judge)(batch, guards, settings.excluded, settings.threshold)
         runs.save_results(run.id, results)
         failed += sum(r.error is not None for r in results)
         finished += len(batch)
@@ -113,17 +131,23 @@ def judge(batch: Sequence[tuple[int, Row]], guards: Guards, excluded: Sequence[s
     """Both models over one batch: one Llama Guard generation, one Prompt Guard pass."""
     assert guards.llama_guard is not None
     rows = [row for _, row in batch]
-    conversations = [conversation_for(row) for row in rows]
-    try:
-        verdicts: list = guards.llama_guard.classify_batch(
-            conversations, excluded, threshold=threshold, batch_size=len(conversations))
-    except GuardError:
-        # One row (too long, say) spoils the batch: judge them one by one to keep the others.
-        verdicts = [_one(guards, c, excluded, threshold) for c in conversations]
+    # A row that is no valid conversation (too long, say) is stored with its error.
+    built = [_conversation_or_error(row) for row in rows]
+    conversations = [c for c in built if isinstance(c, Conversation)]
+    verdicts: list = list(built)
+    if conversations:
+        try:
+            judged = iter(guards.llama_guard.classify_batch(
+                conversations, excluded, threshold=threshold, batch_size=len(conversations)))
+            verdicts = [next(judged) if isinstance(c, Conversation) else c for c in built]
+        except GuardError:
+            # One row (too long, say) spoils the batch: judge them one by one to keep the others.
+            verdicts = [_one(guards, c, excluded, threshold) if isinstance(c, Conversation) else c
+                        for c in built]
     scores: list[float | None] = [None] * len(rows)
     if guards.prompt_guard is not None:
         # Prompt Guard looks for attacks in what goes into a model: the prompt, not the answer.
-        scores = [s.p_malicious for s in guards.prompt_guard.score_many([r.prompt for r in rows])]
+        scores = _prompt_guard_scores(guards.prompt_guard, [r.prompt for r in rows])
     results = []
     for (position, row), verdict, p_malicious in zip(batch, verdicts, scores, strict=True):
         common = {"row_id": row.row_id, "position": position, "gold": row.gold,
@@ -136,6 +160,27 @@ def judge(batch: Sequence[tuple[int, Row]], guards: Guards, excluded: Sequence[s
                                       categories=verdict.category_codes,
                                       raw_output=verdict.raw_output, **common))
     return results
+
+
+def _conversation_or_error(row: Row) -> Conversation | GuardError:
+    try:
+        return conversation_for(row)
+    except GuardError as exc:
+        return exc
+
+
+def _prompt_guard_scores(prompt_guard: PromptGuard, prompts: list[str]) -> list[float | None]:
+    """Scores of the prompts; None for a prompt Prompt Guard refuses (too long)."""
+    try:
+        return [s.p_malicious for s in prompt_guard.score_many(prompts)]
+    except GuardError:
+        scores: list[float | None] = []
+        for prompt in prompts:
+            try:
+                scores.append(prompt_guard.score(prompt).p_malicious)
+            except GuardError:
+                scores.append(None)
+        return scores
 
 
 def _one(guards: Guards, conversation: Conversation, excluded: Sequence[str], threshold: float):
