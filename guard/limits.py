@@ -28,7 +28,11 @@ and on the tiny test tokenizer):
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 
 _PREFIX = "GUARD_LAB_"
 
@@ -89,3 +93,31 @@ MAX_IMAGE_PIXELS = _env_int("MAX_IMAGE_PIXELS", 40_000_000)
 MAX_DATASET_BYTES = _env_int("MAX_DATASET_BYTES", 100 * 1024 * 1024)
 MAX_DATASET_ROWS = _env_int("MAX_DATASET_ROWS", 20_000)
 MAX_EVAL_BATCH_SIZE = _env_int("MAX_EVAL_BATCH_SIZE", 64)
+
+# Time: no interactive call (and no batch of an evaluation) holds the model longer than this.
+# It is checked between forward passes, so a call stops at the first pass that ends past it;
+# `time_budget` sets it for the calls of one block (the app's GPU boundary does, per call).
+CALL_BUDGET_S = _env_int("CALL_BUDGET_S", 120)
+_deadline: ContextVar[float | None] = ContextVar("guard_lab_deadline", default=None)
+
+
+@contextlib.contextmanager
+def time_budget(seconds: float) -> Iterator[None]:
+    """Model work inside the block must end within `seconds` (checked by `check_time`)."""
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def check_time(done: int, total: int) -> None:
+    """Between forward passes: refuse to start another once the block's budget is spent."""
+    deadline = _deadline.get()
+    if deadline is not None and time.monotonic() > deadline:
+        from .errors import TooLarge
+
+        raise TooLarge(
+            f"This took longer than this server gives one call (the time budget, "
+            f"GUARD_LAB_CALL_BUDGET_S), after {done} of {total} model passes. Ask for less at "
+            "once: fewer categories or messages, or a smaller batch.")

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import limits
 from .categories import Family, categories_for, guess_family
 from .conversation import Conversation
 from .engine import EngineBase, ModelInfo
@@ -264,6 +265,8 @@ class LlamaCppGuard(EngineBase):
         table = categories_for(self.family)
         verdicts = []
         for start in range(0, len(plans), batch_size):
+            if start:
+                limits.check_time(start // batch_size, -(-len(plans) // batch_size))
             chunk = plans[start:start + batch_size]
             reply = self._call({"op": "classify", "prompts": [p.prompt for p in chunk],
                                 "max_tokens": MAX_NEW_TOKENS})

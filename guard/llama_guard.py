@@ -171,7 +171,9 @@ class LlamaGuard(EngineBase):
                                 max_rows=batch_size,
                                 extra=MAX_NEW_TOKENS)
         verdicts: list[Verdict] = []
-        for rows in groups:
+        for n, rows in enumerate(groups):
+            if n:
+                limits.check_time(n, len(groups))
             chunk = [(plans[r], conversations[r]) for r in rows]
             verdicts.extend(self._run(chunk, self._batch(encoded, rows), threshold, share))
         return verdicts

@@ -166,7 +166,9 @@ class PromptGuard:
         pad = self.tokenizer.pad_token_id or 0
         out: list[float] = []
         with self._lock, torch.inference_mode():
-            for group in groups:
+            for n, group in enumerate(groups):
+                if n:
+                    limits.check_time(n, len(groups))
                 width = max(len(w) for w in group)
                 ids = torch.full((len(group), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(group), width), dtype=torch.long)

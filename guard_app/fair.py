@@ -3,7 +3,9 @@
 Gradio's queue has a total `max_size` but no per-visitor limit, so one caller could fill it. We
 wrap the queue's `push` (where Gradio admits an event into the queue): an event of a model group
 from a visitor who already has `per_visitor` such events waiting or running is refused at once
-with a message that says why and what to do, before it takes a place in the queue. A visitor
+with a message that says why and what to do, before it takes a place in the queue; a full
+queue says so in the same way. Both answer HTTP 400 with the message as `detail`, which the page
+shows in its error toast (Gradio's page shows its own text for a 503). A visitor
 is the client address; behind a trusted proxy (Hugging Face Spaces), the first address of
 X-Forwarded-For, which the proxy sets.
 """
@@ -50,9 +52,9 @@ def install(demo: gr.Blocks, *, groups: Iterable[str], per_visitor: int,
                             f"{per_visitor} per visitor, GUARD_LAB_PER_VISITOR). Wait for "
                             "them to finish, then try again.", "error")
         ok, detail, state = await original(body=body, request=request, username=username)
-        if state == "queue_full":
-            detail = (f"The demo is busy: {queue.max_size} runs are already waiting, the most "
-                      "it queues (GUARD_LAB_QUEUE_SIZE). Try again in a minute.")
+        if state == "queue_full":  # Gradio's page would say only "currently busy" for a 503
+            return (False, f"The demo is busy: {queue.max_size} runs are already waiting, the "
+                    "most it queues (GUARD_LAB_QUEUE_SIZE). Try again in a minute.", "error")
         return ok, detail, state
 
     queue.push = push

@@ -25,6 +25,7 @@ hardware, where `spaces.GPU` does nothing) the functions run in-process.
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ from typing import Any
 
 from PIL import Image
 
+from guard import limits
 from guard.conversation import Conversation, Turn
 from guard.errors import ModelLoadError
 from guard.prompts import CustomCategory
@@ -80,9 +82,21 @@ def models(slot: int) -> Models:
 
 
 def on_gpu(duration: Callable[..., float]) -> Callable[[Callable], Callable]:
-    """spaces.GPU(duration=...) where ZeroGPU's package is installed, else the function itself."""
+    """spaces.GPU(duration=...) where ZeroGPU's package is installed, else the function itself.
+
+    Inside, the call's model work has a time budget (guard.limits.check_time between forward
+    passes): GUARD_LAB_CALL_BUDGET_S, and on ZeroGPU also a little less than the duration asked
+    for, so a call that would run over stops with a clear message instead of being aborted.
+    """
     def wrap(fn: Callable) -> Callable:
-        return spaces.GPU(duration=duration)(fn) if spaces is not None else fn
+        @functools.wraps(fn)
+        def budgeted(*args: Any, **kwargs: Any) -> Any:
+            seconds = limits.CALL_BUDGET_S
+            if spaces is not None:
+                seconds = min(seconds, max(1, duration(*args, **kwargs) - 2))
+            with limits.time_budget(seconds):
+                return fn(*args, **kwargs)
+        return spaces.GPU(duration=duration)(budgeted) if spaces is not None else budgeted
     return wrap
 
 

@@ -193,6 +193,19 @@ def test_batch_size_caps_the_rows_within_the_budget(llama_guard, monkeypatch):
     assert [rows for rows, _ in passes] == [8, 4]
 
 
+def test_a_spent_time_budget_stops_before_the_next_pass(llama_guard, prompt_guard, monkeypatch):
+    conversation = LLAMA_GUARD_EXAMPLES["benign"].conversation()
+    passes = spy_passes(llama_guard, monkeypatch)
+    with limits.time_budget(0), pytest.raises(TooLarge, match=r"time budget.*after 1 of 3"):
+        llama_guard.classify_batch([conversation] * 12, batch_size=5)
+    assert [rows for rows, _ in passes] == [5]  # the first pass ran, none after it
+    with limits.time_budget(60):  # a budget that is not spent changes nothing
+        assert len(llama_guard.classify_batch([conversation] * 12, batch_size=5)) == 12
+    with limits.time_budget(0), pytest.raises(TooLarge, match="time budget"):
+        prompt_guard.score_many([filler(3000)])  # several windows, one pass each on a CPU
+    assert llama_guard.classify(conversation).verdict == "safe"  # no budget outside the block
+
+
 # --- explore ----------------------------------------------------------------------------------
 
 def test_attribution_over_the_variant_limit_is_refused_before_any_work(llama_guard, monkeypatch):
