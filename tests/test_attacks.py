@@ -97,9 +97,10 @@ def visitor(url: str, n: int) -> Client:
 
 def test_a_30_mb_message_is_refused_by_its_length(demo):
     server, _, client, _ = demo
-    with Attack(server, "moderate_30mb_message") as attack:  # before: 41-45 s, +5.2 GB
-        with pytest.raises(Exception, match="characters"):
-            client.predict(say("a" * (30 * MB)), [], "", None, api_name="/moderate")
+    # before: 41-45 s, +5.2 GB
+    with Attack(server, "moderate_30mb_message") as attack, \
+            pytest.raises(Exception, match="characters"):
+        client.predict(say("a" * (30 * MB)), [], "", None, api_name="/moderate")
     assert attack.seconds < 30 and attack.grew_mb < 1024
 
 
@@ -107,9 +108,10 @@ def test_attribution_of_201_turns_is_refused_before_batching(demo):
     server, _, client, _ = demo
     turns = [{"role": ("user", "assistant")[i % 2], "content": f"message {i}"}
              for i in range(201)]
-    with Attack(server, "attribution_201_turns") as attack:  # before: 20 s, +3.5 GB
-        with pytest.raises(Exception, match="at most 64"):
-            client.predict(json.dumps(turns), [], "", None, api_name="/attribution")
+    # before: 20 s, +3.5 GB
+    with Attack(server, "attribution_201_turns") as attack, \
+            pytest.raises(Exception, match="at most 64"):
+        client.predict(json.dumps(turns), [], "", None, api_name="/attribution")
     assert attack.seconds < 15 and attack.grew_mb < 300
 
 
@@ -129,10 +131,11 @@ def test_a_gzip_bomb_is_refused_while_streaming(demo, tmp_path):
         row = b'"' + b"a" * 100_000 + b'",safe\n'
         for _ in range(1500):  # 150 MB decompressed, ~150 KB on disk
             f.write(row)
-    with Attack(server, "evaluate_gzip_bomb") as attack:  # before: 420 KB file, +1.18 GB
-        with pytest.raises(Exception, match="100 MB once decompressed"):
-            client.predict("upload", handle_file(str(bomb)), "csv", "bomb", None, 8, ["S1"],
-                           0.5, api_name="/evaluate")
+    # before: a 420 KB file, +1.18 GB
+    with Attack(server, "evaluate_gzip_bomb") as attack, \
+            pytest.raises(Exception, match="100 MB once decompressed"):
+        client.predict("upload", handle_file(str(bomb)), "csv", "bomb", None, 8, ["S1"], 0.5,
+                       api_name="/evaluate")
     assert bomb.stat().st_size < 2 * MB and attack.grew_mb < 300
 
 
