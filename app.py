@@ -20,7 +20,7 @@ from guard.categories import LLAMA_GUARD_4_CATEGORIES, Family, categories_for
 from guard.conversation import MAX_IMAGES
 from guard.engine import ModelInfo
 from guard.errors import GuardError, ModelLoadError
-from guard.prompts import CustomCategory, plan
+from guard.prompts import CustomCategory, check_custom, plan
 from guard.service import Guards
 from guard.verdict import DEFAULT_THRESHOLD
 from guard_app import editor, eval_view, explore_ui, fair, gpu, results
@@ -72,6 +72,7 @@ def custom_categories(custom: Sequence[dict[str, str]]) -> tuple[CustomCategory,
 
 def add_custom(custom: Sequence[dict[str, str]], name: str, description: str
                ) -> list[dict[str, str]]:
+    """The custom categories with one more, checked as the prompt will hold it (guard.prompts)."""
     name = " ".join((name or "").split()).rstrip(".")
     if not name:
         raise GuardError("Give the custom category a short name, e.g. 'Medical misinformation'.")
@@ -79,7 +80,9 @@ def add_custom(custom: Sequence[dict[str, str]], name: str, description: str
         raise GuardError(f"At most {MAX_CUSTOM} custom categories. Clear some first.")
     if any(c["name"].lower() == name.lower() for c in custom):
         raise GuardError(f"There is already a custom category named '{name}'.")
-    return [*custom, {"name": name, "description": " ".join((description or "").split())}]
+    new = [*custom, {"name": name, "description": " ".join((description or "").split())}]
+    check_custom(custom_categories(new))  # lengths, markers and control tokens
+    return new
 
 
 def run_guards(guards: Guards, prompt_guards: PromptGuardChoices | None, turns: list[dict],

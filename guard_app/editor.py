@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from guard import limits
 from guard.conversation import MAX_IMAGES, ROLES, Conversation, Turn, validate
 from guard.errors import InvalidConversation, InvalidImage
 from guard.images import load_image
@@ -55,6 +56,10 @@ def commit_turn(turns: Sequence[TurnDict], role: str, text: str, pending: Sequen
                 editing: int | None = None, max_images: int = MAX_IMAGES) -> list[TurnDict]:
     """Add the composed turn at the end, or save it over turn `editing`."""
     text = (text or "").strip()
+    if len(text) > limits.MAX_CHARS_PER_MESSAGE:
+        raise InvalidConversation(
+            f"This message is {len(text):,} characters; a message may hold at most "
+            f"{limits.MAX_CHARS_PER_MESSAGE:,} (GUARD_LAB_MAX_CHARS_PER_MESSAGE). Shorten it.")
     if not text:
         if pending:
             raise InvalidConversation(
@@ -65,6 +70,16 @@ def commit_turn(turns: Sequence[TurnDict], role: str, text: str, pending: Sequen
         raise InvalidConversation(
             f"A conversation may carry at most {max_images} images. Remove an image.")
     new = [dict(t, images=list(t["images"])) for t in turns]
+    others = sum(len(t["text"]) for i, t in enumerate(turns) if i != editing)
+    if others + len(text) > limits.MAX_CHARS_PER_CONVERSATION:
+        raise InvalidConversation(
+            f"With this message the conversation holds {others + len(text):,} characters; at "
+            f"most {limits.MAX_CHARS_PER_CONVERSATION:,} fit (GUARD_LAB_MAX_CHARS_PER_CONVERSATION)."
+            " Shorten the messages or remove some.")
+    if editing is None and len(turns) >= limits.MAX_TURNS:
+        raise InvalidConversation(
+            f"The conversation already has {len(turns):,} messages, the most it may hold "
+            "(GUARD_LAB_MAX_TURNS). Remove some before adding another.")
     if editing is not None:
         if not 0 <= editing < len(new):
             raise InvalidConversation("The turn being edited no longer exists. Add it again.")
