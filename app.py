@@ -8,6 +8,7 @@ The page is a thin layer over `guard` (models) and `labels` (the label store).
 from __future__ import annotations
 
 import functools
+import html
 import re
 import tempfile
 from collections.abc import Sequence
@@ -419,7 +420,7 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
             run = run_guards(guards, prompt_guards, turn_list, ticked, custom_list,
                              threshold_value, pg_choice, max_images=max_images)
             for note in run["notes"]:
-                gr.Warning(note)
+                gr.Warning(html.escape(note, quote=False))  # toasts render HTML
             out = {last: run, prompt_view: run["prompt"], json_view: run["result"],
                    results_view: show_results(run, threshold_value)}
             if review is not None:
