@@ -24,7 +24,7 @@ from guard.errors import GuardError, ModelLoadError
 from guard.prompts import CustomCategory, check_custom, plan
 from guard.service import Guards
 from guard.verdict import DEFAULT_THRESHOLD
-from guard_app import editor, eval_view, explore_ui, fair, gpu, results
+from guard_app import editor, eval_view, explore_ui, fair, gpu, openai_api, results, tools
 from guard_app.api import EXAMPLE, build_conversation, parse_excluded, parse_threshold
 from guard_app.config import Serving
 from guard_app.examples import EXAMPLES, example_turns, write_swatches
@@ -159,9 +159,11 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                failures: dict[str, str] | None = None, threshold: float = DEFAULT_THRESHOLD,
                max_images: int = MAX_IMAGES, concurrency: int = 1,
                swatch_dir: str | None = None, data_dir: str | Path | None = None,
-               reviewers: Any = None, serving: Serving | None = None) -> gr.Blocks:
+               reviewers: Any = None, serving: Serving | None = None,
+               api_key: str | None = None) -> gr.Blocks:
     """The whole page over already loaded models (and optionally a `labels.Store`).
 
+    `api_key`, when given, is the bearer key /v1/moderations asks for (GUARD_LAB_API_KEY).
     `data_dir` holds the public evaluation sets; None looks in the default place. `serving`
     holds the limits of a public server (queue, per visitor, state lifetime, upload size).
     """
@@ -495,11 +497,17 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                             functools.partial(excluded_codes, family=family),
                             concurrency=1, concurrency_id=EVAL,
                             judge_batch=eval_view.gpu_judge(slot))
+        tools.register(guards, slot, default_threshold=threshold, max_images=max_images,
+                       concurrency=concurrency, concurrency_id=GPU)
+        tools.publish_only(demo)  # the API page and MCP list the tools, not the plumbing
 
     demo.queue(default_concurrency_limit=None, max_size=serving.queue_size)
-    fair.install(demo, groups=(GPU, EVAL), per_visitor=serving.per_visitor,
-                 trust_proxy=serving.trust_proxy)
+    share = fair.install(demo, groups=(GPU, EVAL), per_visitor=serving.per_visitor,
+                         trust_proxy=serving.trust_proxy)
     demo.guard_lab_serving = serving  # launch() reads the upload limit from here
+    demo.guard_lab_moderations = openai_api.Moderations(  # launch() installs its route
+        guards, slot, share, family=family, threshold=threshold, max_images=max_images,
+        concurrency=concurrency, queue_size=serving.queue_size, api_key=api_key)
     return demo
 
 
@@ -593,14 +601,25 @@ def _gate(options: Any):
 
 
 def launch(demo: gr.Blocks, *, family: Family | str = Family.LLAMA_GUARD_4, **kwargs: Any):
-    """Start the server with the page's style (Gradio 6 takes css, head and theme here).
+    """Start the server with the page's style (Gradio 6 takes css, head and theme here), its
+    MCP server (/gradio_api/mcp/) and POST /v1/moderations on the same FastAPI app.
 
     `family` is the loaded Llama Guard's: the category tooltips come from its table.
     """
     serving = getattr(demo, "guard_lab_serving", None) or Serving()
     kwargs.setdefault("max_file_size", serving.max_file_size)
-    return demo.launch(css=CSS, head=head(family), theme=gr.themes.Soft(), footer_links=["api"],
-                       **kwargs)
+    kwargs.setdefault("mcp_server", True)
+    hold = not kwargs.pop("prevent_thread_lock", False)
+    # Gradio creates its FastAPI app inside launch(): start without blocking, add the route,
+    # then block as launch() itself would have.
+    started = demo.launch(css=CSS, head=head(family), theme=gr.themes.Soft(),
+                          footer_links=["api"], prevent_thread_lock=True, **kwargs)
+    moderations = getattr(demo, "guard_lab_moderations", None)
+    if moderations is not None:
+        moderations.install_routes(demo.server_app)
+    if hold:
+        demo.block_thread()
+    return started
 
 
 def open_store(db: Path | None) -> Any:
@@ -641,12 +660,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     store = open_store(options.db)  # before the models: a bad backup setting fails fast
     _quiet_transformers()
     loaded = load_models(options)
+    if gpu.spaces is not None and loaded.prompt_guards is not None:
+        loaded.prompt_guards.load_all()  # ZeroGPU forks workers: load before, not in, them
     demo = build_demo(loaded.guards, prompt_guards=loaded.prompt_guards,
                       default_prompt_guard=loaded.default_prompt_guard, store=store,
                       tiny=options.tiny, failures=loaded.failures, threshold=options.threshold,
                       max_images=options.max_images, concurrency=options.concurrency,
                       data_dir=options.data_dir, reviewers=_gate(options),
-                      serving=options.serving)
+                      serving=options.serving, api_key=options.api_key)
     launch(demo, family=engine_family(loaded.guards), server_name=options.host,
            server_port=options.port)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,12 @@ class PromptGuardChoices:
     @property
     def choices(self) -> list[tuple[str, str]]:
         return [(self.labels[k], k) for k in self.sources]
+
+    def load_all(self) -> None:
+        """Load every choice now (a failure is kept, as on first use)."""
+        for key in self.sources:
+            with contextlib.suppress(ModelLoadError):  # the page says why, as on first use
+                self.get(key)
 
     def get(self, key: str) -> Any:
         if key not in self.sources:

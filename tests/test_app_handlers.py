@@ -158,6 +158,24 @@ def test_a_prompt_guard_that_fails_to_load_is_a_note_not_a_crash(guards):
         app.run_guards(Guards(), None, [user(BENIGN)], app.CODES, [], 0.5, None)
 
 
+def test_load_all_loads_every_choice_once_and_keeps_failures(guards):
+    """ZeroGPU forks its workers from the server: every choice is loaded before them."""
+    loaded = []
+
+    def load(source):
+        loaded.append(source)
+        if source == "broken":
+            raise ModelLoadError("Could not load broken.")
+        return guards.prompt_guard
+
+    choices = PromptGuardChoices({"86m": "good", "22m": "broken"}, load)
+    choices.load_all()
+    choices.load_all()
+    assert loaded == ["good", "broken"] and choices.get("86m") is guards.prompt_guard
+    with pytest.raises(ModelLoadError, match="broken"):
+        choices.get("22m")
+
+
 def test_long_turn_reports_the_window_that_fired(guards):
     long_text = filler(600) + " " + JAILBREAK
     run = app.run_guards(guards, None, [user(long_text)], app.CODES, [], 0.5, None)
