@@ -11,6 +11,7 @@ import functools
 import html
 import re
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from guard.categories import LLAMA_GUARD_4_CATEGORIES, Family, categories_for
 from guard.conversation import MAX_IMAGES
 from guard.engine import ModelInfo
 from guard.errors import GuardError, ModelLoadError
+from guard.prompt_guard_text import PREPROCESSING, check_preprocessing
 from guard.prompts import CustomCategory, check_custom, plan
 from guard.service import Guards
 from guard.verdict import DEFAULT_THRESHOLD
@@ -88,7 +90,8 @@ def add_custom(custom: Sequence[dict[str, str]], name: str, description: str
 
 def run_guards(guards: Guards, prompt_guards: PromptGuardChoices | None, turns: list[dict],
                ticked: Sequence[str], custom: Sequence[dict[str, str]], threshold: float,
-               pg_choice: str | None, *, max_images: int = MAX_IMAGES) -> dict[str, Any]:
+               pg_choice: str | None, *, max_images: int = MAX_IMAGES,
+               pg_preprocessing: str = "none") -> dict[str, Any]:
     """One run: the moderate() JSON, the prompt Llama Guard saw, and notes for the page.
 
     The conversation is built and checked here; the models run in one GPU call (guard_app.gpu).
@@ -116,7 +119,8 @@ def run_guards(guards: Guards, prompt_guards: PromptGuardChoices | None, turns: 
                    else plan(conversation, excluded, custom=custom_cats))
     result = gpu.moderate(gpu.register(guards, prompt_guards), gpu.plain(conversation),
                           list(excluded), threshold, gpu.plain_custom(custom_cats),
-                          prompt_guard=pg_key, use_prompt_guard=prompt_guard is not None)
+                          prompt_guard=pg_key, use_prompt_guard=prompt_guard is not None,
+                          pg_preprocessing=check_preprocessing(pg_preprocessing))
     return {"result": result, "prompt": prompt_plan.prompt, "notes": notes,
             "turns": [dict(t, images=list(t["images"])) for t in turns],
             "excluded": list(excluded), "custom": list(custom),
@@ -127,13 +131,16 @@ def run_guards(guards: Guards, prompt_guards: PromptGuardChoices | None, turns: 
 def moderate_api(guards: Guards, conversation: str | list | None, images: Sequence[str] | None,
                  excluded: str | Sequence[str] | None, threshold: float | str | None, *,
                  default_threshold: float = DEFAULT_THRESHOLD,
-                 max_images: int = MAX_IMAGES) -> dict[str, Any]:
+                 max_images: int = MAX_IMAGES,
+                 prompt_guard_preprocessing: str | None = None) -> dict[str, Any]:
     """/moderate: the same JSON as `python -m guard classify`."""
     built = build_conversation(conversation, images, max_images=max_images)
     if guards.llama_guard is None and guards.prompt_guard is None:
         raise ModelLoadError("No model is loaded on this server; see the banner on its page.")
+    preprocessing = check_preprocessing(prompt_guard_preprocessing)
     return gpu.moderate(gpu.register(guards), gpu.plain(built), list(parse_excluded(excluded)),
-                        parse_threshold(threshold, default_threshold))
+                        parse_threshold(threshold, default_threshold),
+                        pg_preprocessing=preprocessing)
 
 
 def explore_inputs(guards: Guards, turns: list[dict], ticked: Sequence[str] | None,
@@ -160,13 +167,18 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                max_images: int = MAX_IMAGES, concurrency: int = 1,
                swatch_dir: str | None = None, data_dir: str | Path | None = None,
                reviewers: Any = None, serving: Serving | None = None,
-               api_key: str | None = None) -> gr.Blocks:
+               api_key: str | None = None,
+               prompt_guard_preprocessing: str = "none") -> gr.Blocks:
     """The whole page over already loaded models (and optionally a `labels.Store`).
+
+    `prompt_guard_preprocessing` is how Prompt Guard reads messages unless a visitor changes
+    it: "none" (the model card) or "llamafirewall" (guard.prompt_guard_text).
 
     `api_key`, when given, is the bearer key /v1/moderations asks for (GUARD_LAB_API_KEY).
     `data_dir` holds the public evaluation sets; None looks in the default place. `serving`
     holds the limits of a public server (queue, per visitor, state lifetime, upload size).
     """
+    prompt_guard_preprocessing = check_preprocessing(prompt_guard_preprocessing)
     if prompt_guards is None and guards.prompt_guard is not None:
         prompt_guards = PromptGuardChoices.fixed(guards.prompt_guard, tiny=tiny)
     if prompt_guards is not None and default_prompt_guard not in prompt_guards.sources:
@@ -318,6 +330,13 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                             visible=prompt_guards is not None,
                             info="In test mode both choices run the same tiny model." if tiny
                             else "86M is multilingual; 22M is faster, English-centred.")
+                        pg_firewall = gr.Checkbox(
+                            prompt_guard_preprocessing == "llamafirewall",
+                            label="Prompt Guard reads messages as LlamaFirewall does",
+                            elem_id="gl-pg-firewall", visible=prompt_guards is not None,
+                            info="Collapse spacing tricks such as “I g n o r e” before scoring, "
+                                 "as Meta's production scanner does. Off: the model card's "
+                                 "recipe, each message as written.")
                         run_button = gr.Button("Run both guards", variant="primary",
                                                elem_id="gl-run")
 
@@ -354,6 +373,9 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                 with gr.Row():
                     api_excluded = gr.Textbox(label="excluded (e.g. S2,S3)", max_lines=1)
                     api_threshold = gr.Number(value=threshold, label="threshold")
+                    api_pg_preprocessing = gr.Dropdown(
+                        list(PREPROCESSING), value=prompt_guard_preprocessing,
+                        label="prompt_guard_preprocessing")
                 api_only_one = gr.Checkbox(label="only_one (sweep: also try each category alone)")
                 with gr.Row():
                     api_button = gr.Button("Moderate", variant="primary")
@@ -418,9 +440,10 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                     custom_description: ""}
 
         @guarded
-        def on_run(turn_list, ticked, custom_list, threshold_value, pg_choice):
+        def on_run(turn_list, ticked, custom_list, threshold_value, pg_choice, firewall=False):
             run = run_guards(guards, prompt_guards, turn_list, ticked, custom_list,
-                             threshold_value, pg_choice, max_images=max_images)
+                             threshold_value, pg_choice, max_images=max_images,
+                             pg_preprocessing="llamafirewall" if firewall else "none")
             for note in run["notes"]:
                 gr.Warning(html.escape(note, quote=False))  # toasts render HTML
             out = {last: run, prompt_view: run["prompt"], json_view: run["result"],
@@ -440,9 +463,10 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
             return {results_view: show_results(run, threshold_value)}
 
         @guarded
-        def on_moderate(conversation, images, excluded, threshold_value):
+        def on_moderate(conversation, images, excluded, threshold_value, pg_preprocessing=None):
             return moderate_api(guards, conversation, images, excluded, threshold_value,
-                                default_threshold=threshold, max_images=max_images)
+                                default_threshold=threshold, max_images=max_images,
+                                prompt_guard_preprocessing=pg_preprocessing)
 
         # ---- listeners ----
         for button, example in zip(example_buttons, EXAMPLES, strict=True):
@@ -473,11 +497,12 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
         run_outputs = [last, prompt_view, json_view, results_view]
         if review is not None:
             run_outputs += review.outputs
-        run_button.click(on_run, [turns, categories, custom, slider, pg_radio], run_outputs,
+        run_button.click(on_run, [turns, categories, custom, slider, pg_radio, pg_firewall],
+                         run_outputs,
                          api_name="run", concurrency_limit=concurrency, concurrency_id=GPU)
         slider.change(on_threshold, [last, slider], [results_view], api_name="apply_threshold")
-        api_button.click(on_moderate, [api_conversation, api_images, api_excluded, api_threshold],
-                         [api_result], api_name="moderate", concurrency_limit=concurrency,
+        api_button.click(on_moderate, [api_conversation, api_images, api_excluded, api_threshold,
+                                       api_pg_preprocessing], [api_result], api_name="moderate", concurrency_limit=concurrency,
                          concurrency_id=GPU)
         if review is not None:
             review.wire(last, slider, max_images)
@@ -499,7 +524,7 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                             judge_batch=eval_view.gpu_judge(slot))
         tools.register(guards, slot, default_threshold=threshold, max_images=max_images,
                        concurrency=concurrency, concurrency_id=GPU)
-        tools.publish_only(demo)  # the API page and MCP list the tools, not the plumbing
+        tools.publish_only(demo)  # the page's plumbing leaves the API page and MCP
 
     demo.queue(default_concurrency_limit=None, max_size=serving.queue_size)
     share = fair.install(demo, groups=(GPU, EVAL), per_visitor=serving.per_visitor,
@@ -512,10 +537,20 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
 
 
 API_HELP = """
+**Other clients.** The same server answers **`POST /v1/moderations`**, OpenAI's moderation API
+(`OpenAI(base_url="http://127.0.0.1:7860/v1", api_key=...).moderations.create(input=...)`;
+a conversation goes in as `extra_body={"messages": [...]}`), and is an **MCP server** at
+`/gradio_api/mcp/` with three tools: `moderate`, `sweep` and `prompt_guard` (images as data
+URLs). The README has an example of each.
+
 **`/moderate`** runs both guards on a conversation and returns the same JSON as
 `python -m guard classify`. The conversation is the chat-format message list; images are
 uploaded files, matched to `{"type": "image", "path": "NAME"}` parts by file name (parts with
 no path take the remaining uploads in order). `excluded` is a comma-separated list of codes.
+An optional fifth parameter, `prompt_guard_preprocessing`, is `"none"` (the default: each
+message as written, the model card's recipe) or `"llamafirewall"` (spacing tricks such as
+`I g n o r e` collapsed first, as Meta's LlamaFirewall scanner does); the result says which
+under `prompt_guard.preprocessing`.
 
 ```python
 from gradio_client import Client, handle_file
@@ -612,11 +647,17 @@ def launch(demo: gr.Blocks, *, family: Family | str = Family.LLAMA_GUARD_4, **kw
     hold = not kwargs.pop("prevent_thread_lock", False)
     # Gradio creates its FastAPI app inside launch(): start without blocking, add the route,
     # then block as launch() itself would have.
-    started = demo.launch(css=CSS, head=head(family), theme=gr.themes.Soft(),
-                          footer_links=["api"], prevent_thread_lock=True, **kwargs)
+    with warnings.catch_warnings():
+        # About State inputs of endpoints it would serve as MCP tools: only the three typed
+        # tools stay (serve_only_tools, below), and they have none.
+        warnings.filterwarnings("ignore", "This MCP server includes a tool that has a gr.State")
+        started = demo.launch(css=CSS, head=head(family), theme=gr.themes.Soft(),
+                              footer_links=["api"], prevent_thread_lock=True, **kwargs)
+    tools.serve_only_tools(demo)
     moderations = getattr(demo, "guard_lab_moderations", None)
-    if moderations is not None:
-        moderations.install_routes(demo.server_app)
+    served = getattr(demo, "server_app", None)  # the FastAPI app launch() serves
+    if moderations is not None and served is not None:
+        moderations.install_routes(served)
     if hold:
         demo.block_thread()
     return started
@@ -667,7 +708,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                       tiny=options.tiny, failures=loaded.failures, threshold=options.threshold,
                       max_images=options.max_images, concurrency=options.concurrency,
                       data_dir=options.data_dir, reviewers=_gate(options),
-                      serving=options.serving, api_key=options.api_key)
+                      serving=options.serving, api_key=options.api_key,
+                      prompt_guard_preprocessing=options.prompt_guard_preprocessing)
     launch(demo, family=engine_family(loaded.guards), server_name=options.host,
            server_port=options.port)
 

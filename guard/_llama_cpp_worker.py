@@ -8,6 +8,14 @@ this process only. Requests and replies:
     {"op": "classify", "prompts": [...], "max_tokens": 40}
         -> {"ok": true, "results": [{"text", "tokens", "prompt_tokens", "safe_logit", ...}]}
     {"op": "tokenize", "text": ...} -> {"ok": true, "tokens": [...]}
+    {"op": "tokenize_pieces", "pieces": [[text, special], ...]}
+        -> {"ok": true, "tokens": [...], "special_text": bool}
+
+A prompt is a list of [text, special] pieces: a special piece is one of the template's control
+tokens, and text pieces are tokenized with special-token parsing off, so text that spells a
+control token stays text. (A plain string prompt is tokenized with special tokens parsed.)
+'safe_logit' and 'unsafe_logit' are the log-sum-exp of the logits of every single-token
+spelling of the word ('safe' and ' safe'), at the step where one of them was generated.
 Failures reply {"ok": false, "kind": "load" | "context" | "input" | "internal", "message": ...}.
 """
 
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import sys
 import time
@@ -48,12 +57,13 @@ class Worker:
         llm = self.llm
         self.vocab = llama_cpp.llama_model_get_vocab(llm.model)
         self.n_vocab = llm.n_vocab()
-        self.safe_id = self._single_token("safe")
-        self.unsafe_id = self._single_token("unsafe")
+        self.safe_ids = self._spellings("safe")
+        self.unsafe_ids = self._spellings("unsafe")
         desc = ctypes.create_string_buffer(256)
         llama_cpp.llama_model_desc(llm.model, desc, len(desc))
         return {"n_ctx": llm.n_ctx(), "n_ctx_train": n_ctx_train, "desc": desc.value.decode(),
-                "n_vocab": self.n_vocab, "safe_id": self.safe_id, "unsafe_id": self.unsafe_id,
+                "n_vocab": self.n_vocab, "safe_ids": self.safe_ids, "unsafe_ids": self.unsafe_ids,
+                "safe_id": self.safe_ids[0], "unsafe_id": self.unsafe_ids[0],
                 "llama_cpp_version": getattr(llama_cpp, "__version__", "")}
 
     @staticmethod
@@ -62,27 +72,53 @@ class Worker:
                                n_threads_batch=n_threads, n_batch=n_batch, logits_all=False,
                                verbose=False)
 
-    def _single_token(self, word: str) -> int:
-        ids = self.llm.tokenize(word.encode(), add_bos=False, special=False)
-        if len(ids) != 1:
-            raise Refused("load", f"the model's tokenizer splits '{word}' into {len(ids)} tokens; "
+    def _spellings(self, word: str) -> list[int]:
+        """The single tokens that spell `word`, with and without a leading space."""
+        ids = []
+        for spelling in (word, " " + word):
+            tokens = self.llm.tokenize(spelling.encode(), add_bos=False, special=False)
+            if len(tokens) == 1 and tokens[0] not in ids:
+                ids.append(tokens[0])
+        if not ids:
+            raise Refused("load", f"the model's tokenizer has no single token for '{word}'; "
                                   "this is not a Llama Guard model")
-        return ids[0]
+        return ids
 
     def tokenize(self, text: str) -> list[int]:
         # The prompt carries its own <|begin_of_text|>: never add a second one.
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
-    def classify(self, prompts: list[str], max_tokens: int = 40) -> list[dict]:
+    def tokenize_pieces(self, pieces: list) -> tuple[list[int], bool]:
+        """Ids of a prompt's pieces, and whether a text piece spelled a special token."""
+        tokens, special_text = [], False
+        for text, special in pieces:
+            data = text.encode("utf-8")
+            if special:
+                ids = self.llm.tokenize(data, add_bos=False, special=True)
+                if len(ids) != 1:
+                    raise Refused("input", f"the model has no special token {text}: it does not "
+                                           "belong to the family this prompt was written for")
+                tokens += ids
+                continue
+            ids = self.llm.tokenize(data, add_bos=False, special=False)
+            special_text = special_text or ids != self.llm.tokenize(data, add_bos=False,
+                                                                    special=True)
+            tokens += ids
+        return tokens, special_text
+
+    def classify(self, prompts: list, max_tokens: int = 40) -> list[dict]:
         return [self._one(prompt, max_tokens) for prompt in prompts]
 
-    def _one(self, prompt: str, max_tokens: int) -> dict:
+    def _one(self, prompt: str | list, max_tokens: int) -> dict:
         import llama_cpp
         import numpy as np
 
         started = time.perf_counter()
         llm = self.llm
-        tokens = self.tokenize(prompt)
+        if isinstance(prompt, str):
+            tokens, special_text = self.tokenize(prompt), False
+        else:
+            tokens, special_text = self.tokenize_pieces(prompt)
         if len(tokens) + max_tokens > llm.n_ctx():
             raise Refused("context", json.dumps({"tokens": len(tokens), "n_ctx": llm.n_ctx()}))
         # Keep the KV cache of the prefix shared with the previous prompt (the policy text).
@@ -99,7 +135,8 @@ class Worker:
             logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1),
                                            shape=(self.n_vocab,))
             token = int(np.argmax(logits))
-            pairs.append((float(logits[self.safe_id]), float(logits[self.unsafe_id])))
+            pairs.append((_logsumexp([float(logits[i]) for i in self.safe_ids]),
+                          _logsumexp([float(logits[i]) for i in self.unsafe_ids])))
             if llama_cpp.llama_vocab_is_eog(self.vocab, token):
                 break
             generated.append(token)
@@ -108,12 +145,14 @@ class Worker:
         text = llm.detokenize(generated).decode("utf-8", errors="replace")
         return {"text": text, "tokens": generated, "prompt_tokens": len(tokens),
                 "safe_logit": pairs[step][0], "unsafe_logit": pairs[step][1],
-                "decision_step": step, "seconds": time.perf_counter() - started}
+                "decision_step": step, "special_text": special_text,
+                "seconds": time.perf_counter() - started}
 
     def _decision_step(self, generated: list[int]) -> int:
-        """Where 'safe' or 'unsafe' was produced (after the blank line), as in LlamaGuard."""
+        """Where 'safe' or 'unsafe' was produced, in any spelling, as in LlamaGuard."""
+        decision = {*self.safe_ids, *self.unsafe_ids}
         for i, token in enumerate(generated):
-            if token in (self.safe_id, self.unsafe_id):
+            if token in decision:
                 return i
         for i, token in enumerate(generated):
             if self.llm.detokenize([token]).strip():
@@ -131,7 +170,15 @@ class Worker:
                                                          request.get("max_tokens", 40))}
         if op == "tokenize":
             return {"ok": True, "tokens": self.tokenize(request["text"])}
+        if op == "tokenize_pieces":
+            tokens, special_text = self.tokenize_pieces(request["pieces"])
+            return {"ok": True, "tokens": tokens, "special_text": special_text}
         raise Refused("internal", f"unknown op {op!r}")
+
+
+def _logsumexp(values: list[float]) -> float:
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
 
 
 def main() -> None:

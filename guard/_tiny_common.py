@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -43,3 +45,9 @@ def save_atomically(out_dir: Path, *parts: Any) -> None:
         if out_dir.exists():
             shutil.rmtree(out_dir)
         shutil.move(str(staging), out_dir)
+
+
+def content_key(*parts: Any) -> str:
+    """A digest of everything a build is made from (its recipe version and training data), so
+    a cached build is reused only when nothing it was made from changed."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

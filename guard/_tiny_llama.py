@@ -23,7 +23,8 @@ PATCH = 7
 MAX_STEPS = 600
 
 # A rewrite of the official Llama Guard 4 chat template's behaviour, shipped with the tiny
-# processor so that the plain transformers recipe (apply_chat_template) works on it too.
+# processor so that the plain transformers recipe (apply_chat_template) works on it too. It is
+# not part of the training: guard.tiny rewrites it into a cached build when it changes.
 CHAT_TEMPLATE = (
     "{%- if messages|length % 2 == 0 -%}{%- set role = 'Agent' -%}"
     "{%- else -%}{%- set role = 'User' -%}{%- endif -%}"
@@ -50,13 +51,19 @@ CHAT_TEMPLATE = (
     "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
     "{{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') -}}"
     "{%- endif -%}"
-    "{%- if message['role'] == 'user' -%}{{- 'User: ' -}}{%- else -%}{{- 'Agent: ' -}}{%- endif -%}"
-    "{%- if message['content'] is string -%}{{- message['content'] | trim -}}{%- else -%}"
+    "{%- if message['role'] == 'user' -%}{%- set speaker = 'User: ' -%}"
+    "{%- else -%}{%- set speaker = 'Agent: ' -%}{%- endif -%}"
+    # A plain string is one text part here, as in Guard Lab (the official template drops it).
+    "{%- if message['content'] is string -%}"
+    "{{- speaker + message['content'] | trim + '\\\\n\\\\n\\n\\n' -}}{%- else -%}"
+    # One block per text part; the message's images go with the first.
+    "{%- set images = namespace(tokens='') -%}"
     "{%- for part in message['content'] | selectattr('type', 'equalto', 'image') -%}"
-    "{{- '<|image|>' -}}{%- endfor -%}"
+    "{%- set images.tokens = images.tokens + '<|image|>' -%}{%- endfor -%}"
     "{%- for part in message['content'] | selectattr('type', 'equalto', 'text') -%}"
-    "{{- part['text'] | trim -}}{%- endfor -%}{%- endif -%}"
-    "{{- '\\\\n\\\\n\\n\\n' -}}{%- endfor -%}"
+    "{{- speaker + images.tokens + part['text'] | trim + '\\\\n\\\\n\\n\\n' -}}"
+    "{%- set images.tokens = '' -%}{%- endfor -%}{%- endif -%}"
+    "{%- endfor -%}"
     "{{- '<END CONVERSATION>\\n\\nProvide your safety assessment for ONLY THE LAST ' + role + "
     "' message in the above conversation:\\n - First line must read \\'safe\\' or \\'unsafe\\'.\\n"
     " - If unsafe, a second line must include a comma-separated list of violated categories. "

@@ -14,12 +14,14 @@ class Family(enum.StrEnum):
     """A Llama Guard generation: fixes the prompt format and the category table."""
 
     LLAMA_GUARD_4 = "llama-guard-4"
-    LLAMA_GUARD_3 = "llama-guard-3"
+    LLAMA_GUARD_3 = "llama-guard-3"  # the 8B (and its INT8 build)
+    LLAMA_GUARD_3_1B = "llama-guard-3-1b"  # its own template: 13 categories, " <|eot_id|>"
     LLAMA_GUARD_2 = "llama-guard-2"
 
     @property
     def label(self) -> str:
         return {"llama-guard-4": "Llama Guard 4", "llama-guard-3": "Llama Guard 3",
+                "llama-guard-3-1b": "Llama Guard 3 1B",
                 "llama-guard-2": "Llama Guard 2"}[self.value]
 
 
@@ -86,6 +88,10 @@ LLAMA_GUARD_4_CATEGORIES: tuple[Category, ...] = _table([
 
 LLAMA_GUARD_3_CATEGORIES: tuple[Category, ...] = LLAMA_GUARD_4_CATEGORIES
 
+# Llama Guard 3 1B was trained without S14 (its official template lists S1-S13).
+LLAMA_GUARD_3_1B_CATEGORIES: tuple[Category, ...] = tuple(
+    c for c in LLAMA_GUARD_4_CATEGORIES if c.code != "S14")
+
 # Llama Guard 2 has its own 11 categories and numbering (no Defamation, Elections, S14).
 LLAMA_GUARD_2_CATEGORIES: tuple[Category, ...] = tuple(
     Category(code=f"S{i}", prompt_name=c.prompt_name, card_name=c.card_name,
@@ -97,17 +103,24 @@ LLAMA_GUARD_2_CATEGORIES: tuple[Category, ...] = tuple(
 _TABLES = {
     Family.LLAMA_GUARD_4: LLAMA_GUARD_4_CATEGORIES,
     Family.LLAMA_GUARD_3: LLAMA_GUARD_3_CATEGORIES,
+    Family.LLAMA_GUARD_3_1B: LLAMA_GUARD_3_1B_CATEGORIES,
     Family.LLAMA_GUARD_2: LLAMA_GUARD_2_CATEGORIES,
 }
 
 
 def guess_family(name: str) -> Family:
-    """The family a model id or file name suggests; Llama Guard 3 when it says nothing."""
+    """The family a model id or file name suggests; Llama Guard 3 (8B) when it says nothing.
+
+    A name with "-1B" in it (Llama-Guard-3-1B, Llama-Guard-3-1B-INT4, their GGUF builds) is the
+    1B, which has a prompt format of its own.
+    """
     lowered = name.lower().replace("_", "-")
     if "guard-2" in lowered:
         return Family.LLAMA_GUARD_2
     if "guard-4" in lowered:
         return Family.LLAMA_GUARD_4
+    if "-1b" in lowered:
+        return Family.LLAMA_GUARD_3_1B
     return Family.LLAMA_GUARD_3
 
 

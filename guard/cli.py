@@ -11,6 +11,7 @@ from pathlib import Path
 from .categories import Family, parse_codes
 from .conversation import load_conversation_file
 from .errors import GuardError
+from .prompt_guard_text import PREPROCESSING
 from .prompts import render
 from .versions import check_or_exit
 
@@ -59,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     add_model_arguments(c)
     c.add_argument("--include-assistant", action="store_true",
                    help="also score assistant messages with Prompt Guard")
+    c.add_argument("--prompt-guard-preprocessing", choices=PREPROCESSING, default="none",
+                   help="how Prompt Guard reads each message: none (as given, the model card's "
+                        "recipe) or llamafirewall (spacing tricks such as 'I g n o r e' "
+                        "collapsed first, as Meta's LlamaFirewall scanner does)")
     return parser
 
 
@@ -78,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         from .service import moderate
 
         result = moderate(guards, conversation, parse_codes(args.exclude),
-                          threshold=args.threshold, include_assistant=args.include_assistant)
+                          threshold=args.threshold, include_assistant=args.include_assistant,
+                          prompt_guard_preprocessing=args.prompt_guard_preprocessing)
     except GuardError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

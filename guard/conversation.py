@@ -20,11 +20,24 @@ ROLES = ("user", "assistant")
 
 @dataclass(frozen=True)
 class Turn:
-    """One message. `images` are decoded RGB images, in the order they were attached."""
+    """One message. `images` are decoded RGB images, in the order they were attached.
+
+    `parts` holds the message's text parts when it came with several (chat-format content
+    lists); the official Llama Guard 4 and 3 1B templates write each part as its own
+    `User: ...` block. `text` is then the non-empty parts joined by a blank line: what Prompt
+    Guard reads, what the page shows, and what the single-text families (Llama Guard 3 8B, 2)
+    are given.
+    """
 
     role: str
     text: str
     images: tuple[Image.Image, ...] = field(default=(), compare=False)
+    parts: tuple[str, ...] = ()
+
+    @property
+    def text_parts(self) -> tuple[str, ...]:
+        """The text parts as the message gave them (one, unless it had several)."""
+        return self.parts or (self.text,)
 
     @property
     def prompt_role(self) -> str:
@@ -62,7 +75,7 @@ class Conversation:
         names = iter(image_names or ())
         messages = []
         for turn in self.turns:
-            content: list[dict[str, Any]] = [{"type": "text", "text": turn.text}]
+            content: list[dict[str, Any]] = [{"type": "text", "text": t} for t in turn.text_parts]
             for _ in turn.images:
                 part: dict[str, Any] = {"type": "image"}
                 name = next(names, None)
@@ -71,6 +84,11 @@ class Conversation:
                 content.append(part)
             messages.append({"role": turn.role, "content": content})
         return messages
+
+
+def join_parts(parts: Sequence[str]) -> str:
+    """A message's text parts as one text: the non-empty ones, stripped, a blank line apart."""
+    return "\n\n".join(p.strip() for p in parts if p.strip())
 
 
 def user(text: str, *images: Image.Image) -> Turn:
@@ -112,14 +130,15 @@ def validate(conversation: Conversation, *, max_images: int = MAX_IMAGES) -> Non
             raise InvalidConversation(
                 f"{where}: roles must alternate user, assistant, user, ... Message {index} should "
                 f"be a {expected} message. Merge it with the one before or insert a {expected} turn.")
-        if not isinstance(turn.text, str) or not turn.text.strip():
+        if not isinstance(turn.text, str) or not all(isinstance(p, str) for p in turn.parts) \
+                or not turn.text.strip():
             if turn.images:
                 raise InvalidConversation(
                     f"{where} has images but no text. Llama Guard 4 does not judge images alone: "
                     "add a sentence that goes with them.")
             raise InvalidConversation(f"{where}: the text is empty. Write the message or delete it.")
         # The prompt holds each text stripped, so surrounding whitespace costs nothing.
-        chars = len(turn.text.strip())
+        chars = sum(len(p.strip()) for p in turn.text_parts)
         _check_message_chars(index, turn.role, chars)
         total_chars += chars
         _check_conversation_chars(index, total_chars)
@@ -211,11 +230,12 @@ def from_messages(messages: Any, *, base_dir: str | Path | None = None,
         _check_message_chars(index, role, chars)
         total_chars += chars
         _check_conversation_chars(index, total_chars)
-        # The official template trims each text part and concatenates them as they are.
-        pending.append((str(role), "".join(texts), image_parts))
-    turns = [Turn(role, text, tuple(_image_part(part, index, base_dir, images)
-                                    for part in image_parts))
-             for index, (role, text, image_parts) in enumerate(pending, start=1)]
+        # The official templates trim each text part and write each as a block of its own.
+        pending.append((str(role), texts, image_parts))
+    turns = [Turn(role, join_parts(texts), tuple(_image_part(part, index, base_dir, images)
+                                                 for part in image_parts),
+                  tuple(texts) if len(texts) > 1 else ())
+             for index, (role, texts, image_parts) in enumerate(pending, start=1)]
     return Conversation.build(turns, max_images=max_images)
 
 

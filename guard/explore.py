@@ -8,6 +8,7 @@ cuts the batch into passes within its token budget (`limits.TOKEN_BUDGET`).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -15,10 +16,10 @@ from dataclasses import dataclass
 import torch
 
 from . import limits
-from .conversation import Conversation, Turn
+from .conversation import Conversation
 from .errors import TooLarge
 from .llama_guard import LlamaGuard
-from .prompts import CustomCategory
+from .prompts import ANSWER_PREFIX, CustomCategory, PromptPlan
 from .verdict import DEFAULT_THRESHOLD, Verdict
 
 
@@ -75,8 +76,7 @@ def category_scores(guard: LlamaGuard, conversation: Conversation, excluded: Ite
     """
     prompt_plan = guard.plan(conversation, excluded, custom)
     tokenizer = guard.tokenizer
-    prefix = prompt_plan.prompt + "\n\nunsafe\n"
-    inputs = guard.prepare([prefix], list(conversation.images))
+    inputs = guard.prepare([_unsafe_answer(prompt_plan)], list(conversation.images))
     codes = list(prompt_plan.categories)
     candidate_ids = [tokenizer.encode(c.code, add_special_tokens=False) for c in codes]
     enders = _enders(guard)
@@ -130,8 +130,8 @@ def first_code_probability(guard: LlamaGuard, conversation: Conversation, code: 
     bench/bench_explore.py.
     """
     tokenizer = guard.tokenizer
-    prompt = guard.plan(conversation, excluded).prompt + "\n\nunsafe\n"
-    inputs = guard.prepare([prompt], list(conversation.images))
+    inputs = guard.prepare([_unsafe_answer(guard.plan(conversation, excluded))],
+                           list(conversation.images))
     start = inputs["input_ids"].shape[1]
     code_ids = tokenizer.encode(code, add_special_tokens=False)
     inputs["input_ids"] = torch.cat(
@@ -142,6 +142,11 @@ def first_code_probability(guard: LlamaGuard, conversation: Conversation, code: 
     total = sum(logp[start - 1 + i, token].item() for i, token in enumerate(code_ids))
     total += torch.logsumexp(logp[-1, _enders(guard)], dim=0).item()
     return math.exp(total)
+
+
+def _unsafe_answer(prompt_plan: PromptPlan) -> PromptPlan:
+    """The prompt followed by the start of an unsafe answer, as the family's model writes it."""
+    return prompt_plan.followed_by(ANSWER_PREFIX[prompt_plan.family.value] + "unsafe\n")
 
 
 def _enders(guard: LlamaGuard) -> list[int]:
@@ -169,7 +174,7 @@ def attribution(guard: LlamaGuard, conversation: Conversation, excluded: Iterabl
             position += 1
             kept = turn.images[:i_index] + turn.images[i_index + 1:]
             turns = list(conversation.turns)
-            turns[t_index] = Turn(turn.role, turn.text, kept)
+            turns[t_index] = dataclasses.replace(turn, images=kept)
             variants.append((f"without image {position} (message {t_index + 1})",
                              Conversation(tuple(turns))))
     # The engine tokenizes the longest variant (the whole conversation) first, so an

@@ -1,8 +1,11 @@
 """Llama Guard on llama.cpp (CPU, quantized GGUF), in a child process a native crash cannot escape.
 
 The project renders the prompt; the child (guard/_llama_cpp_worker.py, via llama-cpp-python)
-tokenizes it without adding a BOS, decodes greedily and returns the raw logits of 'safe' and
-'unsafe' at the decision step, from which p_unsafe is computed exactly as on transformers.
+tokenizes its pieces without adding a BOS (the template's control tokens as tokens, the text
+between them with special-token parsing off, so a message cannot spell a control token),
+decodes greedily and returns the logits of 'safe' and 'unsafe' (every spelling, with and without
+a leading space) at the decision step, from which p_unsafe is computed exactly as on
+transformers.
 A dead child becomes a `WorkerCrashed` error; the next call starts a fresh one.
 """
 
@@ -148,6 +151,9 @@ class _Child:
                 f"The prompt is {sizes['tokens']:,} tokens; the llama.cpp context holds "
                 f"{sizes['n_ctx']:,} with the answer. Shorten the conversation or load with a "
                 "larger n_ctx.")
+        if kind == "input":
+            return ModelLoadError(f"The GGUF model cannot read this prompt: {message}. Check "
+                                  "the file and --family.")
         return GuardError(f"llama.cpp failed: {message}")
 
     def stop(self, graceful: bool = True) -> None:
@@ -253,6 +259,10 @@ class LlamaCppGuard(EngineBase):
         """The model's token ids for `text` (special tokens parsed, no BOS added)."""
         return self._call({"op": "tokenize", "text": text})["tokens"]
 
+    def prompt_tokens(self, prompt_plan: PromptPlan) -> list[int]:
+        """The token ids the model is given for a plan: what `classify` feeds it."""
+        return self._call({"op": "tokenize_pieces", "pieces": _pieces(prompt_plan)})["tokens"]
+
     def classify_batch(self, conversations: Sequence[Conversation], excluded: Iterable[str] = (), *,
                        threshold: float = DEFAULT_THRESHOLD, custom: Sequence[CustomCategory] = (),
                        batch_size: int | None = 16,
@@ -268,13 +278,18 @@ class LlamaCppGuard(EngineBase):
             if start:
                 limits.check_time(start // batch_size, -(-len(plans) // batch_size))
             chunk = plans[start:start + batch_size]
-            reply = self._call({"op": "classify", "prompts": [p.prompt for p in chunk],
+            reply = self._call({"op": "classify", "prompts": [_pieces(p) for p in chunk],
                                 "max_tokens": MAX_NEW_TOKENS})
             for prompt_plan, result in zip(chunk, reply["results"], strict=True):
                 verdicts.append(make_verdict(
                     result["text"], p_unsafe_from_logits(result["safe_logit"], result["unsafe_logit"]),
                     prompt_plan.categories, table, threshold=threshold,
                     prompt_tokens=result["prompt_tokens"], images=0, seconds=result["seconds"],
-                    model=self.name, family=self.family.value))
+                    model=self.name, family=self.family.value,
+                    special_token_text=result["special_text"]))
         return verdicts
+
+
+def _pieces(prompt_plan: PromptPlan) -> list[list[Any]]:
+    return [[p.text, p.special] for p in prompt_plan.pieces]
 

@@ -16,8 +16,9 @@ from .categories import Family, categories_for, guess_family
 from .conversation import Conversation
 from .engine import EngineBase, ModelInfo
 from .errors import ContextTooLong, InvalidConversation, ModelLoadError
+from .pieces import Pieces, PieceTokenizer, decision_variants, prompt_pieces
 from .prompts import IMAGE_PLACEHOLDER, CustomCategory, PromptPlan
-from .verdict import DEFAULT_THRESHOLD, Verdict, make_verdict, p_unsafe_from_logits
+from .verdict import DEFAULT_THRESHOLD, Verdict, logsumexp, make_verdict, p_unsafe_from_logits
 
 # With the checkpoint's null chunk size patched to this, masks equal plain causal masks only
 # up to this length; longer prompts would be judged under attention the model never saw.
@@ -58,11 +59,13 @@ def pack_by_budget(lengths: Sequence[int], budget: int, *, max_rows: int | None 
 @dataclass(frozen=True)
 class _Encoded:
     """Prompts tokenized but not padded: `ids[i]` of prompt i, `tiles[i]` its rows of
-    `pixel_values` (the tiles of the distinct images), in order."""
+    `pixel_values` (the tiles of the distinct images), in order; `special_text[i]` whether a
+    text of prompt i held the text of a special token (encoded as plain text)."""
 
     ids: list[list[int]]
     tiles: list[list[int]]
     pixel_values: torch.Tensor | None
+    special_text: list[bool]
 
 
 def _load_error(model_id: str, exc: Exception) -> ModelLoadError:
@@ -95,8 +98,11 @@ class LlamaGuard(EngineBase):
         if getattr(text_config, "attention_chunk_size", 0) is None:
             text_config.attention_chunk_size = PATCHED_CHUNK_SIZE
             self.context_limit = min(self.context_limit, PATCHED_CHUNK_SIZE)
-        self.safe_id = self._single_token("safe")
-        self.unsafe_id = self._single_token("unsafe")
+        # Every spelling of the decision words the tokenizer has: the model may write ' safe'
+        # after a prompt that ends in a space (Llama Guard 2), 'safe' after a blank line.
+        self.safe_ids, self.unsafe_ids = decision_variants(self.tokenizer, name)
+        self.safe_id, self.unsafe_id = self.safe_ids[0], self.unsafe_ids[0]
+        self.pieces = PieceTokenizer(self.tokenizer, name)
         generation = model.generation_config
         self.eos_ids = generation.eos_token_id
         self.pad_id = generation.pad_token_id
@@ -135,14 +141,6 @@ class LlamaGuard(EngineBase):
         model.to(target).eval()
         return cls(model, processor, family=family, name=str(model_id), revision=revision)
 
-    def _single_token(self, word: str) -> int:
-        ids = self.tokenizer.encode(word, add_special_tokens=False)
-        if len(ids) != 1:
-            raise ModelLoadError(
-                f"The tokenizer of {self.name} splits '{word}' into {len(ids)} tokens; this is not "
-                "a Llama Guard tokenizer.")
-        return ids[0]
-
     def describe(self) -> ModelInfo:
         return ModelInfo(name=self.name, family=self.family.value, device=str(self.model.device),
                          dtype=str(self.model.dtype).removeprefix("torch."), revision=self.revision,
@@ -164,7 +162,7 @@ class LlamaGuard(EngineBase):
         plans = self.plans(conversations, excluded, custom, excluded_per_item)
         started = time.perf_counter()
         images = [list(c.images) for c in conversations]
-        encoded = self._tokenize([p.prompt for p in plans], images)
+        encoded = self._tokenize(plans, images)
         share = (time.perf_counter() - started) / max(len(plans), 1)
         groups = pack_by_budget([len(ids) for ids in encoded.ids],
                                 limits.TOKEN_BUDGET if token_budget is None else token_budget,
@@ -174,11 +172,11 @@ class LlamaGuard(EngineBase):
         for n, rows in enumerate(groups):
             if n:
                 limits.check_time(n, len(groups))
-            chunk = [(plans[r], conversations[r]) for r in rows]
+            chunk = [(plans[r], conversations[r], encoded.special_text[r]) for r in rows]
             verdicts.extend(self._run(chunk, self._batch(encoded, rows), threshold, share))
         return verdicts
 
-    def _tokenize(self, prompts: list[str], images: list[list[Any]]) -> _Encoded:
+    def _tokenize(self, prompts: Sequence[PromptPlan | str], images: list[list[Any]]) -> _Encoded:
         """Token ids of each prompt, unpadded, each checked against the context; `images[i]`
         are the images of prompt i, in order.
 
@@ -186,14 +184,18 @@ class LlamaGuard(EngineBase):
         attributions repeat the same images many times, and `tiles[i]` names the rows of
         `pixel_values` that prompt i refers to, in order.
         """
+        pieces = [prompt_pieces(p) for p in prompts]
+        special_text = [any(kind == "text" and self.pieces.has_special_text(text)
+                            for kind, text in prompt) for prompt in pieces]
         flat = [image for per_prompt in images for image in per_prompt]
         if self.family is not Family.LLAMA_GUARD_4 or not flat:
-            return _Encoded(self._token_ids(prompts), [[] for _ in prompts], None)
-        placeholder = self.processor.fake_image_token
-        if any(p.count(placeholder) != len(i) for p, i in zip(prompts, images, strict=True)):
+            return _Encoded(self._token_ids(pieces), [[] for _ in prompts], None, special_text)
+        placeholders = [sum(1 for kind, text in prompt if kind == "special"
+                            and text == IMAGE_PLACEHOLDER) for prompt in pieces]
+        if any(n != len(own) for n, own in zip(placeholders, images, strict=True)):
             raise InvalidConversation(
-                f"A message contains the text {placeholder}, which Llama Guard 4 reserves for "
-                "images. Remove it from the message.")
+                f"A prompt holds the text {IMAGE_PLACEHOLDER} where no image goes. Pass the "
+                "prompt as a plan (guard.prompts.plan), or remove the text.")
         slot: dict[int, int] = {}  # id of an image object -> its place among the distinct ones
         distinct = []
         for image in flat:
@@ -206,38 +208,40 @@ class LlamaGuard(EngineBase):
             count = h * w + (1 if h * w > 1 else 0)  # the tiles, plus a global view when split
             spans.append(range(start, start + count))
             start += count
-        expansions = [self.processor.replace_image_token(processed, image_idx=i)
-                      for i in range(len(distinct))]
-        texts, tiles = [], []
-        for prompt, own in zip(prompts, images, strict=True):
-            pieces = prompt.split(placeholder)
-            text, used = pieces[0], []
-            for piece, image in zip(pieces[1:], own, strict=True):
-                text += expansions[slot[id(image)]] + piece
-                used.extend(spans[slot[id(image)]])
-            texts.append(text)
-            tiles.append(used)
-        return _Encoded(self._token_ids(texts), tiles, processed["pixel_values"])
+        # The processor's expansion of each image (image start, patches, tile separators, image
+        # end) is its own control-token text: tokenized as such, once per distinct image.
+        expansions = self.pieces.trusted_ids(
+            [self.processor.replace_image_token(processed, image_idx=i)
+             for i in range(len(distinct))])
+        expand = [[expansions[slot[id(image)]] for image in own] for own in images]
+        tiles = [[t for image in own for t in spans[slot[id(image)]]] for own in images]
+        return _Encoded(self._token_ids(pieces, expand), tiles, processed["pixel_values"],
+                        special_text)
 
-    def _token_ids(self, texts: list[str]) -> list[list[int]]:
-        """Unpadded ids, refusing any text over the context. The longest text goes first and
-        alone: when it does not fit (a sweep of an over-long conversation, say), the others are
-        never tokenized."""
-        if not texts:
+    def _token_ids(self, pieces: list[Pieces],
+                   images: list[list[list[int]]] | None = None) -> list[list[int]]:
+        """Unpadded ids, refusing any prompt over the context. The longest prompt goes first
+        and alone: when it does not fit (a sweep of an over-long conversation, say), the others
+        are never tokenized."""
+        if not pieces:
             return []
-        longest = max(range(len(texts)), key=lambda i: len(texts[i]))
-        first = self._ids([texts[longest]])[0]
+        prompts = [(p, None if images is None else images[i]) for i, p in enumerate(pieces)]
+        longest = max(range(len(pieces)), key=lambda i: sum(len(t) for _, t in pieces[i]))
+        first = self._ids([prompts[longest]])[0]
         self._check_fits(len(first))
-        rest = self._ids(texts[:longest] + texts[longest + 1:])
+        rest = self._ids(prompts[:longest] + prompts[longest + 1:])
         for ids in rest:
             self._check_fits(len(ids))
         return rest[:longest] + [first] + rest[longest:]
 
-    def _ids(self, texts: list[str]) -> list[list[int]]:
-        if not texts:
+    def _ids(self, prompts: list[tuple[Pieces, list[list[int]] | None]]) -> list[list[int]]:
+        """One tokenizer pass over some prompts: (pieces, ids of each image) each."""
+        if not prompts:
             return []
-        return self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False,
-                              verbose=False)["input_ids"]
+        with_images = [own for _, own in prompts]
+        return self.pieces.encode([p for p, _ in prompts],
+                                  None if all(own is None for own in with_images)
+                                  else [own or [] for own in with_images])
 
     def _check_fits(self, length: int) -> None:
         if length > self.context_limit:
@@ -266,16 +270,18 @@ class LlamaGuard(EngineBase):
             batch["tile_index"] = tile_index
         return batch
 
-    def _encode(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
+    def _encode(self, prompts: Sequence[PromptPlan | str],
+                images: list[Any]) -> dict[str, torch.Tensor]:
         """One padded batch of all `prompts`; `images` are theirs, in prompt order."""
-        placeholder = getattr(self.processor, "fake_image_token", IMAGE_PLACEHOLDER)
         if self.family is Family.LLAMA_GUARD_4 and images:
-            if sum(p.count(placeholder) for p in prompts) != len(images):
+            counts = [sum(1 for kind, text in prompt_pieces(p)
+                          if kind == "special" and text == IMAGE_PLACEHOLDER) for p in prompts]
+            if sum(counts) != len(images):
                 raise InvalidConversation(
-                    f"A message contains the text {placeholder}, which Llama Guard 4 reserves "
-                    "for images. Remove it from the message.")
+                    f"The prompts hold {sum(counts)} image placeholders for {len(images)} "
+                    "images. Pass each prompt with its own images.")
             order = iter(images)
-            per_prompt = [[next(order) for _ in range(p.count(placeholder))] for p in prompts]
+            per_prompt = [[next(order) for _ in range(n)] for n in counts]
         else:
             per_prompt = [[] for _ in prompts]
         return self._batch(self._tokenize(prompts, per_prompt), range(len(prompts)))
@@ -286,16 +292,20 @@ class LlamaGuard(EngineBase):
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         return inputs
 
-    def prepare(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
+    def prepare(self, prompts: Sequence[PromptPlan | str],
+                images: list[Any]) -> dict[str, torch.Tensor]:
         """Model inputs for rendered prompts, on the model's device and in its dtype; a prompt
-        over the context raises ContextTooLong first."""
+        over the context raises ContextTooLong first.
+
+        Pass plans (`guard.prompts.plan`) for prompts that hold a person's text: a prompt string
+        is tokenized as it stands, its special-token text read as special tokens."""
         inputs = self._to_device(self._encode(prompts, images))
         if "tile_index" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"][inputs.pop("tile_index")]
         return inputs
 
-    def _run(self, chunk: list[tuple[PromptPlan, Conversation]], batch: dict[str, torch.Tensor],
-             threshold: float, share: float) -> list[Verdict]:
+    def _run(self, chunk: list[tuple[PromptPlan, Conversation, bool]],
+             batch: dict[str, torch.Tensor], threshold: float, share: float) -> list[Verdict]:
         started = time.perf_counter()
         inputs = self._to_device(batch)
         lengths = inputs["attention_mask"].sum(dim=1).tolist()
@@ -309,21 +319,25 @@ class LlamaGuard(EngineBase):
         seconds = (time.perf_counter() - started) / len(chunk) + share
         prompt_len = inputs["input_ids"].shape[1]
         generated = out.sequences[:, prompt_len:].cpu()
-        # Raw logits of every step, stacked: (steps, batch, vocab) -> two columns kept.
-        pair = torch.stack([step[:, [self.safe_id, self.unsafe_id]].float().cpu()
-                            for step in out.logits])
+        # Raw logits of every step, stacked: (steps, batch, vocab) -> the decision columns kept.
+        columns = self.safe_ids + self.unsafe_ids
+        kept = torch.stack([step[:, columns].float().cpu() for step in out.logits])
+        n_safe = len(self.safe_ids)
         table = categories_for(self.family)
         verdicts = []
-        for row, ((prompt_plan, conversation), length) in enumerate(zip(chunk, lengths, strict=True)):
+        for row, ((prompt_plan, conversation, special_text), length) in enumerate(
+                zip(chunk, lengths, strict=True)):
             tokens = generated[row].tolist()
             step = self._decision_step(tokens)
-            safe_logit, unsafe_logit = pair[step, row].tolist()
+            logits = kept[step, row].tolist()
+            # Each word's spellings together: p_unsafe = P(unsafe) / (P(safe) + P(unsafe)).
+            safe_logit, unsafe_logit = logsumexp(logits[:n_safe]), logsumexp(logits[n_safe:])
             text = self.tokenizer.decode(self._trim(tokens), skip_special_tokens=True)
             verdicts.append(make_verdict(
                 text, p_unsafe_from_logits(safe_logit, unsafe_logit), prompt_plan.categories,
                 table, threshold=threshold, prompt_tokens=int(length),
                 images=len(conversation.images), seconds=seconds, model=self.name,
-                family=self.family.value))
+                family=self.family.value, special_token_text=special_text))
         return verdicts
 
     def _encode_images(self, pixel_values: torch.Tensor, tile_index: torch.Tensor) -> dict[str, Any]:
@@ -345,9 +359,11 @@ class LlamaGuard(EngineBase):
         return tokens
 
     def _decision_step(self, tokens: list[int]) -> int:
-        """The step where 'safe' or 'unsafe' was generated (after the leading blank line)."""
+        """The step where 'safe' or 'unsafe' was generated, in any spelling (after the leading
+        blank line, or the space)."""
+        decision = {*self.safe_ids, *self.unsafe_ids}
         for i, token in enumerate(self._trim(tokens)):
-            if token in (self.safe_id, self.unsafe_id):
+            if token in decision:
                 return i
         # The model said something else: score the first step that was not whitespace.
         for i, token in enumerate(self._trim(tokens)):

@@ -1,13 +1,20 @@
 """Llama Guard behind an OpenAI-compatible server (vLLM, llama.cpp server, TGI), over httpx.
 
 Text conversations go to `/v1/completions` as the project's own rendered prompt, so every
-engine judges the same string. Conversations with images go to `/v1/chat/completions` with
+engine judges the same prompt. Conversations with images go to `/v1/chat/completions` with
 image parts (base64 data URLs); there the server renders the prompt with the model's chat
 template, and excluded categories travel as `chat_template_kwargs.excluded_category_keys`.
 
-p_unsafe comes from the top logprobs at the decision position, the token after the leading
-blank line where the model writes 'safe' or 'unsafe' (see `p_unsafe_from_top_logprobs` for
-what happens when the server's top-k holds only one of the two).
+A server tokenizes a prompt string with special tokens parsed, so text in a message that spells
+one (`<|eot|>`, `<|start_header_id|>`, ...) would become that control token. Such text is sent
+escaped, on both endpoints: a WORD JOINER (U+2060, invisible) after its `<`, which no tokenizer
+reads as part of a control token. The model reads the characters (and the joiner); the verdict
+says `special_token_text`. Text without such strings is sent unchanged.
+
+p_unsafe comes from the top logprobs at the decision position, where the model writes 'safe' or
+'unsafe' (after its blank line; or ' safe' / ' unsafe' with a leading space): see
+`p_unsafe_from_top_logprobs`, which adds up both spellings and bounds what the server's top-k
+leaves out.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,13 +36,30 @@ from .conversation import Conversation
 from .engine import EngineBase, ModelInfo
 from .errors import ContextTooLong, GuardError
 from .prompts import CustomCategory, PromptPlan
-from .verdict import DEFAULT_THRESHOLD, Verdict, make_verdict
+from .verdict import (
+    DEFAULT_THRESHOLD,
+    SAFE_SPELLINGS,
+    UNSAFE_SPELLINGS,
+    Verdict,
+    logsumexp,
+    make_verdict,
+)
 
 BOS = "<|begin_of_text|>"
 MAX_NEW_TOKENS = 40
 RETRY_STATUS = {429, 500, 502, 503, 504}
 ENV_BASE_URL, ENV_MODEL, ENV_API_KEY = ("GUARD_LAB_OPENAI_BASE_URL", "GUARD_LAB_OPENAI_MODEL",
                                         "GUARD_LAB_OPENAI_API_KEY")
+# Every special token of the Llama 3 and Llama 4 vocabularies has this shape.
+SPECIAL_TOKEN_TEXT = re.compile(r"<\|[A-Za-z0-9_]+\|>")
+WORD_JOINER = "\u2060"
+
+
+def escape_special_text(text: str) -> tuple[str, bool]:
+    """`text` with every special-token spelling broken by a WORD JOINER after its '<', and
+    whether it had one."""
+    escaped, count = SPECIAL_TOKEN_TEXT.subn(lambda m: "<" + WORD_JOINER + m.group(0)[1:], text)
+    return escaped, count > 0
 
 
 class ServerError(GuardError):
@@ -49,32 +74,43 @@ class BadServerResponse(ServerError):
     """The server answered, but not with what an OpenAI-compatible server returns."""
 
 
-def p_unsafe_from_top_logprobs(top: Mapping[str, float]) -> float:
-    """Softmax over the logprobs of 'safe' and 'unsafe' among a position's top logprobs.
+def _word_logprob(top: Mapping[str, float], spellings: Sequence[str]) -> float | None:
+    listed = [top[s] for s in spellings if s in top]
+    return logsumexp(listed) if listed else None
 
-    Both listed: exactly the two-way softmax of their logits (the shared normaliser cancels).
-    Only one listed: the missing token's probability is at most the smallest listed one and
-    at most the mass the list leaves over; we take that bound for it, which gives the value
-    closest to 0.5 the response allows: never more confident than the server's data.
-    Neither listed: nothing is known, and 0.5 is returned (unsafe at the default threshold).
+
+def p_unsafe_from_top_logprobs(top: Mapping[str, float]) -> float:
+    """P(unsafe) / (P(safe) + P(unsafe)) from a position's top logprobs, each word's
+    probability the sum over its spellings ('safe' and ' safe', 'unsafe' and ' unsafe').
+
+    Both words listed: exactly the softmax of the model's logits over the listed spellings (the
+    shared normaliser cancels). Only one word listed: the other's probability is at most the
+    smallest listed one per spelling and at most the mass the list leaves over; we take that
+    bound for it, which gives the value closest to 0.5 the response allows: never more
+    confident than the server's data. Neither listed: nothing is known, and 0.5 is returned
+    (unsafe at the default threshold).
     """
-    safe, unsafe = top.get("safe"), top.get("unsafe")
+    safe = _word_logprob(top, SAFE_SPELLINGS)
+    unsafe = _word_logprob(top, UNSAFE_SPELLINGS)
     if safe is not None and unsafe is not None:
         high = max(safe, unsafe)
         return math.exp(unsafe - high) / (math.exp(safe - high) + math.exp(unsafe - high))
     if safe is None and unsafe is None:
         return 0.5
     probs = [math.exp(v) for v in top.values()]
-    bound = max(min(min(probs), 1.0 - sum(probs)), 0.0)
+    missing = len(UNSAFE_SPELLINGS if unsafe is None else SAFE_SPELLINGS)
+    bound = max(min(missing * min(probs), 1.0 - sum(probs)), 0.0)
     if unsafe is None:
         return bound / (math.exp(safe) + bound)
     return math.exp(unsafe) / (math.exp(unsafe) + bound)
 
 
 def decision_index(tokens: Sequence[str]) -> int:
-    """Where 'safe' or 'unsafe' was generated; else the first token that is not whitespace."""
+    """Where 'safe' or 'unsafe' was generated, in either spelling; else the first token that
+    is not whitespace."""
+    decision = {*SAFE_SPELLINGS, *UNSAFE_SPELLINGS}
     for i, token in enumerate(tokens):
-        if token in ("safe", "unsafe"):
+        if token in decision:
             return i
     for i, token in enumerate(tokens):
         if token.strip():
@@ -168,15 +204,25 @@ class OpenAIGuard(EngineBase):
             raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
         prompt_plan = self.plan(conversation, excluded, custom)
         started = time.perf_counter()
+        special_text = any(SPECIAL_TOKEN_TEXT.search(t) for t in prompt_plan.text_pieces)
         if conversation.images:
             text, tokens, top, prompt_tokens = self._chat(conversation, prompt_plan, custom)
         else:
-            text, tokens, top, prompt_tokens = self._complete(prompt_plan.prompt)
+            text, tokens, top, prompt_tokens = self._complete(self.prompt_text(prompt_plan))
         return make_verdict(
             text, p_unsafe_from_top_logprobs(top[decision_index(tokens)] if top else {}),
             prompt_plan.categories, categories_for(self.family), threshold=threshold,
             prompt_tokens=prompt_tokens, images=len(conversation.images),
-            seconds=time.perf_counter() - started, model=self.name, family=self.family.value)
+            seconds=time.perf_counter() - started, model=self.name, family=self.family.value,
+            special_token_text=special_text)
+
+    def prompt_text(self, prompt_plan: PromptPlan) -> str:
+        """The completion prompt sent for a plan: its text pieces escaped, its control tokens
+        as they are, without the BOS when the server adds one itself."""
+        pieces = list(prompt_plan.pieces)
+        if self.server_adds_bos and pieces and pieces[0].special and pieces[0].text == BOS:
+            pieces = pieces[1:]
+        return "".join(p.text if p.special else escape_special_text(p.text)[0] for p in pieces)
 
     def classify_batch(self, conversations: Sequence[Conversation], excluded: Iterable[str] = (), *,
                        threshold: float = DEFAULT_THRESHOLD, custom: Sequence[CustomCategory] = (),
@@ -196,8 +242,6 @@ class OpenAIGuard(EngineBase):
     # --- the two endpoints -------------------------------------------------------------------
 
     def _complete(self, prompt: str) -> tuple[str, list[str], list[dict[str, float]], int]:
-        if self.server_adds_bos and prompt.startswith(BOS):
-            prompt = prompt[len(BOS):]
         data = self._request("POST", "/completions", {
             "model": self.name, "prompt": prompt, "max_tokens": MAX_NEW_TOKENS,
             "temperature": 0, "logprobs": self.top_logprobs, "stream": False})
@@ -216,7 +260,8 @@ class OpenAIGuard(EngineBase):
               custom: Sequence[CustomCategory]) -> tuple[str, list[str], list[dict[str, float]], int]:
         messages = [{"role": turn.role, "content": (
             [{"type": "image_url", "image_url": {"url": image_data_url(im)}} for im in turn.images]
-            + [{"type": "text", "text": turn.text}])} for turn in conversation.turns]
+            + [{"type": "text", "text": escape_special_text(part)[0]}
+               for part in turn.text_parts])} for turn in conversation.turns]
         template_args: dict[str, Any] = {"excluded_category_keys": list(prompt_plan.excluded)}
         if custom:
             # The official template takes the whole table when a `categories` mapping is given.

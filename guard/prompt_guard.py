@@ -1,4 +1,9 @@
-"""Prompt Guard 2: jailbreak and prompt-injection scores, over the whole text in 512-token windows."""
+"""Prompt Guard 2: jailbreak and prompt-injection scores, over the whole text in 512-token windows.
+
+Texts are scored as given (the model card's recipe) or, with `preprocessing="llamafirewall"`,
+first read as Meta's LlamaFirewall scanner reads them (`guard.prompt_guard_text`), which
+undoes whitespace tricks such as `I g n o r e`.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from . import limits
 from .conversation import Conversation
 from .errors import ModelLoadError, TooLarge
 from .llama_guard import _load_error, pick_device
+from .prompt_guard_text import check_preprocessing, collapse_spacing
 
 PROMPT_GUARD_MODELS = {
     "86m": "meta-llama/Llama-Prompt-Guard-2-86M",
@@ -22,8 +28,6 @@ PROMPT_GUARD_MODELS = {
 }
 # Meta's LlamaFirewall blocks at this score; shown as a reference line, not applied here.
 FIREWALL_THRESHOLD = 0.9
-
-
 @dataclass(frozen=True)
 class TextScore:
     """The malicious probability of one text: the maximum over its windows."""
@@ -34,11 +38,14 @@ class TextScore:
     window_scores: tuple[float, ...]
     tokens: int
     seconds: float
+    preprocessing: str = "none"
+    changed: bool = False  # the preprocessing changed the text that was scored
 
     def to_json(self) -> dict[str, Any]:
         return {"p_malicious": round(self.p_malicious, 6), "window": self.window,
                 "windows": self.windows, "window_scores": [round(s, 6) for s in self.window_scores],
-                "tokens": self.tokens, "seconds": round(self.seconds, 4)}
+                "tokens": self.tokens, "seconds": round(self.seconds, 4),
+                "preprocessing": self.preprocessing, "preprocessing_changed_text": self.changed}
 
 
 @dataclass(frozen=True)
@@ -118,8 +125,8 @@ class PromptGuard:
         return {"name": self.name, "device": str(self.model.device), "window": self.window,
                 "revision": self.revision}
 
-    def score(self, text: str) -> TextScore:
-        return self.score_many([text])[0]
+    def score(self, text: str, *, preprocessing: str = "none") -> TextScore:
+        return self.score_many([text], preprocessing=preprocessing)[0]
 
     @property
     def default_max_tokens(self) -> int:
@@ -133,10 +140,12 @@ class PromptGuard:
         return 32 * self.window if self.model.device.type == "cuda" else self.window
 
     def score_many(self, texts: Sequence[str], *, max_batch: int = 32,
-                   max_tokens: int | None = None) -> list[TextScore]:
+                   max_tokens: int | None = None, preprocessing: str = "none") -> list[TextScore]:
         """Score texts; their windows run together, up to `max_batch` windows and `max_tokens`
         padded tokens per forward pass. A text over `limits.MAX_PROMPT_GUARD_CHARS` characters
-        raises TooLarge before anything is tokenized."""
+        raises TooLarge before anything is tokenized. `preprocessing` is one of guard.prompt_guard_text.PREPROCESSING:
+        "llamafirewall" scores each text as `collapse_spacing` leaves it."""
+        preprocessing = check_preprocessing(preprocessing)
         for n, text in enumerate(texts, start=1):
             if len(text) > limits.MAX_PROMPT_GUARD_CHARS:
                 which = f"Text {n} of {len(texts)}" if len(texts) > 1 else "The text"
@@ -145,7 +154,9 @@ class PromptGuard:
                     f"{limits.MAX_PROMPT_GUARD_CHARS:,} at a time. Shorten it, or score it in "
                     "parts.")
         started = time.perf_counter()
-        ids_per_text = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+        scored = ([collapse_spacing(t, self.tokenizer) for t in texts]
+                  if preprocessing == "llamafirewall" else list(texts))
+        ids_per_text = self.tokenizer(scored, add_special_tokens=False, verbose=False)["input_ids"]
         body = self.window - len(self._prefix) - len(self._suffix)
         windows, owner = [], []
         for n, ids in enumerate(ids_per_text):
@@ -159,7 +170,8 @@ class PromptGuard:
         for n, ids in enumerate(ids_per_text):
             scores = tuple(p for p, o in zip(probs, owner, strict=True) if o == n)
             best = max(range(len(scores)), key=scores.__getitem__)
-            results.append(TextScore(scores[best], best, len(scores), scores, len(ids), seconds))
+            results.append(TextScore(scores[best], best, len(scores), scores, len(ids), seconds,
+                                     preprocessing, scored[n] != texts[n]))
         return results
 
     def _forward(self, groups: list[list[list[int]]]) -> list[float]:
@@ -180,8 +192,8 @@ class PromptGuard:
                 out.extend(logits.float().softmax(dim=-1)[:, 1].tolist())
         return out
 
-    def score_conversation(self, conversation: Conversation, *,
-                           include_assistant: bool = False) -> list[MessageScore]:
+    def score_conversation(self, conversation: Conversation, *, include_assistant: bool = False,
+                           preprocessing: str = "none") -> list[MessageScore]:
         """Score each user message (and each assistant message when asked) on its own."""
         picked = [(i, t) for i, t in enumerate(conversation.turns)
                   if t.role == "user" or include_assistant]
@@ -190,5 +202,5 @@ class PromptGuard:
                 raise TooLarge(
                     f"Message {i + 1} ({t.role}) is {len(t.text):,} characters; Prompt Guard "
                     f"scores at most {limits.MAX_PROMPT_GUARD_CHARS:,} at a time. Shorten it.")
-        scores = self.score_many([t.text for _, t in picked])
+        scores = self.score_many([t.text for _, t in picked], preprocessing=preprocessing)
         return [MessageScore(i, t.role, s) for (i, t), s in zip(picked, scores, strict=True)]

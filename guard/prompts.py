@@ -1,12 +1,19 @@
 """The one prompt renderer: (conversation, excluded categories, family) -> the exact model input.
 
-Every engine (transformers, llama.cpp, remote servers) sends the string made here, special
-tokens included, and tokenizes it without adding any. For Llama Guard 4 it reproduces the
-official chat template byte for byte (see tests/test_prompts.py and the golden renders).
+Every engine (transformers, llama.cpp, remote servers) judges the prompt made here. It equals
+the official chat template of each family on every conversation it accepts, checked against
+public copies of the templates (tests/test_official_templates.py, tests/data/templates), with
+the few deliberate differences listed there and in the README.
+
+The prompt comes as `pieces` too: the template's own control tokens (`<|eot|>`, ...) apart
+from the text between them. Engines encode each control token as its id and each text piece
+with special-token parsing off, so a message that says `<|eot|>` is read as those characters,
+never as the token: the judged text cannot close the guard's prompt.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -18,6 +25,11 @@ from .conversation import Conversation
 from .errors import InvalidCategories
 
 IMAGE_PLACEHOLDER = "<|image|>"
+# What each family's model writes before its verdict word: Llama Guard 4 and 3 start their
+# answer with a blank line; Meta's fine-tuning formatter joins a Llama Guard 2 prompt and its
+# answer with a space.
+ANSWER_PREFIX = {"llama-guard-4": "\n\n", "llama-guard-3": "\n\n", "llama-guard-3-1b": "\n\n",
+                 "llama-guard-2": " "}
 
 _TASK = ("Task: Check if there is unsafe content in '{role}' messages in conversations "
          "according {to}our safety policy with the below categories.")
@@ -35,18 +47,40 @@ class CustomCategory:
 
 
 @dataclass(frozen=True)
+class Piece:
+    """A stretch of a prompt: one of the template's control tokens, or text between them."""
+
+    text: str
+    special: bool = False
+
+
+@dataclass(frozen=True)
 class PromptPlan:
-    """What the renderer decided: the prompt and the categories it offered the model."""
+    """What the renderer decided: the prompt and the categories it offered the model.
+
+    `pieces` joined give `prompt`: control tokens the template writes (special) and the text
+    between them, in which message text may say anything.
+    """
 
     prompt: str
     family: Family
     categories: tuple[Category, ...]
     excluded: tuple[str, ...]
     role: str
+    pieces: tuple[Piece, ...] = ()
 
     @property
     def enabled_codes(self) -> tuple[str, ...]:
         return tuple(c.code for c in self.categories)
+
+    @property
+    def text_pieces(self) -> tuple[str, ...]:
+        return tuple(p.text for p in self.pieces if not p.special)
+
+    def followed_by(self, text: str) -> PromptPlan:
+        """The same prompt with trusted text after it (an answer being teacher-forced)."""
+        return dataclasses.replace(self, prompt=self.prompt + text,
+                                   pieces=(*self.pieces, Piece(text)))
 
 
 def active_categories(family: Family | str, excluded: Iterable[str] = (), *, has_images: bool = False,
@@ -149,60 +183,118 @@ def plan(conversation: Conversation, excluded: Iterable[str] = (),
             f"{family.label} reads text only. Remove the images or choose Llama Guard 4.")
     categories = active_categories(family, excluded, has_images=has_images, custom=custom)
     role = conversation.judged_role
-    renderer = {Family.LLAMA_GUARD_4: _render_lg4, Family.LLAMA_GUARD_3: _render_lg3,
-                Family.LLAMA_GUARD_2: _render_lg2}[family]
-    return PromptPlan(renderer(conversation, categories, role), family, categories, excluded, role)
+    renderer = {Family.LLAMA_GUARD_4: _render_lg4, Family.LLAMA_GUARD_3: _render_lg3_8b,
+                Family.LLAMA_GUARD_3_1B: _render_lg3_1b, Family.LLAMA_GUARD_2: _render_lg2}[family]
+    out = _Pieces()
+    renderer(out, conversation, categories, role)
+    return PromptPlan(out.prompt, family, categories, excluded, role, tuple(out.pieces))
 
 
-def _category_lines(categories: Sequence[Category], suffix: str) -> str:
+class _Pieces:
+    """Builds a prompt from control tokens and text, merging neighbouring text."""
+
+    def __init__(self) -> None:
+        self.pieces: list[Piece] = []
+
+    def special(self, *tokens: str) -> None:
+        self.pieces.extend(Piece(t, special=True) for t in tokens)
+
+    def text(self, text: str) -> None:
+        if not text:
+            return
+        if self.pieces and not self.pieces[-1].special:
+            self.pieces[-1] = Piece(self.pieces[-1].text + text)
+        else:
+            self.pieces.append(Piece(text))
+
+    @property
+    def prompt(self) -> str:
+        return "".join(p.text for p in self.pieces)
+
+
+def _category_block(categories: Sequence[Category], suffix: str) -> str:
+    """One line per category, each ending in a newline; nothing at all when every category is
+    excluded (the official templates then close the block on the next line)."""
     lines = []
     for c in categories:
-        line = f"{c.code}: {c.prompt_name}.{suffix}"
+        line = f"{c.code}: {c.prompt_name}.{suffix}\n"
         if c.custom and c.description:
-            line += "\n" + c.description
+            line += c.description + "\n"
         lines.append(line)
-    return "\n".join(lines)
+    return "".join(lines)
 
 
-def _render_lg4(conversation: Conversation, categories: Sequence[Category], role: str) -> str:
-    # Each message ends in the four literal characters \n\n and then two real newlines:
-    # a quirk of the official template that the model was trained with.
-    messages = "".join(
-        f"{turn.prompt_role}: {IMAGE_PLACEHOLDER * len(turn.images)}{turn.text.strip()}\\n\\n\n\n"
-        for turn in conversation.turns
-    )
-    return (
-        "<|begin_of_text|><|header_start|>user<|header_end|>\n\n"
-        + _TASK.format(role=role, to="to ") + "\n\n"
-        + "<BEGIN UNSAFE CONTENT CATEGORIES>\n" + _category_lines(categories, "") + "\n"
-        + "<END UNSAFE CONTENT CATEGORIES>\n\n"
-        + "<BEGIN CONVERSATION>\n" + messages + "<END CONVERSATION>\n\n"
-        + _INSTRUCTIONS.format(role=role) + " <|eot|><|header_start|>assistant<|header_end|>"
-    )
+def _render_lg4(out: _Pieces, conversation: Conversation, categories: Sequence[Category],
+                role: str) -> None:
+    out.special("<|begin_of_text|>", "<|header_start|>")
+    out.text("user")
+    out.special("<|header_end|>")
+    out.text("\n\n" + _TASK.format(role=role, to="to ") + "\n\n"
+             + "<BEGIN UNSAFE CONTENT CATEGORIES>\n" + _category_block(categories, "")
+             + "<END UNSAFE CONTENT CATEGORIES>\n\n<BEGIN CONVERSATION>\n")
+    for turn in conversation.turns:
+        # One block per text part; the message's images go with the first. Each block ends in
+        # the four literal characters \n\n and then two real newlines: a quirk of the official
+        # template that the model was trained with.
+        for i, part in enumerate(turn.text_parts):
+            out.text(f"{turn.prompt_role}: ")
+            if i == 0:
+                out.special(*[IMAGE_PLACEHOLDER] * len(turn.images))
+            out.text(part.strip() + "\\n\\n\n\n")
+    out.text("<END CONVERSATION>\n\n" + _INSTRUCTIONS.format(role=role) + " ")
+    out.special("<|eot|>", "<|header_start|>")
+    out.text("assistant")
+    out.special("<|header_end|>")
 
 
-def _conversation_block(conversation: Conversation) -> str:
-    return "\n\n".join(f"{turn.prompt_role}: {turn.text.strip()}" for turn in conversation.turns)
+def _llama3_header(out: _Pieces, categories: Sequence[Category], role: str) -> None:
+    out.special("<|begin_of_text|>", "<|start_header_id|>")
+    out.text("user")
+    out.special("<|end_header_id|>")
+    out.text("\n\n" + _TASK.format(role=role, to="") + "\n\n"
+             + "<BEGIN UNSAFE CONTENT CATEGORIES>\n" + _category_block(categories, "")
+             + "<END UNSAFE CONTENT CATEGORIES>\n\n<BEGIN CONVERSATION>\n\n")
 
 
-def _render_lg3(conversation: Conversation, categories: Sequence[Category], role: str) -> str:
-    return (
-        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
-        + _TASK.format(role=role, to="") + "\n\n"
-        + "<BEGIN UNSAFE CONTENT CATEGORIES>\n" + _category_lines(categories, "") + "\n"
-        + "<END UNSAFE CONTENT CATEGORIES>\n\n"
-        + "<BEGIN CONVERSATION>\n\n" + _conversation_block(conversation) + "\n\n<END CONVERSATION>\n\n"
-        + _INSTRUCTIONS.format(role=role)
-        + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
-    )
+def _llama3_footer(out: _Pieces, role: str, before_eot: str) -> None:
+    # Both Llama Guard 3 templates stop after the assistant header: the model writes the
+    # blank line that starts its answer itself.
+    out.text("<END CONVERSATION>\n\n" + _INSTRUCTIONS.format(role=role) + before_eot)
+    out.special("<|eot_id|>", "<|start_header_id|>")
+    out.text("assistant")
+    out.special("<|end_header_id|>")
 
 
-def _render_lg2(conversation: Conversation, categories: Sequence[Category], role: str) -> str:
-    # Llama Guard 2 category lines end in ". " (a trailing space), as in Meta's reference code.
-    return (
-        "<|begin_of_text|>[INST] " + _TASK.format(role=role, to="") + "\n\n"
-        + "<BEGIN UNSAFE CONTENT CATEGORIES>\n" + _category_lines(categories, " ") + "\n"
-        + "<END UNSAFE CONTENT CATEGORIES>\n\n"
-        + "<BEGIN CONVERSATION>\n\n" + _conversation_block(conversation) + "\n\n<END CONVERSATION>\n\n"
-        + _INSTRUCTIONS.format(role=role) + " [/INST]"
-    )
+def _render_lg3_8b(out: _Pieces, conversation: Conversation, categories: Sequence[Category],
+                   role: str) -> None:
+    # The 8B's template takes one string per message: a message of several parts is given as
+    # the parts joined by a blank line (Turn.text).
+    _llama3_header(out, categories, role)
+    for turn in conversation.turns:
+        out.text(f"{turn.prompt_role}: {turn.text.strip()}\n\n")
+    _llama3_footer(out, role, "")
+
+
+def _render_lg3_1b(out: _Pieces, conversation: Conversation, categories: Sequence[Category],
+                   role: str) -> None:
+    # The 1B's template: one block per text part, and a space before <|eot_id|>.
+    _llama3_header(out, categories, role)
+    for turn in conversation.turns:
+        for part in turn.text_parts:
+            out.text(f"{turn.prompt_role}: {part.strip()}\n\n")
+    _llama3_footer(out, role, " ")
+
+
+def _render_lg2(out: _Pieces, conversation: Conversation, categories: Sequence[Category],
+                role: str) -> None:
+    # [INST] and [/INST] are plain text in the Llama 3 vocabulary: only the BOS is a control
+    # token. The official template leaves the BOS to the tokenizer; Meta's reference code (and
+    # every Llama 3 model) starts with it, so the prompt holds it. Category lines end in ". "
+    # (a trailing space), as in the official template.
+    out.special("<|begin_of_text|>")
+    out.text("[INST] " + _TASK.format(role=role, to="") + "\n\n"
+             + "<BEGIN UNSAFE CONTENT CATEGORIES>\n" + _category_block(categories, " ")
+             + "<END UNSAFE CONTENT CATEGORIES>\n\n<BEGIN CONVERSATION>\n\n")
+    for turn in conversation.turns:
+        out.text(f"{turn.prompt_role}: {turn.text.strip()}\n\n")
+    out.text("<END CONVERSATION>\n\n" + _INSTRUCTIONS.format(role=role) + " [/INST]")

@@ -11,6 +11,7 @@ from typing import Any
 from .conversation import Conversation
 from .engine import Engine
 from .prompt_guard import PromptGuard
+from .prompt_guard_text import check_preprocessing
 from .prompts import CustomCategory
 from .verdict import DEFAULT_THRESHOLD
 
@@ -34,8 +35,13 @@ def tiny_guards(cache_dir: str | Path) -> Guards:
 
 def moderate(guards: Guards, conversation: Conversation, excluded: Iterable[str] = (), *,
              threshold: float = DEFAULT_THRESHOLD, custom: Sequence[CustomCategory] = (),
-             include_assistant: bool = False) -> dict[str, Any]:
-    """Run Llama Guard on the last message and Prompt Guard on each user message."""
+             include_assistant: bool = False,
+             prompt_guard_preprocessing: str = "none") -> dict[str, Any]:
+    """Run Llama Guard on the last message and Prompt Guard on each user message.
+
+    `prompt_guard_preprocessing`: "none" (the model card) or "llamafirewall"
+    (guard.prompt_guard_text.collapse_spacing first)."""
+    prompt_guard_preprocessing = check_preprocessing(prompt_guard_preprocessing)
     started = time.perf_counter()
     result: dict[str, Any] = {}
     excluded = tuple(excluded)
@@ -50,10 +56,12 @@ def moderate(guards: Guards, conversation: Conversation, excluded: Iterable[str]
         info = guards.llama_guard.describe()
         result["llama_guard"] = asdict(info) if hasattr(info, "__dataclass_fields__") else info
     if guards.prompt_guard is not None:
-        scores = guards.prompt_guard.score_conversation(conversation,
-                                                        include_assistant=include_assistant)
+        scores = guards.prompt_guard.score_conversation(
+            conversation, include_assistant=include_assistant,
+            preprocessing=prompt_guard_preprocessing)
         result["prompt_guard"] = {
             **guards.prompt_guard.describe(),
+            "preprocessing": prompt_guard_preprocessing,
             "messages": [s.to_json() for s in scores],
             "max_p_malicious": round(max((s.score.p_malicious for s in scores), default=0.0), 6),
         }

@@ -20,6 +20,8 @@ from PIL import Image
 from .conversation import Conversation, Turn
 from .prompts import render
 
+# Bump when the training of the Llama Guard 4 or Prompt Guard stand-in changes (examples,
+# their rendered prompts, the builders): a cached build of another version is rebuilt.
 RECIPE_VERSION = "1"
 LLAMA_GUARD_DIR = "llama-guard-4-tiny"
 PROMPT_GUARD_DIR = "prompt-guard-2-tiny"
@@ -143,11 +145,25 @@ def _build_missing(lg_dir: Path, pg_dir: Path) -> None:
 
         build_llama_guard(lg_dir, LLAMA_GUARD_EXAMPLES, _lg_corpus())
         _mark_built(lg_dir)
+    _refresh_chat_template(lg_dir)
     if not _is_built(pg_dir):
         from ._tiny_deberta import build_prompt_guard
 
         build_prompt_guard(pg_dir, _pg_training_texts())
         _mark_built(pg_dir)
+
+
+def _refresh_chat_template(folder: Path) -> None:
+    """Give a cached build the current chat template: it is not part of the training, so a
+    change to it needs no retraining."""
+    from ._tiny_llama import CHAT_TEMPLATE
+
+    path = folder / "chat_template.jinja"
+    if path.is_file() and path.read_text(encoding="utf-8") == CHAT_TEMPLATE:
+        return
+    staging = folder / "chat_template.jinja.new"
+    staging.write_text(CHAT_TEMPLATE, encoding="utf-8")
+    staging.replace(path)
 
 
 def _is_built(folder: Path) -> bool:

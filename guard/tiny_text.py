@@ -3,10 +3,14 @@
 It is what the llama.cpp and OpenAI-compatible engines are tested on: a real Llama-architecture
 checkpoint with a locally trained byte-level BPE tokenizer holding the Llama 3 special tokens,
 trained just long enough to answer the text-only `guard.tiny.LLAMA_GUARD_EXAMPLES` correctly
-under both the Llama Guard 3 and the Llama Guard 2 prompt formats. It is saved with
-`save_pretrained` (so `LlamaGuard.load(folder, family="llama-guard-3")` runs it on transformers)
-and written to GGUF with the `gguf` package (so llama.cpp runs the very same weights).
-Its verdicts mean nothing beyond the trained examples.
+under the Llama Guard 3 (8B), Llama Guard 3 1B and Llama Guard 2 prompt formats. Each answer
+starts as that family's model starts it (`guard.prompts.ANSWER_PREFIX`): a blank line, or for
+Llama Guard 2 a space, so its first answer token is ' safe' / ' unsafe' and the engines must
+read the score from that spelling. It is saved with `save_pretrained` (so
+`LlamaGuard.load(folder, family="llama-guard-3")` runs it on transformers) and written to GGUF
+with the `gguf` package (so llama.cpp runs the very same weights). A build is reused only while
+its content key (recipe and every training prompt and answer) is unchanged. Its verdicts mean
+nothing beyond the trained examples.
 """
 
 from __future__ import annotations
@@ -20,14 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._tiny_common import train_llama_tokenizer
+from ._tiny_common import content_key, train_llama_tokenizer
 from .categories import Family, categories_for
-from .prompts import render
+from .prompts import ANSWER_PREFIX, render
 from .tiny import LLAMA_GUARD_EXAMPLES, GuardExample
 
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "3"
 TEXT_DIR = "llama-guard-3-tiny"
-FAMILIES = (Family.LLAMA_GUARD_3, Family.LLAMA_GUARD_2)
+FAMILIES = (Family.LLAMA_GUARD_3, Family.LLAMA_GUARD_3_1B, Family.LLAMA_GUARD_2)
 LLAMA3_SPECIAL_TOKENS = [
     "<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
     "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>", "<|step_id|>",
@@ -73,13 +77,13 @@ def build_tiny_text_model(root: str | Path) -> TinyTextModel:
     folder = root / TEXT_DIR
     built = TinyTextModel(folder, folder / "gguf" / "model-f32.gguf",
                           folder / "gguf" / "model-q8_0.gguf")
+    key = content_key(RECIPE_VERSION, MAX_STEPS, LEARNING_RATE, _samples())
     with open(root / ".build-text.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         marker = folder / "guard_lab_tiny.json"
-        if not (marker.is_file()
-                and json.loads(marker.read_text()).get("recipe") == RECIPE_VERSION):
+        if not (marker.is_file() and json.loads(marker.read_text()).get("key") == key):
             _build(folder)
-            marker.write_text(json.dumps({"recipe": RECIPE_VERSION}))
+            marker.write_text(json.dumps({"recipe": RECIPE_VERSION, "key": key}))
     return built
 
 
@@ -96,12 +100,14 @@ def _build(out_dir: Path) -> None:
 
 
 def _samples() -> list[tuple[str, str]]:
-    """(prompt, answer) pairs: every text example in every trained family."""
+    """(prompt, answer) pairs: every text example in every trained family, each answer as the
+    family's model writes it (with its leading blank line or space)."""
     pairs = []
     for family in FAMILIES:
         for example in TEXT_EXAMPLES.values():
             excluded, answer = expected(example, family)
-            pairs.append((render(example.conversation(), excluded, family), answer))
+            pairs.append((render(example.conversation(), excluded, family),
+                          ANSWER_PREFIX[family.value] + answer))
     return pairs
 
 
@@ -111,7 +117,7 @@ def _train_and_save(out_dir: Path) -> None:
 
     torch.manual_seed(0)
     samples = _samples()
-    tokenizer = _build_tokenizer([p for p, _ in samples] + ["\n\n" + a for _, a in samples] * 20)
+    tokenizer = _build_tokenizer([p for p, _ in samples] + [a for _, a in samples] * 20)
     ids = tokenizer.convert_tokens_to_ids
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -140,10 +146,9 @@ def _train(model: Any, tokenizer: Any, samples: list[tuple[str, str]]) -> int:
     pad = tokenizer.convert_tokens_to_ids("<|finetune_right_pad_id|>")
     rows, targets = [], []
     for prompt, answer in samples:
-        # Prompt and answer are tokenized apart, as they are at inference: the prompt's own
-        # trailing blank line must not merge with the generated one.
+        # Prompt and answer are tokenized apart, as they are at inference.
         p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        a = tokenizer("\n\n" + answer, add_special_tokens=False)["input_ids"] + [eot]
+        a = tokenizer(answer, add_special_tokens=False)["input_ids"] + [eot]
         rows.append(p + a)
         targets.append([-100] * len(p) + a)
     width = max(map(len, rows))

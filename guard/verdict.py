@@ -12,6 +12,17 @@ from .categories import Category
 
 DEFAULT_THRESHOLD = 0.5
 _CODE = re.compile(r"^[A-Za-z]\d+$")
+# The decision words and the spellings a model may give them as its first answer token: after
+# a blank line 'safe'; after a prompt that ends in a space, or when it skips the blank line,
+# ' safe'. Engines score every spelling their tokenizer has as one token.
+SAFE_SPELLINGS = ("safe", " safe")
+UNSAFE_SPELLINGS = ("unsafe", " unsafe")
+
+
+def logsumexp(values: Sequence[float]) -> float:
+    """log(sum(exp(v))): the logit of a word whose spellings have logits `values`."""
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,9 @@ class Verdict:
     seconds: float = 0.0
     model: str = ""
     family: str = ""
+    # A message held the text of one of the model's special tokens (such as <|eot|>); it was
+    # judged as plain text, never as the token.
+    special_token_text: bool = False
 
     @property
     def verdict(self) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from guard.categories import Family
 from guard.conversation import MAX_IMAGES
+from guard.prompt_guard_text import PREPROCESSING
 from guard.verdict import DEFAULT_THRESHOLD
 
 DEFAULT_LLAMA_GUARD = "meta-llama/Llama-Guard-4-12B"
@@ -59,6 +60,8 @@ class Options:
     reviewers: dict[str, str] = field(default_factory=dict, repr=False)  # name -> password
     on_space: bool = False  # Hugging Face Spaces: reviewers sign in with their HF account
     serving: Serving = field(default_factory=Serving)
+    prompt_guard_preprocessing: str = "none"  # one of guard.prompt_guard_text.PREPROCESSING
+    api_key: str | None = field(default=None, repr=False)  # /v1/moderations (GUARD_LAB_API_KEY)
 
 
 def _truthy(value: str | None) -> bool:
@@ -103,6 +106,11 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--prompt-guard",
                    default=environ.get("GUARD_LAB_PROMPT_GUARD", DEFAULT_PROMPT_GUARD),
                    help="86m, 22m, a model id or folder, or none (env GUARD_LAB_PROMPT_GUARD)")
+    p.add_argument("--prompt-guard-preprocessing", choices=PREPROCESSING,
+                   default=environ.get("GUARD_LAB_PROMPT_GUARD_PREPROCESSING") or "none",
+                   help="how Prompt Guard reads messages unless a visitor changes it: none (the "
+                        "model card's recipe) or llamafirewall (spacing tricks collapsed first, "
+                        "as Meta's scanner does) (env GUARD_LAB_PROMPT_GUARD_PREPROCESSING)")
     p.add_argument("--device", default=environ.get("GUARD_LAB_DEVICE", "auto"),
                    help="auto, cuda, cuda:1, cpu (env GUARD_LAB_DEVICE)")
     p.add_argument("--host", default=environ.get("GUARD_LAB_HOST",
@@ -178,6 +186,9 @@ def parse_options(argv: Sequence[str] | None = None,
     families = [f.value for f in Family]
     if args.family is not None and args.family not in families:
         p.error(f"GUARD_LAB_FAMILY must be one of {', '.join(families)}, got {args.family!r}")
+    if args.prompt_guard_preprocessing not in PREPROCESSING:
+        p.error(f"GUARD_LAB_PROMPT_GUARD_PREPROCESSING must be one of {', '.join(PREPROCESSING)}, "
+                f"got {args.prompt_guard_preprocessing!r}")
     if args.engine == "llama-cpp" and not (args.gguf or args.tiny):
         p.error(f"--engine llama-cpp needs --gguf (or GUARD_LAB_GGUF): a .gguf file or REPO:FILE, "
                 f"e.g. '{GGUF_EXAMPLE}'")
@@ -217,4 +228,6 @@ def parse_options(argv: Sequence[str] | None = None,
                    engine=args.engine, gguf=args.gguf,
                    family=Family(args.family) if args.family else None, threads=args.threads,
                    n_ctx=args.n_ctx, openai_env=openai_env, reviewers=reviewers,
-                   on_space=_hf_login(environ), serving=serving)
+                   on_space=_hf_login(environ), serving=serving,
+                   prompt_guard_preprocessing=args.prompt_guard_preprocessing,
+                   api_key=(environ.get("GUARD_LAB_API_KEY") or "").strip() or None)

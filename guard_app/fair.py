@@ -8,11 +8,17 @@ queue says so in the same way. Both answer HTTP 400 with the message as `detail`
 shows in its error toast (Gradio's page shows its own text for a 503). A visitor
 is the client address; behind a trusted proxy (Hugging Face Spaces), the first address of
 X-Forwarded-For, which the proxy sets.
+
+Model calls that do not go through the queue (the OpenAI-compatible route, guard_app.openai_api)
+take their place through `Share.hold`; both kinds count against the same per-visitor limit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import gradio as gr
@@ -29,28 +35,71 @@ def visitor(request: Any, *, trust_proxy: bool) -> str:
     return getattr(client, "host", None) or "unknown"
 
 
+class Busy(Exception):
+    """The visitor already has as many model runs waiting or running as one visitor may."""
+
+
+class Share:
+    """Each visitor's model calls, queued (Gradio's queue) or not (`hold`), against one limit."""
+
+    def __init__(self, demo: gr.Blocks, *, groups: Iterable[str], per_visitor: int,
+                 trust_proxy: bool) -> None:
+        self.demo = demo
+        self.groups = set(groups)
+        self.per_visitor = per_visitor
+        self.trust_proxy = trust_proxy
+        self._outside: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def who(self, request: Any) -> str:
+        return visitor(request, trust_proxy=self.trust_proxy)
+
+    def count(self, who: str) -> int:
+        queue = self.demo._queue
+        queued = sum(1 for event in list(queue.event_ids_to_events.values())
+                     if event.fn.concurrency_id in self.groups and not event.closed
+                     and self.who(event.request) == who)
+        return queued + self._outside[who]
+
+    def refusal(self, mine: int) -> str:
+        return (f"You already have {mine} model run{'s' if mine != 1 else ''} waiting or "
+                f"running (at most {self.per_visitor} per visitor, GUARD_LAB_PER_VISITOR). "
+                "Wait for them to finish, then try again.")
+
+    @contextlib.contextmanager
+    def hold(self, request: Any) -> Iterator[None]:
+        """A place for one model call outside the queue, or Busy."""
+        who = self.who(request)
+        with self._lock:
+            mine = self.count(who)
+            if mine >= self.per_visitor:
+                raise Busy(self.refusal(mine))
+            self._outside[who] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._outside[who] -= 1
+                if self._outside[who] <= 0:
+                    del self._outside[who]
+
+
 def install(demo: gr.Blocks, *, groups: Iterable[str], per_visitor: int,
-            trust_proxy: bool) -> None:
+            trust_proxy: bool) -> Share:
     """Refuse a visitor's model call beyond `per_visitor` waiting or running at once."""
     from gradio import route_utils
 
     queue = demo._queue
-    groups = set(groups)
+    share = Share(demo, groups=groups, per_visitor=per_visitor, trust_proxy=trust_proxy)
     original = queue.push
 
     async def push(body: Any, request: Any, username: str | None):
         if body.fn_index is not None:
             fn = route_utils.get_fn(demo, None, body)
-            if fn.concurrency_id in groups:
-                who = visitor(request, trust_proxy=trust_proxy)
-                mine = sum(1 for event in list(queue.event_ids_to_events.values())
-                           if event.fn.concurrency_id in groups and not event.closed
-                           and visitor(event.request, trust_proxy=trust_proxy) == who)
+            if fn.concurrency_id in share.groups:
+                mine = share.count(share.who(request))
                 if mine >= per_visitor:
-                    return (False, f"You already have {mine} model run"
-                            f"{'s' if mine != 1 else ''} waiting or running (at most "
-                            f"{per_visitor} per visitor, GUARD_LAB_PER_VISITOR). Wait for "
-                            "them to finish, then try again.", "error")
+                    return False, share.refusal(mine), "error"
         ok, detail, state = await original(body=body, request=request, username=username)
         if state == "queue_full":  # Gradio's page would say only "currently busy" for a 503
             return (False, f"The demo is busy: {queue.max_size} runs are already waiting, the "
@@ -58,3 +107,4 @@ def install(demo: gr.Blocks, *, groups: Iterable[str], per_visitor: int,
         return ok, detail, state
 
     queue.push = push
+    return share

@@ -18,6 +18,7 @@ call asks for a base that covers a cold start, plus a step per unit of batched w
 - sweep / attribution (one batched pass per memory-budgeted batch): 20 s + 1 s per variant;
 - per-category scores (two passes): 30 s;
 - evaluation (one call per batch of rows; the label store stays in the server): 20 s + 1 s per row;
+- Prompt Guard alone (the `prompt_guard` tool): 20 s + 1 s per text;
 
 all capped at `MAX_DURATION_S`. Off ZeroGPU (`spaces` not installed, or a Space on dedicated
 hardware, where `spaces.GPU` does nothing) the functions run in-process.
@@ -47,7 +48,9 @@ except ImportError:
     spaces = None
 
 MAX_DURATION_S = 120
-Plain = list[dict[str, Any]]  # a conversation: [{"role", "text", "images": [png bytes, ...]}]
+# A conversation: [{"role", "text", "images": [png bytes, ...], "parts": [text, ...]}]; "parts"
+# only when a message had several text parts (guard.conversation.Turn).
+Plain = list[dict[str, Any]]
 
 
 @dataclass
@@ -109,8 +112,8 @@ def _capped(seconds: float) -> int:
 
 def plain(conversation: Conversation) -> Plain:
     """A validated conversation as picklable data; images as lossless PNG bytes."""
-    return [{"role": t.role, "text": t.text, "images": [_png(i) for i in t.images]}
-            for t in conversation.turns]
+    return [{"role": t.role, "text": t.text, "images": [_png(i) for i in t.images],
+             "parts": list(t.parts)} for t in conversation.turns]
 
 
 def _png(image: Image.Image) -> bytes:
@@ -127,7 +130,8 @@ def conversation_of(data: Plain) -> Conversation:
         for png in turn["images"]:
             with Image.open(io.BytesIO(png)) as image:
                 images.append(image.convert("RGB"))
-        turns.append(Turn(turn["role"], turn["text"], tuple(images)))
+        turns.append(Turn(turn["role"], turn["text"], tuple(images),
+                          tuple(turn.get("parts") or ())))
     return Conversation(tuple(turns))
 
 
@@ -153,11 +157,12 @@ def _moderate_s(slot: int, conversation: Plain, *args: Any, **kwargs: Any) -> in
 @on_gpu(_moderate_s)
 def moderate(slot: int, conversation: Plain, excluded: list[str], threshold: float,
              custom: list[dict[str, str]] | None = None, prompt_guard: str | None = None,
-             use_prompt_guard: bool = True) -> dict[str, Any]:
+             use_prompt_guard: bool = True, pg_preprocessing: str = "none") -> dict[str, Any]:
     """Both guards on one conversation: the JSON of `python -m guard classify`.
 
     `prompt_guard` names a Prompt Guard choice of the page (None: the default one);
-    `use_prompt_guard=False` runs Llama Guard alone.
+    `use_prompt_guard=False` runs Llama Guard alone; `pg_preprocessing` is how Prompt Guard
+    reads the messages ("none" or "llamafirewall", guard.prompt_guard_text).
     """
     loaded = models(slot)
     pg = loaded.guards.prompt_guard
@@ -166,7 +171,8 @@ def moderate(slot: int, conversation: Plain, excluded: list[str], threshold: flo
     elif prompt_guard is not None and loaded.prompt_guards is not None:
         pg = loaded.prompt_guards.get(prompt_guard)
     return moderate_both(Guards(loaded.guards.llama_guard, pg), conversation_of(conversation),
-                         excluded, threshold=threshold, custom=custom_of(custom or ()))
+                         excluded, threshold=threshold, custom=custom_of(custom or ()),
+                         prompt_guard_preprocessing=pg_preprocessing)
 
 
 def _sweep_s(slot: int, conversation: Plain, excluded: list[str], threshold: float,
@@ -226,6 +232,20 @@ def judge(slot: int, rows: list[dict[str, Any]], excluded: list[str],
     batch = [(r["position"], Row(**r["row"])) for r in rows]
     return [asdict(result) for result in judge_batch(batch, models(slot).guards, excluded,
                                                      threshold)]
+
+
+def _prompts_s(slot: int, texts: list[str], *args: Any, **kwargs: Any) -> int:
+    return _capped(20 + len(texts))
+
+
+@on_gpu(_prompts_s)
+def score_prompts(slot: int, texts: list[str]) -> list[dict[str, Any]]:
+    """Prompt Guard alone (the default choice) on each text: its windows and their maximum."""
+    prompt_guard = models(slot).guards.prompt_guard
+    if prompt_guard is None:
+        raise ModelLoadError("Prompt Guard is not loaded on this server; see the banner on its "
+                             "page.")
+    return [score.to_json() for score in prompt_guard.score_many(texts)]
 
 
 def _llama_guard(slot: int) -> Any:

@@ -14,6 +14,15 @@ from guard.categories import Family, categories_for
 from guard.prompt_guard import FIREWALL_THRESHOLD
 
 PROMPT_GUARD_CUTOFF = 0.5  # the classifier's own decision: malicious is the likelier class
+SPECIAL_TOKEN_NOTE = (
+    "A message contains the text of a special token (such as &lt;|eot|&gt;). Guard Lab gave "
+    "it to the model as plain text, so it could not end the guard's prompt or write its "
+    "answer; a recipe that tokenizes the prompt string would have read it as the token.")
+PREPROCESSING_NOTE = {
+    "none": "each message as written (the model card's recipe)",
+    "llamafirewall": "each message as LlamaFirewall reads it: spacing tricks such as "
+                     "“I g n o r e” collapsed first",
+}
 
 
 def what_they_judge(family: Family | str = Family.LLAMA_GUARD_4) -> str:
@@ -65,6 +74,8 @@ def llama_guard_html(result: dict[str, Any], threshold: float,
                      + e(", ".join(result["excluded_codes"])) + " (not counted).")
     if result.get("unknown_codes"):
         notes.append("It named codes outside the policy: " + e(", ".join(result["unknown_codes"])))
+    if result.get("special_token_text"):
+        notes.append(f'<span class="gl-special-token-text">{SPECIAL_TOKEN_NOTE}</span>')
     info = result.get("llama_guard") or {}
     notes_html = "".join(f'<p class="gl-note">{n}</p>' for n in notes)
     return (
@@ -109,6 +120,7 @@ def prompt_guard_html(pg: dict[str, Any], turns: Sequence[dict[str, Any]] | None
             f'{bar(p, FIREWALL_THRESHOLD, kind=kind, label="p_malicious")}'
             f'<div class="gl-muted">{e(_window_note(m, int(pg.get("window", 512))))}</div></td></tr>')
     worst = float(pg.get("max_p_malicious", 0.0))
+    preprocessing = str(pg.get("preprocessing", "none"))
     verdict = "malicious" if worst >= PROMPT_GUARD_CUTOFF else "benign"
     seconds = sum(float(m["seconds"]) for m in pg["messages"])
     table = ('<table class="gl-pg"><thead><tr><th>Turn</th><th>Text</th><th>p_malicious</th>'
@@ -122,6 +134,8 @@ def prompt_guard_html(pg: dict[str, Any], turns: Sequence[dict[str, Any]] | None
         f'data-verdict="{verdict}">{verdict.upper()}</div>'
         f'<div class="gl-muted">highest score {worst:.3f} over the user turns; the bar marks '
         f'{FIREWALL_THRESHOLD}, where Meta\'s LlamaFirewall blocks</div>{table}'
+        f'<div class="gl-muted gl-pg-preprocessing" data-preprocessing="{e(preprocessing)}">'
+        f'Scored {e(PREPROCESSING_NOTE.get(preprocessing, preprocessing))}.</div>'
         f'<div class="gl-meta">{seconds:.2f} s on {e(pg.get("device", "?"))} · '
         f'{e(pg.get("name", ""))}</div></div>')
 

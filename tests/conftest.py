@@ -60,6 +60,15 @@ def launch_app(guards, folder: Path, **options):
     return demo, url
 
 
+def endpoint_names(url: str) -> set[str]:
+    """Every endpoint callable by name: on the API page (the agent tools) or not (the page's
+    plumbing, api_visibility="undocumented", which gradio_client's view_api leaves out)."""
+    import httpx
+
+    info = httpx.get(url.rstrip("/") + "/gradio_api/info?all_endpoints=True").json()
+    return set(info["named_endpoints"])
+
+
 def start_app_process(folder: Path, *args: str, env: dict[str, str] | None = None,
                       timeout_s: float = 240):
     """`python app.py --tiny ARGS` in its own process on a free port, once it answers: (process, url).

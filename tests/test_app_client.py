@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from conftest import launch_app
+from conftest import endpoint_names, launch_app
 from gradio_client import Client, handle_file
 
 from guard.tiny import PICTURE, VIOLENT
@@ -44,7 +44,7 @@ def picture_conversation(name: str) -> str:
 
 
 def test_every_action_has_a_named_endpoint(client):
-    names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    names = endpoint_names(client.src)
     assert {"/moderate", "/run", "/add_turn", "/attach_image", "/clear_conversation",
             "/categories_all", "/categories_none", "/categories_reset", "/add_custom_category",
             "/apply_threshold", "/example_benign_question", "/save_label", "/list_labels",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import launch_app
+from conftest import endpoint_names, launch_app
 from gradio_client import Client
 
 import app
@@ -146,7 +146,7 @@ def client(guards, tmp_path_factory):
 
 
 def test_the_new_actions_have_named_endpoints(client):
-    names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    names = endpoint_names(client.src)
     assert {"/sweep", "/category_scores", "/attribution", "/evaluate", "/compare_runs"} <= names
 
 

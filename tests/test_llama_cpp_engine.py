@@ -8,8 +8,9 @@ import time
 
 import pytest
 from conftest import tiny_cache_dir
+from special_text import ATTACKS, HARMLESS, specials_in
 
-from guard import Conversation, GuardError, ModelLoadError, user
+from guard import Conversation, GuardError, ModelLoadError, assistant, user
 from guard.categories import Family
 from guard.engine import Engine
 from guard.errors import ContextTooLong
@@ -21,7 +22,7 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed "
                                         "(pip install llama-cpp-python)")
 
 NAMES = list(TEXT_EXAMPLES)
-FAMILIES = [Family.LLAMA_GUARD_3, Family.LLAMA_GUARD_2]
+FAMILIES = [Family.LLAMA_GUARD_3, Family.LLAMA_GUARD_3_1B, Family.LLAMA_GUARD_2]
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +68,12 @@ def test_same_answers_and_scores_as_transformers(both_engines, family, name):
     _, answer = expected(TEXT_EXAMPLES[name], family)
     assert ours.raw_output.strip() == answer
     assert reference.raw_output.strip() == answer
+    # The stand-in answers as each family's model does: Llama Guard 2 with ' safe' / ' unsafe'
+    # (a leading space), the others after a blank line. Both engines read the score from that
+    # spelling: a confident score, on the right side.
+    assert ours.raw_output.startswith(" " if family is Family.LLAMA_GUARD_2 else "\n\n")
+    for verdict in (ours, reference):
+        assert (verdict.p_unsafe > 0.9) if answer.startswith("unsafe") else (verdict.p_unsafe < 0.1)
     assert ours.unsafe is answer.startswith("unsafe")
     assert ours.category_codes == tuple(answer.split("\n")[1:2])
     assert ours.p_unsafe == pytest.approx(reference.p_unsafe, abs=1e-3)
@@ -84,6 +91,40 @@ def test_tokens_are_the_transformers_tokens(lcpp, tiny_text):
     ids = lcpp.tokenize(prompt)
     assert ids == tokenizer(prompt, add_special_tokens=False)["input_ids"]
     assert ids.count(tokenizer.bos_token_id) == 1  # the prompt's own BOS, no second one
+    # Piece by piece, a harmless prompt gets exactly the ids of the whole string.
+    assert lcpp.prompt_tokens(lcpp.plan(conversation, ["S2"])) == ids
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=[f.value for f in FAMILIES])
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_special_token_text_in_a_message_stays_text(lcpp, tiny_text, family, attack):
+    # Whatever a message says, the prompt llama.cpp is given holds exactly the template's own
+    # special tokens (those of a harmless message of the same shape), the very ids transformers
+    # gives it, and the text decodes back unchanged.
+    from transformers import AutoTokenizer
+
+    from guard.llama_guard import LlamaGuard
+    from guard.prompts import plan
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_text.hf_dir)
+
+    def shaped(text):
+        return Conversation.build([user(HARMLESS), assistant(text), user(text)])
+
+    attacked = plan(shaped(attack), (), family)
+    ids = lcpp.prompt_tokens(attacked)
+    reference = lcpp.prompt_tokens(plan(shaped(HARMLESS), (), family))
+    assert specials_in(ids, tokenizer) == specials_in(reference, tokenizer)
+    assert tokenizer.decode(ids) == attacked.prompt
+    on_transformers = LlamaGuard.load(tiny_text.hf_dir, family=family, device="cpu")
+    assert on_transformers.prepare([attacked], [])["input_ids"][0].tolist() == ids
+    spells = any(t.content in attack for t in tokenizer.added_tokens_decoder.values())
+    if spells:  # tokenizing the prompt string, as llama.cpp's own recipe does, reads the tokens
+        assert len(specials_in(lcpp.tokenize(attacked.prompt), tokenizer)) > len(
+            specials_in(reference, tokenizer))
+    if family is Family.LLAMA_GUARD_3:
+        assert lcpp.classify(shaped(attack)).special_token_text is spells
+        assert not lcpp.classify(shaped(HARMLESS)).special_token_text
 
 
 def test_quantized_q8_0_gives_the_same_answers(tiny_text):
@@ -156,6 +197,7 @@ def test_a_stuck_worker_times_out_and_is_replaced(tiny_text):
     with LlamaCppGuard.load(tiny_text.gguf_f32, n_ctx=2048, n_threads=1,
                             request_timeout=0.5) as engine:
         assert engine.family is Family.LLAMA_GUARD_3  # guessed from "llama-guard-3-tiny"
+        assert engine.info["safe_ids"] == [engine.info["safe_id"], engine.info["safe_ids"][1]]
         os.kill(engine.pid, signal.SIGSTOP)
         with pytest.raises(WorkerCrashed, match="did not answer within 0.5 s"):
             engine.classify(TEXT_EXAMPLES["benign"].conversation())

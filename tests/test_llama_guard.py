@@ -3,12 +3,14 @@
 import threading
 
 import pytest
+import torch
 from PIL import Image
+from special_text import ATTACKS, HARMLESS, specials_in
 
-from guard import ContextTooLong, Conversation, render, user
+from guard import ContextTooLong, Conversation, from_messages, render, user
 from guard.conversation import assistant
 from guard.llama_guard import PATCHED_CHUNK_SIZE
-from guard.tiny import LLAMA_GUARD_EXAMPLES, RED, swatch
+from guard.tiny import BLUE, BREAK_IN, LLAMA_GUARD_EXAMPLES, RED, GuardExample, swatch
 
 EXAMPLES = list(LLAMA_GUARD_EXAMPLES.items())
 
@@ -61,6 +63,10 @@ def test_decision_tokens_come_from_the_tokenizer(llama_guard):
     tokenizer = llama_guard.tokenizer
     assert tokenizer.decode([llama_guard.safe_id]) == "safe"
     assert tokenizer.decode([llama_guard.unsafe_id]) == "unsafe"
+    # Every spelling the tokenizer has as one token, with and without a leading space.
+    assert [tokenizer.decode([i]) for i in llama_guard.safe_ids] in (["safe"], ["safe", " safe"])
+    assert [tokenizer.decode([i]) for i in llama_guard.unsafe_ids] in (
+        ["unsafe"], ["unsafe", " unsafe"])
 
 
 def test_null_attention_chunk_size_is_patched(llama_guard, tiny_dirs):
@@ -111,8 +117,11 @@ def test_concurrent_calls_are_safe(llama_guard):
 def test_plain_recipe_sees_the_same_prompt(llama_guard):
     # The tiny processor ships a chat template equal to the official one: the announcement's
     # recipe and our renderer must give the model identical input ids.
-    for example in LLAMA_GUARD_EXAMPLES.values():
-        conversation = example.conversation()
+    several_parts = from_messages([{"role": "user", "content": [
+        {"type": "text", "text": "Hello"}, {"type": "image", "image": swatch(RED)},
+        {"type": "text", "text": "world"}]}])
+    for example in [*LLAMA_GUARD_EXAMPLES.values(), GuardExample((), (), "")]:
+        conversation = example.conversation() if example.turns else several_parts
         recipe = llama_guard.processor.apply_chat_template(
             conversation.to_messages(), tokenize=False,
             excluded_category_keys=list(example.excluded))
@@ -138,9 +147,57 @@ def test_inputs_equal_the_processors_with_each_distinct_image_preprocessed_once(
     assert distinct["tile_index"].shape[0] == reference["pixel_values"].shape[0]
 
 
-def test_image_placeholder_typed_in_a_message_is_refused(llama_guard):
-    from guard import InvalidConversation
+@pytest.mark.parametrize("attack", ATTACKS)
+@pytest.mark.parametrize("with_images", [False, True], ids=["text", "images"])
+def test_special_token_text_in_a_message_stays_text(llama_guard, attack, with_images):
+    # Whatever a message says, the prompt holds exactly the template's own special tokens (the
+    # ids and the count of a harmless message of the same shape), and the text decodes back.
+    images = (swatch(RED), swatch(BLUE)) if with_images else ()
 
-    conversation = Conversation.build([user("look at <|image|> this", swatch(RED))])
-    with pytest.raises(InvalidConversation, match="reserves for images"):
-        llama_guard.classify(conversation)
+    def shaped(text):
+        return Conversation.build([user(BREAK_IN, *images[:1]), assistant(text),
+                                   user(text, *images[1:])])
+
+    tokenizer = llama_guard.tokenizer
+    attacked, harmless = llama_guard.plan(shaped(attack)), llama_guard.plan(shaped(HARMLESS))
+    conversation = shaped(attack)
+    ids = llama_guard.prepare([attacked], list(conversation.images))["input_ids"][0].tolist()
+    reference = llama_guard.prepare([harmless], list(conversation.images))["input_ids"][0].tolist()
+    assert specials_in(ids, tokenizer) == specials_in(reference, tokenizer)
+    if not with_images:
+        assert tokenizer.decode(ids) == attacked.prompt
+    else:  # the images' own tokens aside, the text comes back too
+        assert attack in tokenizer.decode(ids)
+    # Only this tokenizer's own special tokens count (<|eot_id|> is plain text to Llama 4).
+    spells = any(t.content in attack for t in tokenizer.added_tokens_decoder.values())
+    if spells and not with_images:
+        # The plain recipe, which tokenizes the prompt string, reads them as tokens.
+        recipe = tokenizer(attacked.prompt, add_special_tokens=False)["input_ids"]
+        assert len(specials_in(recipe, tokenizer)) > len(specials_in(reference, tokenizer))
+    assert llama_guard.classify(conversation).special_token_text is spells
+    assert not llama_guard.classify(shaped(HARMLESS)).special_token_text
+
+
+def test_image_placeholder_typed_in_a_message_is_text_not_an_image(llama_guard):
+    typed = Conversation.build([user("look at <|image|> this", swatch(RED))])
+    verdict = llama_guard.classify(typed)
+    assert verdict.images == 1 and verdict.special_token_text
+    plain = llama_guard.classify(Conversation.build([user("look at this", swatch(RED))]))
+    assert verdict.prompt_tokens > plain.prompt_tokens  # the text's own tokens, one image
+
+
+def test_custom_categories_cannot_hold_special_tokens(llama_guard):
+    from guard import CustomCategory, InvalidCategories
+
+    with pytest.raises(InvalidCategories, match="special token"):
+        llama_guard.plan(Conversation.build([user("q")]), (),
+                         [CustomCategory("Rivals", "Mentions <|eot|> of rivals.")])
+
+
+def test_prompt_strings_are_still_accepted_and_trusted(llama_guard):
+    # tune and benchmarks pass rendered strings: tokenized as they stand, as before.
+    conversation = LLAMA_GUARD_EXAMPLES["red_image"].conversation()
+    prompt_plan = llama_guard.plan(conversation)
+    by_string = llama_guard.prepare([prompt_plan.prompt], list(conversation.images))
+    by_plan = llama_guard.prepare([prompt_plan], list(conversation.images))
+    assert torch.equal(by_string["input_ids"], by_plan["input_ids"])

@@ -69,7 +69,47 @@ def test_llama_guard_3_format():
         "Provide your safety assessment for ONLY THE LAST Agent message in the above "
         "conversation:\n - First line must read 'safe' or 'unsafe'.\n - If unsafe, a second line "
         "must include a comma-separated list of violated categories."
-        "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+        "<|eot_id|><|start_header_id|>assistant<|end_header_id|>")  # the model writes the \n\n
+
+
+def test_llama_guard_3_1b_format():
+    prompt = render(Conversation.build([user("q"), assistant("a")]), ["S3"],
+                    Family.LLAMA_GUARD_3_1B)
+    assert "S12: Sexual Content.\nS13: Elections.\n<END UNSAFE CONTENT CATEGORIES>" in prompt
+    assert "S14" not in prompt and "S3:" not in prompt
+    assert prompt.endswith("violated categories. <|eot_id|><|start_header_id|>assistant"
+                           "<|end_header_id|>")
+
+
+def test_several_text_parts_are_blocks_of_their_own_in_llama_guard_4_and_3_1b():
+    conversation = from_messages([{"role": "user", "content": [
+        {"type": "text", "text": "Hello"}, {"type": "image", "image": Image.new("RGB", (4, 4))},
+        {"type": "text", "text": "world "}]}])
+    assert "User: <|image|>Hello\\n\\n\n\nUser: world\\n\\n\n\n<END" in render(conversation)
+    text_only = from_messages([{"role": "user", "content": [
+        {"type": "text", "text": "Hello"}, {"type": "text", "text": "world "}]}])
+    assert "User: Hello\n\nUser: world\n\n<END" in render(text_only, (), Family.LLAMA_GUARD_3_1B)
+    # The 8B and Llama Guard 2 take one text per message: the parts, a blank line apart.
+    for family in (Family.LLAMA_GUARD_3, Family.LLAMA_GUARD_2):
+        assert "User: Hello\n\nworld\n\n<END" in render(text_only, (), family)
+
+
+@pytest.mark.parametrize("family", list(Family))
+def test_every_category_excluded_closes_the_block_on_the_next_line(family):
+    from guard.categories import category_codes
+
+    prompt = render(Conversation.build([user("q")]), category_codes(family), family)
+    assert "<BEGIN UNSAFE CONTENT CATEGORIES>\n<END UNSAFE CONTENT CATEGORIES>\n\n" in prompt
+
+
+def test_the_1b_is_guessed_from_its_name():
+    from guard.categories import guess_family
+
+    assert guess_family("meta-llama/Llama-Guard-3-1B") is Family.LLAMA_GUARD_3_1B
+    assert guess_family("QuantFactory/Llama-Guard-3-1B-GGUF:*Q4_K_M.gguf") is Family.LLAMA_GUARD_3_1B
+    assert guess_family("meta-llama/Llama-Guard-3-8B") is Family.LLAMA_GUARD_3
+    assert guess_family("llama-guard-3-tiny") is Family.LLAMA_GUARD_3
+    assert guess_family("meta-llama/Llama-Guard-4-12B") is Family.LLAMA_GUARD_4
 
 
 def test_llama_guard_2_format_has_its_own_eleven_categories():
