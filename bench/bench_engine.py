@@ -57,6 +57,29 @@ def bench_classify(guard: LlamaGuard, n: int = 50) -> None:
            f"same answer {agree}/{n}; ours also returns p_unsafe")
 
 
+def bench_stop_at_safe(guard: LlamaGuard, n: int = 40) -> None:
+    """Decode steps that cost only what they must: a 'safe' answer stops at 'safe'."""
+    examples = list(LLAMA_GUARD_EXAMPLES.values())
+    items = [examples[i % len(examples)] for i in range(n)]
+    verdicts: dict[str, dict[int, object]] = {"ours": {}, "full": {}}
+
+    def run(key: str, stop: bool, i: int) -> None:
+        guard.stop_at_safe = stop
+        verdicts[key][i] = guard.classify(items[i].conversation(), items[i].excluded)
+
+    try:
+        t_ours, t_base = side_by_side(lambda i: run("ours", True, i),
+                                      lambda i: run("full", False, i), n)
+    finally:
+        guard.stop_at_safe = True
+    same = sum(verdicts["ours"][i].raw_output == verdicts["full"][i].raw_output
+               and verdicts["ours"][i].p_unsafe == verdicts["full"][i].p_unsafe for i in range(n))
+    safe = sum(v.verdict == "safe" for v in verdicts["full"].values())
+    report("llama_guard_stop_at_safe_vs_full_answer", t_ours, t_base, 3 * n,
+           f"{n} conversations, {safe} answered safe; same answer and p_unsafe {same}/{n}; a safe "
+           "answer skips the step that only writes the end token")
+
+
 def bench_windows(guard: PromptGuard, words: int = 3300) -> None:
     text = filler(words, seed=1) + " " + JAILBREAK
 
@@ -95,6 +118,7 @@ def main() -> None:
     print(device_line(str(guard.model.device)), flush=True)
     torch.manual_seed(0)
     bench_classify(guard)
+    bench_stop_at_safe(guard)
     bench_windows(prompt_guard)
 
 

@@ -56,6 +56,25 @@ def pack_by_budget(lengths: Sequence[int], budget: int, *, max_rows: int | None 
     return groups
 
 
+class _StopAtSafe:
+    """A StoppingCriteria: a row is done once its answer, past the blank line, is 'safe'.
+
+    Only the end of the answer can follow 'safe', so the row's text, verdict and p_unsafe are
+    what the full generation gives; rows that answer 'unsafe' go on to write their codes.
+    """
+
+    def __init__(self, guard: LlamaGuard, prompt_len: int):
+        self.guard, self.prompt_len = guard, prompt_len
+        self.safe = set(guard.safe_ids)
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        done = []
+        for row in input_ids[:, self.prompt_len:].tolist():
+            *before, last = row
+            done.append(last in self.safe and all(self.guard.is_blank(t) for t in before))
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
 @dataclass(frozen=True)
 class _Encoded:
     """Prompts tokenized but not padded: `ids[i]` of prompt i, `tiles[i]` its rows of
@@ -105,6 +124,10 @@ class LlamaGuard(EngineBase):
         self.pieces = PieceTokenizer(self.tokenizer, name)
         generation = model.generation_config
         self.eos_ids = generation.eos_token_id
+        # A row whose answer opens with 'safe' is complete: only the end token can follow, so
+        # generation stops there instead of spending one more step on it (bench_engine.py).
+        self.stop_at_safe = True
+        self._blank: dict[int, bool] = {}  # token id -> decodes to whitespace only
         self.pad_id = generation.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.pad_token_id
@@ -313,9 +336,14 @@ class LlamaGuard(EngineBase):
             if "pixel_values" in inputs:
                 inputs["mm_encoder_outputs"] = self._encode_images(
                     inputs.pop("pixel_values"), inputs.pop("tile_index"))
+            from transformers import StoppingCriteriaList
+
+            stop = StoppingCriteriaList(
+                [_StopAtSafe(self, inputs["input_ids"].shape[1])] if self.stop_at_safe else [])
             out = self.model.generate(
                 **inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, output_logits=True,
-                return_dict_in_generate=True, pad_token_id=self.pad_id, eos_token_id=self.eos_ids)
+                return_dict_in_generate=True, pad_token_id=self.pad_id, eos_token_id=self.eos_ids,
+                stopping_criteria=stop)
         seconds = (time.perf_counter() - started) / len(chunk) + share
         prompt_len = inputs["input_ids"].shape[1]
         generated = out.sequences[:, prompt_len:].cpu()
@@ -350,6 +378,12 @@ class LlamaGuard(EngineBase):
         features = self.model.get_image_features(pixel_values=pixel_values, return_dict=True)
         return {"image": BaseModelOutputWithPooling(
             last_hidden_state=features.last_hidden_state[tile_index])}
+
+    def is_blank(self, token: int) -> bool:
+        """Whether a token decodes to whitespace only (the answer's leading blank line)."""
+        if token not in self._blank:
+            self._blank[token] = not self.tokenizer.decode([token]).strip()
+        return self._blank[token]
 
     def _trim(self, tokens: list[int]) -> list[int]:
         eos = set(self.eos_ids if isinstance(self.eos_ids, list) else [self.eos_ids])

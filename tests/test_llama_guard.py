@@ -201,3 +201,31 @@ def test_prompt_strings_are_still_accepted_and_trusted(llama_guard):
     by_string = llama_guard.prepare([prompt_plan.prompt], list(conversation.images))
     by_plan = llama_guard.prepare([prompt_plan], list(conversation.images))
     assert torch.equal(by_string["input_ids"], by_plan["input_ids"])
+
+
+def test_a_safe_answer_stops_at_safe_with_the_same_verdicts(llama_guard, monkeypatch):
+    """The decode change of bench_engine.py's stop_at_safe line: fewer steps, same answers."""
+    examples = list(LLAMA_GUARD_EXAMPLES.values())
+    conversations = [e.conversation() for e in examples]
+    excluded = [e.excluded for e in examples]
+    steps = []
+    generate = llama_guard.model.generate
+
+    def counting(*args, **kwargs):
+        out = generate(*args, **kwargs)
+        steps.append(len(out.logits))
+        return out
+
+    monkeypatch.setattr(llama_guard.model, "generate", counting)
+    stopped = llama_guard.classify_batch(conversations, excluded_per_item=excluded)
+    monkeypatch.setattr(llama_guard, "stop_at_safe", False)
+    full = llama_guard.classify_batch(conversations, excluded_per_item=excluded)
+    assert [(v.raw_output, v.p_unsafe) for v in stopped] == [(v.raw_output, v.p_unsafe)
+                                                              for v in full]
+    assert [v.raw_output.strip() for v in stopped] == [e.answer for e in examples]
+    safe = next(e for e in examples if e.answer == "safe").conversation()
+    steps.clear()
+    llama_guard.classify(safe)
+    monkeypatch.setattr(llama_guard, "stop_at_safe", True)
+    llama_guard.classify(safe)
+    assert steps[1] == steps[0] - 1  # the step that only wrote the end token is gone
