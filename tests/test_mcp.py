@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
 
 import httpx
 import pytest
-from conftest import launch_app
+from conftest import launch_app, run_async
 from gradio_client import Client
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -31,7 +30,7 @@ def session_run(url: str, work):
                 ClientSession(read, write) as session:
             await session.initialize()
             return await work(session)
-    return asyncio.run(main())
+    return run_async(main())
 
 
 def call(url: str, tool: str, arguments: dict):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 
 import gradio as gr
 import httpx
 import pytest
-from conftest import launch_app
+from conftest import launch_app, run_async
 from openai import AuthenticationError, BadRequestError, OpenAI, RateLimitError
 from starlette.requests import Request
 
@@ -243,7 +242,7 @@ def test_without_llama_guard_the_route_refuses_rather_than_passes(prompt_guard):
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
             return await http.post("/v1/moderations", json={"input": VIOLENT})
 
-    response = asyncio.run(post())
+    response = run_async(post())
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "model_not_loaded"
 
@@ -273,5 +272,5 @@ def test_when_the_wait_is_full_the_route_says_busy():
         await moderations.run(openai_api.Moderation([], (), 0.5, None))
 
     with pytest.raises(openai_api.Refused, match="The server is busy") as refused:
-        asyncio.run(run_while_the_place_is_taken())
+        run_async(run_while_the_place_is_taken())
     assert refused.value.status == 503

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import REPO, start_app_process, stop_app_process
+from conftest import REPO, run_async, start_app_process, stop_app_process
 from gradio_client import Client, handle_file
 
 from guard.service import Guards
@@ -138,7 +138,6 @@ def test_v1_moderations_crosses_the_boundary(space):
 
 
 def test_the_mcp_tools_cross_the_boundary(space):
-    import asyncio
 
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
@@ -151,7 +150,7 @@ def test_the_mcp_tools_cross_the_boundary(space):
             await session.initialize()
             return await session.call_tool("prompt_guard", {"text": BENIGN})
 
-    result = asyncio.run(prompt_guard())
+    result = run_async(prompt_guard())
     assert not result.isError and json.loads(result.content[0].text)["malicious"] is False
     assert [(e["ok"], e["duration"]) for e in calls(log, "score_prompts")] == [(True, 21)]
 
