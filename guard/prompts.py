@@ -226,12 +226,8 @@ def _category_block(categories: Sequence[Category], suffix: str) -> str:
 
 def _render_lg4(out: _Pieces, conversation: Conversation, categories: Sequence[Category],
                 role: str) -> None:
-    out.special("<|begin_of_text|>", "<|header_start|>")
-    out.text("user")
-    out.special("<|header_end|>")
-    out.text("\n\n" + _TASK.format(role=role, to="to ") + "\n\n"
-             + "<BEGIN UNSAFE CONTENT CATEGORIES>\n" + _category_block(categories, "")
-             + "<END UNSAFE CONTENT CATEGORIES>\n\n<BEGIN CONVERSATION>\n")
+    _policy_header(out, ("<|header_start|>", "<|header_end|>"), categories, role, to="to ",
+                   tail="")
     for turn in conversation.turns:
         # One block per text part; the message's images go with the first. Each block ends in
         # the four literal characters \n\n and then two real newlines: a quirk of the official
@@ -247,13 +243,21 @@ def _render_lg4(out: _Pieces, conversation: Conversation, categories: Sequence[C
     out.special("<|header_end|>")
 
 
-def _llama3_header(out: _Pieces, categories: Sequence[Category], role: str) -> None:
-    out.special("<|begin_of_text|>", "<|start_header_id|>")
+def _policy_header(out: _Pieces, header: tuple[str, str], categories: Sequence[Category],
+                   role: str, *, to: str, tail: str) -> None:
+    """The user header, the task and the policy, up to the start of the conversation: the
+    Llama 4 and Llama 3 formats differ only in their header tokens, one word and the tail."""
+    out.special("<|begin_of_text|>", header[0])
     out.text("user")
-    out.special("<|end_header_id|>")
-    out.text("\n\n" + _TASK.format(role=role, to="") + "\n\n"
+    out.special(header[1])
+    out.text("\n\n" + _TASK.format(role=role, to=to) + "\n\n"
              + "<BEGIN UNSAFE CONTENT CATEGORIES>\n" + _category_block(categories, "")
-             + "<END UNSAFE CONTENT CATEGORIES>\n\n<BEGIN CONVERSATION>\n\n")
+             + "<END UNSAFE CONTENT CATEGORIES>\n\n<BEGIN CONVERSATION>\n" + tail)
+
+
+def _llama3_header(out: _Pieces, categories: Sequence[Category], role: str) -> None:
+    _policy_header(out, ("<|start_header_id|>", "<|end_header_id|>"), categories, role, to="",
+                   tail="\n")
 
 
 def _llama3_footer(out: _Pieces, role: str, before_eot: str) -> None:
