@@ -70,7 +70,8 @@ def excluded_codes(ticked: Sequence[str] | None, family: Family | str = Family.L
 
 
 def custom_categories(custom: Sequence[dict[str, str]]) -> tuple[CustomCategory, ...]:
-    return tuple(CustomCategory(c["name"], c["description"]) for c in custom)
+    """The page's custom categories ({name, description}) as the engine takes them."""
+    return gpu.custom_of(custom)
 
 
 def add_custom(custom: Sequence[dict[str, str]], name: str, description: str
