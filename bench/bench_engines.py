@@ -24,7 +24,7 @@ import httpx  # noqa: E402
 
 from bench.common import report  # noqa: E402
 from guard.categories import Family  # noqa: E402
-from guard.cli import default_tiny_dir  # noqa: E402
+from guard.engines.loading import default_tiny_dir  # noqa: E402
 from guard.conversation import Conversation, Turn  # noqa: E402
 from guard.llama_cpp_engine import LlamaCppGuard, guess_family, resolve_gguf  # noqa: E402
 from guard.openai_engine import OpenAIGuard  # noqa: E402

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from bench.common import device_line, report, side_by_side  # noqa: E402
-from guard.cli import default_tiny_dir  # noqa: E402
+from guard.engines.loading import default_tiny_dir  # noqa: E402
 from guard.eval.readers import Dataset, Row, read_dataset  # noqa: E402
 from guard.eval.runner import (  # noqa: E402
     DEFAULT_BATCH_SIZE,

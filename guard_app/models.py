@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from guard.categories import guess_family
+from guard.engines import loading
+from guard.engines.loading import EngineOptions
 from guard.errors import GuardError, ModelLoadError
 from guard.prompt_guard import PROMPT_GUARD_MODELS
 from guard.service import Guards
@@ -83,39 +85,28 @@ class Loaded:
 
 def load_models(options: Options) -> Loaded:
     """Load what the options ask for; a model that fails becomes a message, not a crash."""
-    if options.tiny and options.engine == "transformers":
-        from guard.service import tiny_guards
-
-        guards = tiny_guards(options.tiny_dir)
-        choices = PromptGuardChoices.fixed(guards.prompt_guard, tiny=True)
-        return Loaded(guards, choices, "86m")
-
-    from guard.prompt_guard import PromptGuard
-
+    engines = options.engines
     failures: dict[str, str] = {}
     guards = Guards()
     try:
-        guards.llama_guard = load_llama_guard(options)
-    except GuardError as exc:  # ModelLoadError, or an unreachable or misconfigured server
-        failures[llama_guard_label(options)] = str(exc)
-    if options.tiny:
-        from guard.tiny import build_tiny_models
-
-        guards.prompt_guard = PromptGuard.load(build_tiny_models(options.tiny_dir)[1],
-                                               device="cpu")
+        guards.llama_guard = loading.load_llama_guard(engines)
+    except GuardError as exc:  # ModelLoadError, a refused adapter, an unreachable server
+        failures[llama_guard_label(engines)] = str(exc)
+    if engines.tiny:
+        guards.prompt_guard = loading.load_prompt_guard(engines, "tiny")
         return Loaded(guards, PromptGuardChoices.fixed(guards.prompt_guard, tiny=True), "86m",
                       failures)
-    if options.prompt_guard.lower() == "none":
+    if engines.prompt_guard.lower() == "none":
         return Loaded(guards, None, None, failures)
 
-    sources = {k: v for k, v in PROMPT_GUARD_MODELS.items()}
+    sources = dict(PROMPT_GUARD_MODELS)
     labels = {"86m": "86M (multilingual)", "22m": "22M (English, faster)"}
-    default = options.prompt_guard.lower()
+    default = engines.prompt_guard.lower()
     if default not in sources:
-        default = options.prompt_guard
-        sources = {default: options.prompt_guard, **sources}
+        default = engines.prompt_guard
+        sources = {default: engines.prompt_guard, **sources}
     choices = PromptGuardChoices(
-        sources, lambda source: PromptGuard.load(source, device=options.device), labels=labels)
+        sources, lambda source: loading.load_prompt_guard(engines, source), labels=labels)
     try:
         guards.prompt_guard = choices.get(default)
     except ModelLoadError as exc:
@@ -123,33 +114,12 @@ def load_models(options: Options) -> Loaded:
     return Loaded(guards, choices, default, failures)
 
 
-def load_llama_guard(options: Options) -> Any:
-    """The Llama Guard engine the options name (the same choices as `python -m guard classify`)."""
-    if options.engine == "llama-cpp":
-        from guard.llama_cpp_engine import LlamaCppGuard
-
-        gguf = options.gguf
-        if options.tiny and not gguf:
-            from guard.tiny_text import build_tiny_text_model
-
-            gguf = str(build_tiny_text_model(options.tiny_dir).gguf_f32)
-        return LlamaCppGuard.load(gguf, family=options.family, n_ctx=options.n_ctx,
-                                  n_threads=options.threads)
-    if options.engine == "openai":
-        from guard.openai_engine import OpenAIGuard
-
-        return OpenAIGuard.from_env(options.openai_env, family=options.family)
-    from guard.llama_guard import LlamaGuard
-
-    return LlamaGuard.load(options.llama_guard, device=options.device, family=options.family)
-
-
-def llama_guard_label(options: Options) -> str:
+def llama_guard_label(engines: EngineOptions) -> str:
     """What the banner calls the Llama Guard the options ask for, before it has loaded."""
-    if options.family is not None:
-        return options.family.label
-    if options.engine == "llama-cpp":
-        return guess_family(options.gguf or "").label
-    if options.engine == "openai":
-        return guess_family(options.openai_env.get("GUARD_LAB_OPENAI_MODEL", "")).label
+    if engines.family is not None:
+        return engines.family.label
+    if engines.engine == "llama-cpp":
+        return guess_family(engines.gguf or "").label
+    if engines.engine == "openai":
+        return guess_family(engines.openai_env.get("GUARD_LAB_OPENAI_MODEL", "")).label
     return LLAMA_GUARD

@@ -34,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _model_arguments(p: argparse.ArgumentParser) -> None:
-    from ..cli import DEFAULT_LLAMA_GUARD
+    from ..engines.loading import DEFAULT_LLAMA_GUARD
 
     p.add_argument("--model", default=os.environ.get("GUARD_LAB_LLAMA_GUARD", DEFAULT_LLAMA_GUARD),
                    help="the base Llama Guard: hub id or local folder")
@@ -162,7 +162,7 @@ def _load(args: argparse.Namespace):
     from ..llama_guard import LlamaGuard
 
     if args.tiny:
-        from ..cli import default_tiny_dir
+        from ..engines.loading import default_tiny_dir
         from ..tiny import build_tiny_models
 
         return LlamaGuard.load(build_tiny_models(default_tiny_dir())[0], device="cpu")

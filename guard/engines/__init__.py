@@ -1,0 +1,1 @@
+"""The engines that run Llama Guard and Prompt Guard, and `loading`, which picks and loads them."""
