@@ -169,7 +169,8 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                swatch_dir: str | None = None, data_dir: str | Path | None = None,
                reviewers: Any = None, serving: Serving | None = None,
                api_key: str | None = None,
-               prompt_guard_preprocessing: str = "none") -> gr.Blocks:
+               prompt_guard_preprocessing: str = "none", tuner: Any = None,
+               tune_off: str = "") -> gr.Blocks:
     """The whole page over already loaded models (and optionally a `labels.Store`).
 
     `prompt_guard_preprocessing` is how Prompt Guard reads messages unless a visitor changes
@@ -365,6 +366,8 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
             with gr.Tab("Batch evaluation", id="evaluate"):
                 evaluation = _eval_tab(store, builtins, threshold, family, reviewer_bar)
 
+            with gr.Tab("Tune", id="tune", visible=store is not None):
+                tune = _tune_tab(tuner, tune_off, reviewer_bar) if store is not None else None
             with gr.Tab("API", id="api"):
                 gr.Markdown(API_HELP)
                 api_conversation = gr.Code(EXAMPLE, language="json", label="conversation (JSON)",
@@ -510,6 +513,10 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
         if browser is not None:
             reviewer_bar.wire()
             browser.wire()
+        if tune is not None:
+            from guard_app.tune import tab as tune_tab
+
+            tune_tab.on_load(demo, reviewer_bar, tune)
         explore.wire(turns, categories, custom, slider,
                      functools.partial(explore_inputs, guards, max_images=max_images),
                      slot, concurrency=concurrency, concurrency_id=GPU)
@@ -620,6 +627,12 @@ def _eval_tab(store: Any, builtins: dict, threshold: float, family: Family, bar:
                    family=family, bar=bar)
 
 
+def _tune_tab(tuner: Any, tune_off: str, bar: Any):
+    from guard_app.tune import tab
+
+    return tab.build(tuner, bar, unavailable=tune_off or "Tuning is off on this server.")
+
+
 def _labels_tab(store: Any, bar: Any):
     from guard_app.ui_labels import LabelsBrowser
 
@@ -696,6 +709,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from guard.versions import check_or_exit
     from guard_app.config import parse_options
     from guard_app.models import load_models
+    from guard_app.tune.logic import tuner_for
 
     options = parse_options(argv)
     check_or_exit()
@@ -704,13 +718,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     loaded = load_models(options)
     if gpu.spaces is not None and loaded.prompt_guards is not None:
         loaded.prompt_guards.load_all()  # ZeroGPU forks workers: load before, not in, them
+    gate = _gate(options)
+    tuner, tune_off = tuner_for(store, options.engines, loaded.guards.llama_guard, db=options.db,
+                                zero_gpu=gpu.spaces is not None,
+                                public_without_accounts=options.on_space and not gate.restricted)
     demo = build_demo(loaded.guards, prompt_guards=loaded.prompt_guards,
                       default_prompt_guard=loaded.default_prompt_guard, store=store,
                       tiny=options.tiny, failures=loaded.failures, threshold=options.threshold,
                       max_images=options.max_images, concurrency=options.concurrency,
-                      data_dir=options.data_dir, reviewers=_gate(options),
+                      data_dir=options.data_dir, reviewers=gate,
                       serving=options.serving, api_key=options.api_key,
-                      prompt_guard_preprocessing=options.prompt_guard_preprocessing)
+                      prompt_guard_preprocessing=options.prompt_guard_preprocessing,
+                      tuner=tuner, tune_off=tune_off)
     launch(demo, family=engine_family(loaded.guards), server_name=options.host,
            server_port=options.port)
 
