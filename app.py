@@ -18,14 +18,14 @@ from typing import Any
 
 import gradio as gr
 
-from guard.categories import LLAMA_GUARD_4_CATEGORIES, Family, categories_for
-from guard.conversation import MAX_IMAGES
-from guard.engine import ModelInfo
-from guard.errors import GuardError, ModelLoadError
-from guard.prompt_guard_text import PREPROCESSING, check_preprocessing
-from guard.prompts import CustomCategory, check_custom, plan
-from guard.service import Guards
-from guard.verdict import DEFAULT_THRESHOLD
+from guard.core.categories import LLAMA_GUARD_4_CATEGORIES, Family, categories_for
+from guard.core.conversation import MAX_IMAGES
+from guard.core.errors import GuardError, ModelLoadError
+from guard.core.prompt_guard_text import PREPROCESSING, check_preprocessing
+from guard.core.prompts import CustomCategory, check_custom, plan
+from guard.core.verdict import DEFAULT_THRESHOLD
+from guard.engines.engine import ModelInfo
+from guard.engines.service import Guards
 from guard_app import editor, eval_view, explore_ui, fair, gpu, openai_api, results, tools
 from guard_app.api import EXAMPLE, build_conversation, parse_excluded, parse_threshold
 from guard_app.config import Serving
@@ -76,7 +76,7 @@ def custom_categories(custom: Sequence[dict[str, str]]) -> tuple[CustomCategory,
 
 def add_custom(custom: Sequence[dict[str, str]], name: str, description: str
                ) -> list[dict[str, str]]:
-    """The custom categories with one more, checked as the prompt will hold it (guard.prompts)."""
+    """The custom categories with one more, checked as the prompt will hold it (guard.core.prompts)."""
     name = " ".join((name or "").split()).rstrip(".")
     if not name:
         raise GuardError("Give the custom category a short name, e.g. 'Medical misinformation'.")
@@ -174,7 +174,7 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
     """The whole page over already loaded models (and optionally a `labels.Store`).
 
     `prompt_guard_preprocessing` is how Prompt Guard reads messages unless a visitor changes
-    it: "none" (the model card) or "llamafirewall" (guard.prompt_guard_text).
+    it: "none" (the model card) or "llamafirewall" (guard.core.prompt_guard_text).
 
     `api_key`, when given, is the bearer key /v1/moderations asks for (GUARD_LAB_API_KEY).
     `data_dir` holds the public evaluation sets; None looks in the default place. `serving`

@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import app  # noqa: E402
-from guard.service import moderate, tiny_guards  # noqa: E402
-from guard.tiny import BENIGN, PICTURE, RED, VIOLENT, swatch  # noqa: E402
+from guard.engines.service import moderate, tiny_guards  # noqa: E402
+from guard.testing.tiny import BENIGN, PICTURE, RED, VIOLENT, swatch  # noqa: E402
 from guard_app.api import build_conversation  # noqa: E402
 
 

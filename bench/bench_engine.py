@@ -15,10 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from bench.common import device_line, report, side_by_side  # noqa: E402
+from guard.engines.llama_guard import LlamaGuard  # noqa: E402
 from guard.engines.loading import default_tiny_dir  # noqa: E402
-from guard.llama_guard import LlamaGuard  # noqa: E402
-from guard.prompt_guard import PromptGuard  # noqa: E402
-from guard.tiny import JAILBREAK, LLAMA_GUARD_EXAMPLES, build_tiny_models, filler  # noqa: E402
+from guard.engines.prompt_guard import PromptGuard  # noqa: E402
+from guard.testing.tiny import JAILBREAK, LLAMA_GUARD_EXAMPLES, build_tiny_models, filler  # noqa: E402
 
 
 def recipe_messages(conversation):

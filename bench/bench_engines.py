@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx  # noqa: E402
 
 from bench.common import report  # noqa: E402
-from guard.categories import Family  # noqa: E402
+from guard.core.categories import Family  # noqa: E402
+from guard.core.conversation import Conversation, Turn  # noqa: E402
+from guard.engines.llama_cpp_engine import LlamaCppGuard, guess_family, resolve_gguf  # noqa: E402
 from guard.engines.loading import default_tiny_dir  # noqa: E402
-from guard.conversation import Conversation, Turn  # noqa: E402
-from guard.llama_cpp_engine import LlamaCppGuard, guess_family, resolve_gguf  # noqa: E402
-from guard.openai_engine import OpenAIGuard  # noqa: E402
-from guard.tiny_text import TEXT_EXAMPLES, build_tiny_text_model  # noqa: E402
+from guard.engines.openai_engine import OpenAIGuard  # noqa: E402
+from guard.testing.tiny_text import TEXT_EXAMPLES, build_tiny_text_model  # noqa: E402
 
 ALIAS = "guard-under-test"
 

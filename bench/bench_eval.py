@@ -20,18 +20,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from bench.common import device_line, report, side_by_side  # noqa: E402
+from guard.core.datasets import Dataset, Row, read_dataset  # noqa: E402
+from guard.engines.llama_guard import LlamaGuard  # noqa: E402
 from guard.engines.loading import default_tiny_dir  # noqa: E402
-from guard.eval.readers import Dataset, Row, read_dataset  # noqa: E402
+from guard.engines.prompt_guard import PromptGuard  # noqa: E402
+from guard.engines.service import Guards  # noqa: E402
 from guard.eval.runner import (  # noqa: E402
     DEFAULT_BATCH_SIZE,
     conversation_for,
     evaluate_dataset,
     run_settings,
 )
-from guard.llama_guard import LlamaGuard  # noqa: E402
-from guard.prompt_guard import PromptGuard  # noqa: E402
-from guard.service import Guards  # noqa: E402
-from guard.tiny import LLAMA_GUARD_EXAMPLES, build_tiny_models  # noqa: E402
+from guard.testing.tiny import LLAMA_GUARD_EXAMPLES, build_tiny_models  # noqa: E402
 from labels.runs import EvalResult, Runs  # noqa: E402
 from labels.store import Store  # noqa: E402
 

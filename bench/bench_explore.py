@@ -12,10 +12,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import device_line, report, side_by_side  # noqa: E402
+from guard.engines.llama_guard import LlamaGuard  # noqa: E402
 from guard.engines.loading import default_tiny_dir  # noqa: E402
 from guard.explore import category_scores, first_code_probability, sweep  # noqa: E402
-from guard.llama_guard import LlamaGuard  # noqa: E402
-from guard.tiny import LLAMA_GUARD_EXAMPLES, build_tiny_models  # noqa: E402
+from guard.testing.tiny import LLAMA_GUARD_EXAMPLES, build_tiny_models  # noqa: E402
 
 
 def main() -> None:

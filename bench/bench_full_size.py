@@ -37,18 +37,18 @@ import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
 from transformers import StoppingCriteria, StoppingCriteriaList  # noqa: E402
 
-from guard import limits  # noqa: E402
-from guard._tiny_deberta import build_tokenizer as build_deberta_tokenizer  # noqa: E402
-from guard._tiny_llama import build_tokenizer as build_llama_tokenizer  # noqa: E402
-from guard.categories import Family  # noqa: E402
-from guard.conversation import Conversation, Turn  # noqa: E402
+from guard.core import limits  # noqa: E402
+from guard.core.categories import Family  # noqa: E402
+from guard.core.conversation import Conversation, Turn  # noqa: E402
+from guard.core.prompts import render  # noqa: E402
+from guard.core.verdict import p_unsafe_from_logits  # noqa: E402
+from guard.engines.llama_guard import MAX_NEW_TOKENS, LlamaGuard, pack_by_budget, pick_device  # noqa: E402
+from guard.engines.prompt_guard import PromptGuard  # noqa: E402
 from guard.eval.runner import DEFAULT_BATCH_SIZE  # noqa: E402
 from guard.explore import category_scores, sweep  # noqa: E402
-from guard.llama_guard import MAX_NEW_TOKENS, LlamaGuard, pack_by_budget, pick_device  # noqa: E402
-from guard.prompt_guard import PromptGuard  # noqa: E402
-from guard.prompts import render  # noqa: E402
-from guard.tiny import JAILBREAK, LLAMA_GUARD_EXAMPLES, PROMPT_GUARD_EXAMPLES, filler  # noqa: E402
-from guard.verdict import p_unsafe_from_logits  # noqa: E402
+from guard.testing._tiny_deberta import build_tokenizer as build_deberta_tokenizer  # noqa: E402
+from guard.testing._tiny_llama import build_tokenizer as build_llama_tokenizer  # noqa: E402
+from guard.testing.tiny import JAILBREAK, LLAMA_GUARD_EXAMPLES, PROMPT_GUARD_EXAMPLES, filler  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parent / "full_size_configs.json"
 TEXT_TOKENS = (200, 1000, 4000)

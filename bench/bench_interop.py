@@ -24,8 +24,8 @@ sys.path.insert(0, str(REPO))
 import app  # noqa: E402
 from bench.bench_app import free_port  # noqa: E402
 from bench.common import device_line, report, side_by_side  # noqa: E402
-from guard.service import tiny_guards  # noqa: E402
-from guard.tiny import BENIGN, PICTURE, RED, VIOLENT, swatch  # noqa: E402
+from guard.engines.service import tiny_guards  # noqa: E402
+from guard.testing.tiny import BENIGN, PICTURE, RED, VIOLENT, swatch  # noqa: E402
 
 
 def cases(folder: Path) -> list[tuple[str, dict, str, list[str]]]:

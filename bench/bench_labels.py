@@ -22,7 +22,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from guard.conversation import Conversation, Turn  # noqa: E402
+from guard.core.conversation import Conversation, Turn  # noqa: E402
 from labels import ExampleInput, LabelInput, ModelOutput, Store  # noqa: E402
 from labels.metrics import (  # noqa: E402
     average_precision,

@@ -3,9 +3,16 @@
 Importing the package is cheap: torch and transformers load only with the runners.
 """
 
-from .categories import Category, Family, categories_for
-from .conversation import Conversation, Turn, assistant, from_messages, load_conversation_file, user
-from .errors import (
+from guard.core.categories import Category, Family, categories_for
+from guard.core.conversation import (
+                     Conversation,
+                     Turn,
+                     assistant,
+                     from_messages,
+                     load_conversation_file,
+                     user,
+)
+from guard.core.errors import (
                      ContextTooLong,
                      GuardError,
                      InvalidCategories,
@@ -14,8 +21,8 @@ from .errors import (
                      ModelLoadError,
                      TooLarge,
 )
-from .prompts import CustomCategory, plan, render
-from .verdict import DEFAULT_THRESHOLD, CategoryHit, Verdict, parse_answer
+from guard.core.prompts import CustomCategory, plan, render
+from guard.core.verdict import DEFAULT_THRESHOLD, CategoryHit, Verdict, parse_answer
 
 __all__ = [
     "Category", "CategoryHit", "ContextTooLong", "Conversation", "CustomCategory",

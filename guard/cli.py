@@ -8,13 +8,13 @@ import os
 import sys
 from pathlib import Path
 
-from .categories import Family, parse_codes
-from .conversation import load_conversation_file
-from .engines import loading
-from .errors import GuardError
-from .prompt_guard_text import PREPROCESSING
-from .prompts import render
-from .versions import check_or_exit
+from guard.core.categories import Family, parse_codes
+from guard.core.conversation import load_conversation_file
+from guard.core.errors import GuardError
+from guard.core.prompt_guard_text import PREPROCESSING
+from guard.core.prompts import render
+from guard.engines import loading
+from guard.versions import check_or_exit
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             raise GuardError(f"--threshold must be between 0 and 1, got {args.threshold}.")
         conversation = load_conversation_file(args.conversation)
         guards = load_guards(args)
-        from .service import moderate
+        from guard.engines.service import moderate
 
         result = moderate(guards, conversation, parse_codes(args.exclude),
                           threshold=args.threshold, include_assistant=args.include_assistant,

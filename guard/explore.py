@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import torch
 
-from . import limits
-from .conversation import Conversation
-from .errors import TooLarge
-from .llama_guard import LlamaGuard
-from .prompts import ANSWER_PREFIX, CustomCategory, PromptPlan
-from .verdict import DEFAULT_THRESHOLD, Verdict
+from guard.core import limits
+from guard.core.conversation import Conversation
+from guard.core.errors import TooLarge
+from guard.core.prompts import ANSWER_PREFIX, CustomCategory, PromptPlan
+from guard.core.verdict import DEFAULT_THRESHOLD, Verdict
+from guard.engines.llama_guard import LlamaGuard
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from guard.categories import parse_codes
-from guard.conversation import MAX_IMAGES, Conversation, from_messages
-from guard.errors import GuardError, InvalidConversation
-from guard.verdict import DEFAULT_THRESHOLD
+from guard.core.categories import parse_codes
+from guard.core.conversation import MAX_IMAGES, Conversation, from_messages
+from guard.core.errors import GuardError, InvalidConversation
+from guard.core.verdict import DEFAULT_THRESHOLD
 
 EXAMPLE = ('[{"role": "user", "content": [{"type": "text", "text": "What is in this picture?"}, '
            '{"type": "image", "path": "red.png"}]}]')

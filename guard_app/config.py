@@ -9,11 +9,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from guard.conversation import MAX_IMAGES
+from guard.core.conversation import MAX_IMAGES
+from guard.core.errors import GuardError
+from guard.core.prompt_guard_text import PREPROCESSING
+from guard.core.verdict import DEFAULT_THRESHOLD
 from guard.engines.loading import EngineOptions, add_engine_arguments, engine_options
-from guard.errors import GuardError
-from guard.prompt_guard_text import PREPROCESSING
-from guard.verdict import DEFAULT_THRESHOLD
 
 DEFAULT_PORT = 7860
 
@@ -43,7 +43,7 @@ class Options:
     reviewers: dict[str, str] = field(default_factory=dict, repr=False)  # name -> password
     on_space: bool = False  # Hugging Face Spaces: reviewers sign in with their HF account
     serving: Serving = field(default_factory=Serving)
-    prompt_guard_preprocessing: str = "none"  # one of guard.prompt_guard_text.PREPROCESSING
+    prompt_guard_preprocessing: str = "none"  # one of guard.core.prompt_guard_text.PREPROCESSING
     api_key: str | None = field(default=None, repr=False)  # /v1/moderations (GUARD_LAB_API_KEY)
 
     @property

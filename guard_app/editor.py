@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from guard import limits
-from guard.conversation import MAX_IMAGES, ROLES, Conversation, Turn, validate
-from guard.errors import InvalidConversation, InvalidImage
-from guard.images import load_image
+from guard.core import limits
+from guard.core.conversation import MAX_IMAGES, ROLES, Conversation, Turn, validate
+from guard.core.errors import InvalidConversation, InvalidImage
+from guard.core.images import load_image
 
 TurnDict = dict[str, Any]
 

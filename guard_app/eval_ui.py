@@ -9,14 +9,13 @@ from typing import Any
 
 import gradio as gr
 
-from guard.categories import Family
+from guard.core.categories import Family
+from guard.engines.service import Guards
 from guard.eval import FORMATS
-from guard.service import Guards
+from guard_app import eval_view as view
+from guard_app.guarded import guarded
 from labels.errors import LabelsError
 from labels.runs import Runs
-
-from . import eval_view as view
-from .guarded import guarded
 
 PRIVATE = {"api_visibility": "private"}
 INTRO = (

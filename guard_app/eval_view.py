@@ -14,7 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from guard.categories import Family, categories_for
+from guard.core.categories import Family, categories_for
+from guard.core.datasets import Row
+from guard.engines.service import Guards
 from guard.eval import (
     FORMATS,
     Comparison,
@@ -27,9 +29,7 @@ from guard.eval import (
     evaluate_dataset,
     read_dataset,
 )
-from guard.eval.readers import Row
 from guard.eval.runner import DEFAULT_BATCH_SIZE, Judge
-from guard.service import Guards
 from labels.runs import EvalResult, Runs
 
 UPLOAD = "upload"
@@ -257,7 +257,7 @@ def gpu_judge(slot: int) -> Judge:
 
     The label store and the progress bar stay in the server process, between the calls.
     """
-    from . import gpu
+    from guard_app import gpu
 
     def judge(batch: Sequence[tuple[int, Row]], guards: Guards, excluded: Sequence[str],
               threshold: float) -> list[EvalResult]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from guard import tiny
+from guard.testing import tiny
 
 SWATCHES = {"red": tiny.RED, "blue": tiny.BLUE}
 

@@ -11,12 +11,11 @@ from typing import Any
 
 import gradio as gr
 
-from guard.errors import GuardError
-
-from . import explore_view as view
-from . import gpu
-from .api import build_conversation, parse_excluded, parse_threshold
-from .guarded import guarded
+from guard.core.errors import GuardError
+from guard_app import explore_view as view
+from guard_app import gpu
+from guard_app.api import build_conversation, parse_excluded, parse_threshold
+from guard_app.guarded import guarded
 
 PRIVATE = {"api_visibility": "private"}
 # prepare(turns, ticked, custom) -> (engine, conversation, excluded codes, custom categories)

@@ -12,12 +12,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from guard import explore
-from guard.conversation import Conversation
-from guard.errors import GuardError
-from guard.prompts import CustomCategory
-from guard.verdict import Verdict
-
-from .results import bar
+from guard.core.conversation import Conversation
+from guard.core.errors import GuardError
+from guard.core.prompts import CustomCategory
+from guard.core.verdict import Verdict
+from guard_app.results import bar
 
 SCORES_MEANING = (
     "Each bar is the probability that the model names this category first, given that it "

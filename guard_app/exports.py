@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .reviewers import duration
+from guard_app.reviewers import duration
 
 # Under /gradio_api so that Gradio's Node front proxy (SSR mode) forwards it to Python too.
 ROUTE = "/gradio_api/guard-lab/export/{token}"

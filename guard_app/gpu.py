@@ -35,12 +35,12 @@ from typing import Any
 
 from PIL import Image
 
-from guard import limits
-from guard.conversation import Conversation, Turn
-from guard.errors import ModelLoadError
-from guard.prompts import CustomCategory
-from guard.service import Guards
-from guard.service import moderate as moderate_both
+from guard.core import limits
+from guard.core.conversation import Conversation, Turn
+from guard.core.errors import ModelLoadError
+from guard.core.prompts import CustomCategory
+from guard.engines.service import Guards
+from guard.engines.service import moderate as moderate_both
 
 try:  # Hugging Face's ZeroGPU package; absent elsewhere.
     import spaces
@@ -49,7 +49,7 @@ except ImportError:
 
 MAX_DURATION_S = 120
 # A conversation: [{"role", "text", "images": [png bytes, ...], "parts": [text, ...]}]; "parts"
-# only when a message had several text parts (guard.conversation.Turn).
+# only when a message had several text parts (guard.core.conversation.Turn).
 Plain = list[dict[str, Any]]
 
 
@@ -87,7 +87,7 @@ def models(slot: int) -> Models:
 def on_gpu(duration: Callable[..., float]) -> Callable[[Callable], Callable]:
     """spaces.GPU(duration=...) where ZeroGPU's package is installed, else the function itself.
 
-    Inside, the call's model work has a time budget (guard.limits.check_time between forward
+    Inside, the call's model work has a time budget (guard.core.limits.check_time between forward
     passes): GUARD_LAB_CALL_BUDGET_S, and on ZeroGPU also a little less than the duration asked
     for, so a call that would run over stops with a clear message instead of being aborted.
     """
@@ -162,7 +162,7 @@ def moderate(slot: int, conversation: Plain, excluded: list[str], threshold: flo
 
     `prompt_guard` names a Prompt Guard choice of the page (None: the default one);
     `use_prompt_guard=False` runs Llama Guard alone; `pg_preprocessing` is how Prompt Guard
-    reads the messages ("none" or "llamafirewall", guard.prompt_guard_text).
+    reads the messages ("none" or "llamafirewall", guard.core.prompt_guard_text).
     """
     loaded = models(slot)
     pg = loaded.guards.prompt_guard
@@ -188,7 +188,7 @@ def _attribution_s(slot: int, conversation: Plain, *args: Any, **kwargs: Any) ->
 @on_gpu(_sweep_s)
 def sweep(slot: int, conversation: Plain, excluded: list[str], threshold: float,
           only_one: bool = False, custom: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    from . import explore_view
+    from guard_app import explore_view
 
     return explore_view.sweep_json(_llama_guard(slot), conversation_of(conversation), excluded,
                                    threshold=threshold, only_one=only_one,
@@ -198,7 +198,7 @@ def sweep(slot: int, conversation: Plain, excluded: list[str], threshold: float,
 @on_gpu(_attribution_s)
 def attribution(slot: int, conversation: Plain, excluded: list[str], threshold: float,
                 custom: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    from . import explore_view
+    from guard_app import explore_view
 
     return explore_view.attribution_json(_llama_guard(slot), conversation_of(conversation),
                                          excluded, threshold=threshold,
@@ -212,7 +212,7 @@ def _scores_s(*args: Any, **kwargs: Any) -> int:
 @on_gpu(_scores_s)
 def category_scores(slot: int, conversation: Plain, excluded: list[str], threshold: float,
                     custom: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    from . import explore_view
+    from guard_app import explore_view
 
     return explore_view.scores_json(_llama_guard(slot), conversation_of(conversation), excluded,
                                     threshold=threshold, custom=custom_of(custom or ()))
@@ -226,7 +226,7 @@ def _judge_s(slot: int, rows: list[dict[str, Any]], *args: Any, **kwargs: Any) -
 def judge(slot: int, rows: list[dict[str, Any]], excluded: list[str],
           threshold: float) -> list[dict[str, Any]]:
     """One evaluation batch: rows as `{"position", "row": Row fields}`, results as dicts."""
-    from guard.eval.readers import Row
+    from guard.core.datasets import Row
     from guard.eval.runner import judge as judge_batch
 
     batch = [(r["position"], Row(**r["row"])) for r in rows]

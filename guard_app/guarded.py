@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from guard.errors import GuardError
+from guard.core.errors import GuardError
 from labels.errors import LabelsError
 
 log = logging.getLogger("guard_lab")

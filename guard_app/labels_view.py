@@ -192,7 +192,7 @@ def own_label(example: StoredExample, reviewer: str) -> tuple[str | None, list[s
 
 
 def category_choices(example: StoredExample) -> list[tuple[str, str]]:
-    from guard.categories import categories_for
+    from guard.core.categories import categories_for
 
     names = {c.code: c.card_name for c in categories_for(example.family)}
     names.update({c["code"]: c["name"] for c in example.custom if "code" in c})

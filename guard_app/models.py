@@ -8,14 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from guard.categories import guess_family
+from guard.core.categories import guess_family
+from guard.core.errors import GuardError, ModelLoadError
 from guard.engines import loading
 from guard.engines.loading import EngineOptions
-from guard.errors import GuardError, ModelLoadError
-from guard.prompt_guard import PROMPT_GUARD_MODELS
-from guard.service import Guards
-
-from .config import Options
+from guard.engines.prompt_guard import PROMPT_GUARD_MODELS
+from guard.engines.service import Guards
+from guard_app.config import Options
 
 LLAMA_GUARD = "Llama Guard 4"  # the default model, and the banner's name for it
 PROMPT_GUARD = "Prompt Guard 2"

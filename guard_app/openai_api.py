@@ -35,16 +35,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from guard.adapters.messages import chat_conversation, input_conversations
-from guard.categories import Family, categories_for
-from guard.conversation import Conversation
-from guard.errors import GuardError, ModelLoadError, TooLarge
-from guard.prompt_guard import FIREWALL_THRESHOLD
-from guard.service import Guards
-
-from . import gpu
-from .api import parse_threshold
-from .fair import Busy, Share
-from .guarded import UNEXPECTED
+from guard.core.categories import Family, categories_for
+from guard.core.conversation import Conversation
+from guard.core.errors import GuardError, ModelLoadError, TooLarge
+from guard.engines.prompt_guard import FIREWALL_THRESHOLD
+from guard.engines.service import Guards
+from guard_app import gpu
+from guard_app.api import parse_threshold
+from guard_app.fair import Busy, Share
+from guard_app.guarded import UNEXPECTED
 
 log = logging.getLogger("guard_lab")
 ROUTE = "/v1/moderations"
@@ -146,7 +145,7 @@ def parse_request(payload: Any, *, family: Family, default_threshold: float,
 
 
 def moderation_result(result: dict[str, Any], family: Family, images: int) -> dict[str, Any]:
-    """One OpenAI moderation result from the JSON of `guard.service.moderate`."""
+    """One OpenAI moderation result from the JSON of `guard.engines.service.moderate`."""
     named = {c["code"] for c in result.get("categories", ())}
     enabled = set(result.get("enabled_categories", ()))
     flagged = bool(result["unsafe"])

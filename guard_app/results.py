@@ -1,6 +1,6 @@
 """HTML for the results panel, the status banner and the category legend.
 
-Pure functions of the JSON that `guard.service.moderate` returns. Every string that can come
+Pure functions of the JSON that `guard.engines.service.moderate` returns. Every string that can come
 from a person (category names, raw model output) is escaped before it reaches the page.
 """
 
@@ -10,8 +10,8 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-from guard.categories import Family, categories_for
-from guard.prompt_guard import FIREWALL_THRESHOLD
+from guard.core.categories import Family, categories_for
+from guard.engines.prompt_guard import FIREWALL_THRESHOLD
 
 PROMPT_GUARD_CUTOFF = 0.5  # the classifier's own decision: malicious is the likelier class
 SPECIAL_TOKEN_NOTE = (

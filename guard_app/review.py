@@ -9,13 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from guard.prompts import CustomCategory
+from guard.core.prompts import CustomCategory
+from guard_app.editor import to_conversation
+from guard_app.exports import PREFIX
 from labels import ExampleFilter, ExampleInput, LabelInput, ModelOutput, SavedExample, Store
 from labels.errors import InvalidLabel
 from labels.export import FORMATS, export
-
-from .editor import to_conversation
-from .exports import PREFIX
 
 LIST_HEADERS = ["id", "created", "preview", "images", "model", "p_unsafe", "model categories",
                 "gold labels", "reviewers", "disagreement"]

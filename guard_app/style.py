@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from guard.categories import Family, categories_for
+from guard.core.categories import Family, categories_for
 
 CSS = """
 .gl-banner {padding: 10px 14px; border-radius: 8px; margin: 4px 0; font-size: 0.95rem}

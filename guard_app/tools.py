@@ -25,13 +25,12 @@ from typing import Any
 import gradio as gr
 
 from guard.adapters.messages import chat_conversation
-from guard.errors import ModelLoadError
-from guard.prompt_guard import FIREWALL_THRESHOLD
-from guard.service import Guards
-
-from . import gpu
-from .api import parse_excluded, parse_threshold
-from .guarded import guarded
+from guard.core.errors import ModelLoadError
+from guard.engines.prompt_guard import FIREWALL_THRESHOLD
+from guard.engines.service import Guards
+from guard_app import gpu
+from guard_app.api import parse_excluded, parse_threshold
+from guard_app.guarded import guarded
 
 # tool name (the function's) -> endpoint name; /moderate and /sweep belong to the API tab.
 TOOLS = {"moderate": "tool_moderate", "sweep": "tool_sweep", "prompt_guard": "tool_prompt_guard"}

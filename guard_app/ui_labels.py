@@ -8,14 +8,13 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from guard.categories import LLAMA_GUARD_4_CATEGORIES
+from guard.core.categories import LLAMA_GUARD_4_CATEGORIES
+from guard_app import labels_view as view
+from guard_app import review
+from guard_app.exports import Downloads
+from guard_app.guarded import guarded  # escapes its messages: toasts render HTML
+from guard_app.reviewers import Mode, ReviewerGate, duration
 from labels.export import FORMATS
-
-from . import labels_view as view
-from . import review
-from .exports import Downloads
-from .guarded import guarded  # escapes its messages: toasts render HTML
-from .reviewers import Mode, ReviewerGate, duration
 
 NAMES = {c.code: c.card_name for c in LLAMA_GUARD_4_CATEGORIES}
 PRIVATE = {"api_visibility": "private"}

@@ -3,8 +3,9 @@
 Imports neither torch nor gradio, so the storage tests run without a model.
 """
 
-from .errors import ImportFailed, InvalidExample, InvalidLabel, LabelsError, NotFound
-from .records import (
+from labels.errors import ImportFailed, InvalidExample, InvalidLabel, LabelsError, NotFound
+from labels.filters import ReviewFilter
+from labels.records import (
                       ExampleFilter,
                       ExampleInput,
                       ExampleSummary,
@@ -18,11 +19,12 @@ from .records import (
                       StoredExample,
                       StoredLabel,
 )
-from .store import Store, default_db_path
+from labels.store import Store, default_db_path
 
 __all__ = [
     "ExampleFilter", "ExampleInput", "ExampleSummary", "ImageBlob", "ImportFailed",
     "ImportResult", "InvalidExample", "InvalidLabel", "LabelEvent", "LabelInput", "LabelsError",
-    "MetricInputs", "ModelOutput", "NotFound", "SavedExample", "Store", "StoredExample",
+    "MetricInputs", "ModelOutput", "NotFound", "ReviewFilter", "SavedExample", "Store",
+    "StoredExample",
     "StoredLabel", "default_db_path",
 ]

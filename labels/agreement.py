@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-from .content import code_key
-from .metrics import cohen_kappa
+from labels.content import code_key
+from labels.metrics import cohen_kappa
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Protocol
 
-from .errors import LabelsError
+from labels.errors import LabelsError
 
 SNAPSHOT = "guard_lab.db"
 PREVIOUS = "guard_lab.prev.db"

@@ -1,4 +1,4 @@
-"""`python -m labels`: export, import and metrics over a Guard Lab database.
+"""`python -m labels`: export, import, metrics and review queues over a Guard Lab database.
 
 Thin: each command opens a Store, calls one library function and prints. Library errors become
 one line on stderr and exit status 2.
@@ -13,12 +13,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from guard.errors import GuardError
-
-from .errors import LabelsError
-from .export import FORMATS, export, import_jsonl
-from .metrics import MetricsReport, evaluate
-from .store import Store
+from guard.core.errors import GuardError
+from labels import queues
+from labels.errors import LabelsError
+from labels.export import FORMATS, export, import_jsonl
+from labels.filters import ReviewFilter
+from labels.metrics import MetricsReport, evaluate
+from labels.store import Store
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("--db", required=True, help="the Guard Lab database")
     exporter.add_argument("--format", required=True, choices=FORMATS)
     exporter.add_argument("out", help="the file to write")
+    filters = exporter.add_argument_group("filters (export only the examples that match)")
+    filters.add_argument("--label", help="some reviewer labelled it safe or unsafe")
+    filters.add_argument("--category", help="some reviewer named this code")
+    filters.add_argument("--reviewer", help="this reviewer labelled it")
+    filters.add_argument("--model", help="judged by this model")
+    filters.add_argument("--since", help="saved on or after this ISO date")
+    filters.add_argument("--until", help="saved before this ISO date")
+    filters.add_argument("--text", help="full-text search over conversations and notes")
+    filters.add_argument("--reviewers-disagree", action="store_true",
+                         help="reviewers gave it different verdicts or categories")
     importer = commands.add_parser("import", help="add a JSONL export to a database")
     importer.add_argument("--db", required=True)
     importer.add_argument("file", help="a JSONL file written by `export --format jsonl`")
@@ -36,7 +47,50 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--json", action="store_true", help="print JSON instead of a table")
     metrics.add_argument("--target-fpr", type=float, default=0.05,
                          help="false-positive rate for the suggested threshold (default 0.05)")
+    add_queue_commands(commands)
     return parser
+
+
+def add_queue_commands(commands: argparse._SubParsersAction) -> None:
+    queue = commands.add_parser("queue", help="review queues: fill, work, follow")
+    sub = queue.add_subparsers(dest="queue_command", required=True)
+    create = sub.add_parser("create", help="fill a queue from a stored run or a CSV/JSONL file")
+    create.add_argument("--db", required=True)
+    create.add_argument("name")
+    source = create.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a stored evaluation run")
+    source.add_argument("--file", help="a CSV or JSONL file of conversations to label")
+    create.add_argument("--select", choices=queues.SELECTIONS, help="which rows of the run")
+    create.add_argument("--other-run", help="with --select differs: the run to compare with")
+    create.add_argument("--threshold", type=float, help="with --select uncertain (default: the "
+                        "run's threshold)")
+    create.add_argument("--band", type=float, help="with --select uncertain: p_unsafe within "
+                        "this distance of the threshold")
+    create.add_argument("--dataset", help="the run's dataset file, if it has moved")
+    create.add_argument("--format", default="jsonl", help="with --file: jsonl (default), csv, "
+                        "xstest or openai-moderation")
+    create.add_argument("--family", help="the Llama Guard family (default: from the run's "
+                        "model; llama-guard-4 for a file)")
+    create.add_argument("--model", default="", help="with --file: the model to record")
+    create.add_argument("--exclude", default="", help="with --file: codes left out, e.g. S2,S3")
+    create.add_argument("--overlap", type=int, default=1, help="reviewers per item (default 1)")
+    listing = sub.add_parser("list", help="the queues and how far they are")
+    listing.add_argument("--db", required=True)
+    listing.add_argument("--json", action="store_true")
+    for name, text in (("next", "lease the next item to a reviewer"),
+                       ("submit", "label an item"), ("skip", "pass an item"),
+                       ("progress", "labelled and skipped counts")):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("--db", required=True)
+        command.add_argument("queue")
+        if name in ("submit", "skip"):
+            command.add_argument("item", type=int, help="the item id `next` gave")
+        command.add_argument("--reviewer", required=name != "progress")
+        command.add_argument("--json", action="store_true")
+    submit = sub.choices["submit"]
+    submit.add_argument("--verdict", required=True, help="safe or unsafe")
+    submit.add_argument("--categories", default="", help="codes such as S1,S10 (unsafe only)")
+    submit.add_argument("--note", default="")
 
 
 def format_report(report: MetricsReport) -> str:
@@ -64,11 +118,16 @@ def format_report(report: MetricsReport) -> str:
 
 
 def run(args: argparse.Namespace) -> str:
-    if args.command != "import" and not Path(args.db).is_file():
+    creates = args.command == "import" or getattr(args, "file", None) is not None
+    if not creates and not Path(args.db).is_file():
         raise LabelsError(f"No database at {args.db}. Check the --db path.")
+    if args.command == "queue" and creates and not Path(args.file).is_file():
+        raise LabelsError(f"No file at {args.file}. Check the --file path.")
     with Store(args.db) as store:
+        if args.command == "queue":
+            return run_queue(store, args)
         if args.command == "export":
-            count = export(store, args.format, args.out)
+            count = export(store, args.format, args.out, export_filter(args))
             return f"Wrote {count} {'rows' if args.format == 'llama-guard' else 'examples'} " \
                    f"to {args.out}"
         if args.command == "import":
@@ -78,6 +137,86 @@ def run(args: argparse.Namespace) -> str:
                     f"({result.labels_skipped} already there)")
         report = evaluate(store.metric_inputs(), target_fpr=args.target_fpr)
         return json.dumps(report.to_json(), indent=2) if args.json else format_report(report)
+
+
+def export_filter(args: argparse.Namespace) -> ReviewFilter | None:
+    values = {name: getattr(args, name) for name in
+              ("label", "category", "reviewer", "model", "since", "until", "text")}
+    values = {k: v for k, v in values.items() if v is not None}
+    if args.reviewers_disagree:
+        values["reviewers_disagree"] = True
+    return ReviewFilter(**values) if values else None
+
+
+def run_queue(store: Store, args: argparse.Namespace) -> str:
+    command = args.queue_command
+    if command == "create":
+        return create_queue(store, args)
+    if command == "list":
+        found = queues.list_queues(store)
+        if args.json:
+            return json.dumps([q.to_json() for q in found], indent=2)
+        return "\n".join(f"{q.name}: {q.complete} of {q.items} complete, overlap {q.overlap}, "
+                         f"{q.family}, {q.model}" for q in found) or "No queues yet."
+    if command == "next":
+        item = queues.next_item(store, args.queue, args.reviewer)
+        if item is None:
+            done = queues.progress(store, args.queue, args.reviewer).sentence
+            return json.dumps(None) if args.json else \
+                f"Nothing left for {args.reviewer} in '{args.queue}' ({done})."
+        return json.dumps(item.to_json(), indent=2) if args.json else format_item(item)
+    if command == "progress":
+        result = queues.progress(store, args.queue, args.reviewer)
+        return json.dumps(result.to_json(), indent=2) if args.json else result.sentence
+    if command == "submit":
+        outcome = queues.submit(store, args.queue, args.item, args.reviewer, args.verdict,
+                                args.categories, args.note)
+    else:
+        outcome = queues.skip(store, args.queue, args.item, args.reviewer)
+    if args.json:
+        return json.dumps(outcome.to_json(), indent=2)
+    what = (f"labelled (example {outcome.example_id}, label {outcome.label_id}, "
+            f"{outcome.label_action})" if outcome.status == queues.LABELLED else "skipped")
+    return f"Item {outcome.item_id} {what}; " \
+           f"{queues.progress(store, args.queue, args.reviewer).sentence}"
+
+
+def create_queue(store: Store, args: argparse.Namespace) -> str:
+    run_only = ("select", "other_run", "threshold", "band", "dataset")
+    if args.run is not None:
+        if args.select is None:
+            raise LabelsError(f"Say which rows of run '{args.run}' to queue: --select "
+                              f"{'|'.join(queues.SELECTIONS)}.")
+        if args.model or args.exclude:
+            raise LabelsError("--model and --exclude go with --file; a run's queue takes them "
+                              "from the run.")
+        fill = queues.create_from_run(
+            store, args.name, args.run, args.select, other_run=args.other_run,
+            threshold=args.threshold, band=args.band, overlap=args.overlap, family=args.family,
+            dataset=args.dataset)
+    else:
+        given = [f"--{n.replace('_', '-')}" for n in run_only if getattr(args, n) is not None]
+        if given:
+            raise LabelsError(f"{', '.join(given)} go with --run, not --file.")
+        fill = queues.create_from_file(
+            store, args.name, args.file, format=args.format,
+            family=args.family or "llama-guard-4", model=args.model, excluded=args.exclude,
+            overlap=args.overlap)
+    return fill.summary
+
+
+def format_item(item: queues.QueueItem) -> str:
+    lines = [f"item {item.id} (position {item.position} in '{item.queue}')"]
+    for message in item.messages:
+        text = " ".join(p.get("text") or "[image]" for p in message["content"])
+        lines.append(f"{message['role']:>9}: {text}")
+    answer = item.error and f"failed: {item.error}" or item.verdict or "not judged"
+    if item.categories:
+        answer += " " + ",".join(item.categories)
+    if item.p_unsafe is not None:
+        answer += f" (p_unsafe {item.p_unsafe:.3f}, threshold {item.threshold:g})"
+    lines += [f"    model: {item.model}: {answer}", f"    codes: {', '.join(item.codes)}"]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,14 +12,13 @@ from typing import Any
 
 from PIL import Image
 
-from guard.categories import Family, parse_codes
-from guard.conversation import Conversation
-from guard.errors import GuardError
-from guard.images import load_image
-from guard.prompts import CustomCategory, active_categories, render
-
-from .errors import InvalidExample, InvalidLabel
-from .records import LABEL_VALUES, SAFE, ExampleInput, ImageBlob, LabelInput
+from guard.core.categories import Family, parse_codes
+from guard.core.conversation import Conversation
+from guard.core.errors import GuardError
+from guard.core.images import load_image
+from guard.core.prompts import CustomCategory, active_categories, render
+from labels.errors import InvalidExample, InvalidLabel
+from labels.records import LABEL_VALUES, SAFE, ExampleInput, ImageBlob, LabelInput
 
 MAX_NOTE_CHARS = 10_000
 MAX_REVIEWER_CHARS = 100

@@ -13,20 +13,28 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from guard.conversation import from_messages
-from guard.errors import GuardError
-from guard.prompts import CustomCategory
-
-from .content import blob_from_png, prepare_example
-from .errors import ImportFailed, LabelsError
-from .records import UNSAFE, ExampleInput, ImportResult, LabelInput, ModelOutput, StoredExample
-from .store import Store
+from guard.core.conversation import from_messages
+from guard.core.errors import GuardError
+from guard.core.prompts import CustomCategory
+from labels.content import blob_from_png, prepare_example
+from labels.errors import ImportFailed, LabelsError
+from labels.records import (
+    UNSAFE,
+    ExampleFilter,
+    ExampleInput,
+    ImportResult,
+    LabelInput,
+    ModelOutput,
+    StoredExample,
+)
+from labels.store import MAX_PAGE, Store
 
 FORMATS = ("jsonl", "parquet", "llama-guard")
 
@@ -73,11 +81,30 @@ def _replace_atomically(path: Path, mode: str) -> Iterator[IO[Any]]:
         raise
 
 
-def export_jsonl(store: Store, path: str | Path) -> int:
+def selected_examples(store: Store, filters: ExampleFilter | None = None
+                      ) -> Iterator[StoredExample]:
+    """The examples the filter lists (all of them, not one page), oldest first; every example
+    when `filters` is None. Its limit and offset are ignored."""
+    if filters is None:
+        yield from store.iter_examples()
+        return
+    ids: set[int] = set()
+    offset = 0
+    while True:
+        page = store.list_examples(replace(filters, limit=MAX_PAGE, offset=offset))
+        ids.update(s.id for s in page)
+        if len(page) < MAX_PAGE:
+            break
+        offset += MAX_PAGE
+    for example_id in sorted(ids):
+        yield store.get_example(example_id)
+
+
+def export_jsonl(store: Store, path: str | Path, filters: ExampleFilter | None = None) -> int:
     """One example per line, images as base64 PNG. Returns the number of examples."""
     count = 0
     with _replace_atomically(Path(path), "w") as handle:
-        for example in store.iter_examples():
+        for example in selected_examples(store, filters):
             record = example_record(example)
             record["images"] = [
                 {"sha256": b.sha256, "width": b.width, "height": b.height,
@@ -110,13 +137,14 @@ PARQUET_SCHEMA = pa.schema([
 ], metadata={"huggingface": json.dumps({"info": {"features": {"images": [{"_type": "Image"}]}}})})
 
 
-def export_parquet(store: Store, path: str | Path, *, batch_size: int = 256) -> int:
+def export_parquet(store: Store, path: str | Path, filters: ExampleFilter | None = None, *,
+                   batch_size: int = 256) -> int:
     """Parquet with a datasets Image list column. Returns the number of examples."""
     count = 0
     with _replace_atomically(Path(path), "wb") as handle:
         writer = pq.ParquetWriter(handle, PARQUET_SCHEMA)
         batch: list[dict[str, Any]] = []
-        for example in store.iter_examples():
+        for example in selected_examples(store, filters):
             record = example_record(example)
             record["image_sha256"] = [b.sha256 for b in example.images]
             record["images"] = [{"bytes": b.png, "path": f"{b.sha256}.png"}
@@ -138,11 +166,12 @@ def llama_guard_target(label: str, categories: tuple[str, ...]) -> str:
     return "unsafe\n" + ",".join(categories) if categories else "unsafe"
 
 
-def export_llama_guard(store: Store, path: str | Path) -> int:
+def export_llama_guard(store: Store, path: str | Path,
+                       filters: ExampleFilter | None = None) -> int:
     """{"prompt", "target"} per active label, the prompt exactly as the model saw it."""
     count = 0
     with _replace_atomically(Path(path), "w") as handle:
-        for example in store.iter_examples():
+        for example in selected_examples(store, filters):
             for label in example.labels:
                 row = {"prompt": example.prompt,
                        "target": llama_guard_target(label.label, label.categories)}
@@ -151,15 +180,16 @@ def export_llama_guard(store: Store, path: str | Path) -> int:
     return count
 
 
-EXPORTERS: dict[str, Callable[[Store, str | Path], int]] = {
+EXPORTERS: dict[str, Callable[[Store, str | Path, ExampleFilter | None], int]] = {
     "jsonl": export_jsonl, "parquet": export_parquet, "llama-guard": export_llama_guard,
 }
 
 
-def export(store: Store, fmt: str, path: str | Path) -> int:
+def export(store: Store, fmt: str, path: str | Path, filters: ExampleFilter | None = None) -> int:
+    """Write the examples `filters` selects (all when None) in format `fmt`."""
     if fmt not in EXPORTERS:
         raise LabelsError(f"Unknown export format {fmt!r}. Use one of {', '.join(FORMATS)}.")
-    return EXPORTERS[fmt](store, path)
+    return EXPORTERS[fmt](store, path, filters)
 
 
 def import_jsonl(store: Store, path: str | Path) -> ImportResult:

@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import LabelsError
-from .records import SAFE, UNSAFE, ExampleFilter
+from labels.errors import LabelsError
+from labels.records import SAFE, UNSAFE, ExampleFilter
+
+
+@dataclass(frozen=True)
+class ReviewFilter(ExampleFilter):
+    """ExampleFilter plus `reviewers_disagree` (records.py's ExampleFilter may absorb it).
+
+    True: two reviewers' active labels on the example differ in verdict or categories.
+    False: two or more reviewers labelled it and all agree. None: no filter.
+    """
+
+    reviewers_disagree: bool | None = None
+
+
+# Labels are normalised on the way in (sorted codes, one JSON spelling), so comparing the
+# stored text compares the category sets.
+_REVIEWERS_DISAGREE = (
+    "EXISTS (SELECT 1 FROM labels a JOIN labels b ON b.example_id = a.example_id "
+    "AND b.id > a.id AND b.deleted_at IS NULL WHERE a.example_id = e.id "
+    "AND a.deleted_at IS NULL AND (a.label <> b.label OR a.categories <> b.categories))")
 
 
 def where_clause(filters: ExampleFilter, quote_fts: Callable[[str], str]
@@ -36,6 +56,12 @@ def where_clause(filters: ExampleFilter, quote_fts: Callable[[str], str]
     if filters.disagreement is False:
         clauses.append("NOT EXISTS (SELECT 1 FROM labels l WHERE l.example_id = e.id AND "
                        "l.deleted_at IS NULL AND l.model_was_right = 0)")
+    reviewers_disagree = getattr(filters, "reviewers_disagree", None)
+    if reviewers_disagree:
+        clauses.append(_REVIEWERS_DISAGREE)
+    elif reviewers_disagree is False:
+        clauses.append("(SELECT count(*) FROM labels l WHERE l.example_id = e.id AND "
+                       f"l.deleted_at IS NULL) >= 2 AND NOT {_REVIEWERS_DISAGREE}")
     if filters.model is not None:
         clauses.append("e.model = :model")
         params["model"] = filters.model

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .records import MetricInputs
+from labels.records import MetricInputs
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from guard.conversation import Conversation
-from guard.prompts import CustomCategory
-from guard.verdict import Verdict
+from guard.core.conversation import Conversation
+from guard.core.prompts import CustomCategory
+from guard.core.verdict import Verdict
 
 SAFE = "safe"
 UNSAFE = "unsafe"

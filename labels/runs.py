@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .errors import LabelsError, NotFound
-from .store import Store, now
+from labels.errors import LabelsError, NotFound
+from labels.store import Store, now
 
 RUNNING, FINISHED = "running", "finished"
 

@@ -9,7 +9,7 @@ import json
 
 from sqlite_utils import Database, Migrations
 
-from .content import conversation_text
+from labels.content import conversation_text
 
 migrations = Migrations("guard_lab_labels")
 
@@ -81,3 +81,63 @@ def m003_eval_runs(db: Database) -> None:
         "raw_output": str, "p_malicious": float, "error": str, "created_at": str,
     }, foreign_keys=[("run_id", "eval_runs", "id")], not_null={"run_id", "row_id", "created_at"})
     db["eval_results"].create_index(["run_id", "row_id"], unique=True)
+
+
+@migrations()
+def m004_review_queues(db: Database) -> None:
+    """Review queues (labels/queues.py): items to label, who holds them, who labelled them.
+
+    `done` counts an item's labelled outcomes and `closed_at` is set once it reaches the queue's
+    overlap; the partial index on open items and the per-reviewer cursor keep "next item for
+    reviewer R" a short index walk however many items are queued or already labelled. The
+    counts on queues and queue_reviewers change in the transaction that records each outcome,
+    so progress is read, not counted, on a queue of 100,000 items.
+    """
+    db["queues"].create({
+        "id": int, "name": str, "overlap": int, "created_at": str,
+        "source": str,  # JSON: how the queue was filled
+        "family": str, "model": str, "excluded": str, "custom_categories": str,  # JSON lists
+        "items": int, "complete": int,  # complete: items with all their labels
+        "labels": int, "skips": int,  # outcomes standing, all reviewers
+    }, pk="id", not_null={"name", "overlap", "created_at", "source", "family", "model",
+                          "excluded", "custom_categories", "items", "complete", "labels",
+                          "skips"},
+        defaults={"overlap": 1, "items": 0, "complete": 0, "labels": 0, "skips": 0})
+    db["queues"].create_index(["name"], unique=True)
+    db["queue_items"].create({
+        "id": int, "queue_id": int, "position": int,
+        "conversation": str,  # the store's format: canonical JSON, Hugging Face chat messages
+        "content_hash": str,  # labels.content.content_hash: the example a label will go to
+        "model": str, "verdict": str,  # "safe" / "unsafe"; NULL when failed or not judged
+        "categories": str, "p_unsafe": float, "threshold": float, "raw_output": str,
+        "error": str, "run_id": int, "row_id": str,
+        "source": str,  # JSON: run and row, or import file and line
+        "done": int, "closed_at": str, "created_at": str,
+    }, pk="id", foreign_keys=[("queue_id", "queues", "id")],  # no key to eval_runs: a run
+        # may be deleted and run again while its queue (which holds its answers) lives on
+        not_null={"queue_id", "position", "conversation", "content_hash", "model", "categories",
+                  "threshold", "source", "done", "created_at"}, defaults={"done": 0})
+    db["queue_items"].create_index(["queue_id", "position"], unique=True)
+    db.execute("CREATE INDEX idx_queue_items_open ON queue_items (queue_id, position) "
+               "WHERE closed_at IS NULL")
+    db["queue_items"].create_index(["content_hash"])
+    db["queue_outcomes"].create({
+        "item_id": int, "reviewer": str, "queue_id": int, "status": str,  # labelled / skipped
+        "example_id": int, "label_id": int, "at": str,
+    }, pk=("item_id", "reviewer"),
+        foreign_keys=[("item_id", "queue_items", "id"), ("queue_id", "queues", "id"),
+                      ("example_id", "examples", "id"), ("label_id", "labels", "id")],
+        not_null={"queue_id", "status", "at"})
+    db["queue_outcomes"].create_index(["queue_id", "reviewer", "status"])
+    db["queue_leases"].create({
+        "item_id": int, "reviewer": str, "queue_id": int, "expires_at": str,
+    }, pk=("item_id", "reviewer"), foreign_keys=[("item_id", "queue_items", "id"),
+                                                 ("queue_id", "queues", "id")],
+        not_null={"queue_id", "expires_at"})
+    db["queue_leases"].create_index(["queue_id", "reviewer"])
+    # position: every item before it is complete or done by this reviewer (where to look next).
+    db["queue_reviewers"].create({
+        "queue_id": int, "reviewer": str, "position": int, "labelled": int, "skipped": int,
+    }, pk=("queue_id", "reviewer"), foreign_keys=[("queue_id", "queues", "id")],
+        not_null={"position", "labelled", "skipped"},
+        defaults={"position": 0, "labelled": 0, "skipped": 0})

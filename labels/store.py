@@ -20,15 +20,14 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from guard.categories import categories_for
-from guard.conversation import from_messages
-from guard.errors import GuardError
-
-from .agreement import Agreement, ReviewerLabel, agreement
-from .content import PreparedExample, allowed_codes, check_label, code_key, prepare_example
-from .errors import InvalidLabel, LabelsError, NotFound
-from .filters import where_clause
-from .records import (
+from guard.core.categories import categories_for
+from guard.core.conversation import from_messages
+from guard.core.errors import GuardError
+from labels.agreement import Agreement, ReviewerLabel, agreement
+from labels.content import PreparedExample, allowed_codes, check_label, code_key, prepare_example
+from labels.errors import InvalidLabel, LabelsError, NotFound
+from labels.filters import where_clause
+from labels.records import (
     UNSAFE,
     ExampleFilter,
     ExampleInput,
@@ -43,7 +42,7 @@ from .records import (
     StoredExample,
     StoredLabel,
 )
-from .schema import migrations
+from labels.schema import migrations
 
 MAX_PAGE = 1000
 

@@ -1,130 +1,124 @@
-"""Shared fixtures: the tiny offline models, built once per machine and cached on disk."""
+"""Shared fixtures and the hook that marks what a test needs.
+
+Plain helpers (paths, ports, serving the app) are in helpers.py: `from helpers import ...`.
+
+The fast loop, with no tiny models, servers, browser or GPU:
+
+    python3 -m pytest -m "not models and not server and not browser and not gpu"
+"""
 
 from __future__ import annotations
 
-import os
+import inspect
 from pathlib import Path
 
 import pytest
+from helpers import CHROMIUM, CHROMIUM_ARGS, tiny_cache_dir
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+# A test gets a mark when it uses one of these fixtures, directly or through another fixture.
+# Fixtures that start a server have the same names in every file (served, url, client, space).
+MARKS_BY_FIXTURE = {
+    "models": {"tiny_dirs", "tiny_text"},  # llama_guard, prompt_guard and guards use tiny_dirs
+    "server": {"served", "url", "client", "space", "llama_server"},
+    "browser": {"browser"},
+}
+# A test is also `server` when it calls one of these, itself or through a function of its file.
+SERVER_CALLS = {"launch_app", "start_app_process"}
 
 
-def tiny_cache_dir() -> Path:
-    return Path(os.environ.get("GUARD_LAB_TINY_DIR") or REPO / ".cache" / "tiny")
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by these marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if hasattr(item, "callspec"):  # a parametrized argument is not a fixture
+            used -= set(item.callspec.params)
+        for mark, fixtures in MARKS_BY_FIXTURE.items():
+            if used & fixtures:
+                item.add_marker(mark)
+        if _calls(item, SERVER_CALLS):
+            item.add_marker("server")
 
+
+def _calls(item: pytest.Item, names: set[str]) -> bool:
+    """Whether the test calls one of `names`, itself or through a function defined in its file."""
+    function = getattr(item, "function", None)
+    if function is None:
+        return False
+    called = set(function.__code__.co_names)
+    for name in called.copy():
+        helper = getattr(item.module, name, None)
+        if inspect.isfunction(helper) and helper.__module__ == item.module.__name__:
+            called |= set(inspect.unwrap(helper).__code__.co_names)
+    return bool(called & names)
+
+
+# ---- the tiny offline models, built once per machine and cached on disk -------------------------
 
 @pytest.fixture(scope="session")
 def tiny_dirs() -> tuple[Path, Path]:
-    from guard.tiny import build_tiny_models
+    from guard.testing.tiny import build_tiny_models
 
     return build_tiny_models(tiny_cache_dir())
 
 
 @pytest.fixture(scope="session")
+def tiny_text():
+    """The tiny text-only Llama Guard 3 stand-in, with its GGUF files (guard/testing/tiny_text.py)."""
+    from guard.testing.tiny_text import build_tiny_text_model
+
+    return build_tiny_text_model(tiny_cache_dir())
+
+
+@pytest.fixture(scope="session")
 def llama_guard(tiny_dirs):
-    from guard.llama_guard import LlamaGuard
+    from guard.engines.llama_guard import LlamaGuard
 
     return LlamaGuard.load(tiny_dirs[0], device="cpu")
 
 
 @pytest.fixture(scope="session")
 def prompt_guard(tiny_dirs):
-    from guard.prompt_guard import PromptGuard
+    from guard.engines.prompt_guard import PromptGuard
 
     return PromptGuard.load(tiny_dirs[1], device="cpu")
 
 
 @pytest.fixture(scope="session")
 def guards(llama_guard, prompt_guard):
-    from guard.service import Guards
+    from guard.engines.service import Guards
 
     return Guards(llama_guard, prompt_guard)
 
 
-def free_port() -> int:
-    import socket
+# ---- the page's example pictures, and a labels database -----------------------------------------
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="module")
+def swatches(tmp_path_factory) -> dict[str, str]:
+    """The example pictures the page offers, written once per test file."""
+    from guard_app.examples import write_swatches
 
-
-def launch_app(guards, folder: Path, **options):
-    """Build the app on the tiny models and serve it on a free local port: (demo, url)."""
-    import app
-
-    demo = app.build_demo(guards, tiny=True, swatch_dir=str(folder / "swatches"), **options)
-    _, url, _ = app.launch(demo, prevent_thread_lock=True, server_port=free_port(), quiet=True)
-    return demo, url
+    return write_swatches(tmp_path_factory.mktemp("swatches"))
 
 
-def endpoint_names(url: str) -> set[str]:
-    """Every endpoint callable by name: on the API page (the agent tools) or not (the page's
-    plumbing, api_visibility="undocumented", which gradio_client's view_api leaves out)."""
-    import httpx
-
-    info = httpx.get(url.rstrip("/") + "/gradio_api/info?all_endpoints=True").json()
-    return set(info["named_endpoints"])
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "labels.db"
 
 
-def start_app_process(folder: Path, *args: str, env: dict[str, str] | None = None,
-                      timeout_s: float = 240):
-    """`python app.py --tiny ARGS` in its own process on a free port, once it answers: (process, url).
+@pytest.fixture
+def store(db_path: Path):
+    """An empty labels store in a real SQLite file at `db_path`, closed after the test.
 
-    Its output goes to folder/app.log. Stop it with `stop_app_process`.
+    A file that needs it filled overrides `store` with a fixture that asks for this one and
+    saves its examples into it (another file name: override `db_path`).
     """
-    import subprocess
-    import sys
-    import time
+    from labels import Store
 
-    import httpx
-
-    port = free_port()
-    environment = {**os.environ, "GUARD_LAB_TINY_DIR": str(tiny_cache_dir()),
-                   "GUARD_LAB_DATA_DIR": str(folder / "no-data"), **(env or {})}
-    log = open(folder / "app.log", "w")  # noqa: SIM115 (closed by the process's end)
-    server = subprocess.Popen([sys.executable, "app.py", "--tiny", "--port", str(port), *args],
-                              cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if server.poll() is not None:
-            pytest.fail(f"the app exited: {(folder / 'app.log').read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            server.kill()
-            pytest.fail(f"the app did not start within {timeout_s:.0f} s")
-        time.sleep(0.5)
+    with Store(db_path) as store:
+        yield store
 
 
-def stop_app_process(server) -> None:
-    server.terminate()
-    try:
-        server.wait(timeout=30)
-    except Exception:
-        server.kill()
-
-
-def run_async(coroutine):
-    """asyncio.run in a thread of its own: Playwright's sync API keeps an event loop running in
-    the main thread for the rest of the session once a browser test has run."""
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
-
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-gpu"]
-
+# ---- a real browser -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def browser():

@@ -11,15 +11,15 @@ import sys
 from dataclasses import dataclass
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from guard.adapters import firewall
 from guard.adapters.firewall import LlamaGuardScanner, PromptGuardScanner, ScanDecision
 from guard.adapters.guardbench import moderate
 from guard.adapters.messages import chat_conversation, data_url_bytes, input_conversations
-from guard.conversation import from_messages
-from guard.errors import InvalidConversation, InvalidImage
-from guard.tiny import (
+from guard.core.conversation import from_messages
+from guard.core.errors import InvalidConversation, InvalidImage
+from guard.testing.tiny import (
     BENIGN,
     BLUE,
     BREAK_IN,
@@ -230,8 +230,8 @@ def test_prompt_guard_scanner_blocks_at_nine_tenths(prompt_guard):
 
 
 def test_the_thresholds_are_the_projects():
-    from guard.prompt_guard import FIREWALL_THRESHOLD
-    from guard.verdict import DEFAULT_THRESHOLD
+    from guard.core.verdict import DEFAULT_THRESHOLD
+    from guard.engines.prompt_guard import FIREWALL_THRESHOLD
 
     assert (firewall.PROMPT_GUARD_THRESHOLD, LlamaGuardScanner(None).block_threshold) == (
         FIREWALL_THRESHOLD, DEFAULT_THRESHOLD) == (0.9, 0.5)

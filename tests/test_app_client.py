@@ -6,10 +6,10 @@ import json
 import shutil
 
 import pytest
-from conftest import endpoint_names, launch_app
 from gradio_client import Client, handle_file
+from helpers import endpoint_names, launch_app
 
-from guard.tiny import PICTURE, VIOLENT
+from guard.testing.tiny import PICTURE, VIOLENT
 from guard_app.examples import write_swatches
 from labels import Store
 

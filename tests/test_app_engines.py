@@ -11,16 +11,16 @@ import json
 
 import gradio as gr
 import pytest
-from conftest import tiny_cache_dir
+from helpers import tiny_cache_dir
 
 import app
-from guard.categories import Family
-from guard.service import Guards
-from guard.tiny import BENIGN, PICTURE, VIOLENT, WEAPON
-from guard.tiny_text import TEXT_EXAMPLES, expected
+from guard.core.categories import Family
+from guard.engines.loading import load_llama_guard
+from guard.engines.service import Guards
+from guard.testing.tiny import BENIGN, PICTURE, VIOLENT, WEAPON
+from guard.testing.tiny_text import TEXT_EXAMPLES, expected
 from guard_app.config import parse_options
-from guard_app.examples import write_swatches
-from guard_app.models import load_llama_guard, load_models
+from guard_app.models import load_models
 
 needs_llama_cpp = pytest.mark.skipif(
     importlib.util.find_spec("llama_cpp") is None,
@@ -52,7 +52,7 @@ def run_state(out):
 
 def test_the_engine_defaults_to_transformers():
     options = parse_options([], {"GUARD_LAB_NO_LABELS": "1"})
-    assert (options.engine, options.gguf, options.family, options.threads, options.n_ctx) == (
+    assert (options.engines.engine, options.engines.gguf, options.engines.family, options.engines.threads, options.engines.n_ctx) == (
         "transformers", None, None, None, 8192)
 
 
@@ -61,22 +61,22 @@ def test_engine_options_from_the_environment_and_flags_over_them():
            "GUARD_LAB_GGUF": "QuantFactory/Meta-Llama-Guard-2-8B-GGUF:*Q4_K_M.gguf",
            "GUARD_LAB_FAMILY": "llama-guard-2", "GUARD_LAB_THREADS": "4"}
     options = parse_options([], env)
-    assert (options.engine, options.gguf, options.family, options.threads, options.n_ctx) == (
+    assert (options.engines.engine, options.engines.gguf, options.engines.family, options.engines.threads, options.engines.n_ctx) == (
         "llama-cpp", "QuantFactory/Meta-Llama-Guard-2-8B-GGUF:*Q4_K_M.gguf",
         Family.LLAMA_GUARD_2, 4, 8192)
     options = parse_options(["--gguf", "guard.gguf", "--family", "llama-guard-3", "--threads", "2",
                              "--n-ctx", "4096"], env)
-    assert (options.gguf, options.family, options.threads, options.n_ctx) == (
+    assert (options.engines.gguf, options.engines.family, options.engines.threads, options.engines.n_ctx) == (
         "guard.gguf", Family.LLAMA_GUARD_3, 2, 4096)
     options = parse_options(["--engine", "openai"], {**env, **OPENAI})
-    assert (options.engine, options.openai_env) == ("openai", OPENAI)
+    assert (options.engines.engine, options.engines.openai_env) == ("openai", OPENAI)
     assert "sk-secret" not in repr(options)
 
 
 def test_tiny_with_llama_cpp_needs_no_gguf(tmp_path):
     options = parse_options(["--tiny", "--engine", "llama-cpp", "--no-labels"],
                             {"GUARD_LAB_TINY_DIR": str(tmp_path)})
-    assert (options.tiny, options.tiny_dir, options.engine, options.gguf) == (
+    assert (options.engines.tiny, options.engines.tiny_dir, options.engines.engine, options.engines.gguf) == (
         True, tmp_path, "llama-cpp", None)
 
 
@@ -96,7 +96,7 @@ def test_bad_engine_options_stop_with_the_reason(capsys, argv, env, message):
 
 def test_openai_options_give_the_server_engine_without_calling_it():
     options = parse_options(["--engine", "openai", "--no-labels"], OPENAI)
-    engine = load_llama_guard(options)
+    engine = load_llama_guard(options.engines)
     info = engine.describe()
     assert (info.engine, info.name, info.family, info.device, info.multimodal) == (
         "openai", "meta-llama/Llama-Guard-3-8B", "llama-guard-3", "http://127.0.0.1:9/v1", False)
@@ -112,13 +112,6 @@ def test_a_gguf_that_does_not_load_is_a_banner_message(tmp_path):
 
 # ---- the page on llama.cpp ----------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def tiny_text():
-    from guard.tiny_text import build_tiny_text_model
-
-    return build_tiny_text_model(tiny_cache_dir())
-
-
 @pytest.fixture(scope="module")
 def loaded(tiny_text):
     """What `python app.py --tiny --engine llama-cpp` loads."""
@@ -127,11 +120,6 @@ def loaded(tiny_text):
     yield loaded
     if loaded.guards.llama_guard is not None:
         loaded.guards.llama_guard.close()
-
-
-@pytest.fixture(scope="module")
-def swatches(tmp_path_factory):
-    return write_swatches(tmp_path_factory.mktemp("swatches"))
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +204,7 @@ def test_sweep_runs_on_llama_cpp_and_category_scores_say_they_need_transformers(
 
 @needs_llama_cpp
 def test_a_llama_guard_2_model_gets_its_own_eleven_categories(tiny_text, tmp_path):
-    from guard.llama_cpp_engine import LlamaCppGuard
+    from guard.engines.llama_cpp_engine import LlamaCppGuard
 
     with LlamaCppGuard.load(tiny_text.gguf_f32, family="llama-guard-2", n_ctx=2048,
                             n_threads=1) as engine:

@@ -5,20 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import endpoint_names, launch_app
 from gradio_client import Client
+from helpers import endpoint_names, launch_app
 
 import app
-from guard.errors import InvalidConversation, ModelLoadError
-from guard.service import Guards
-from guard.tiny import BENIGN, PICTURES, VIOLENT
+from guard.core.errors import InvalidConversation, ModelLoadError
+from guard.engines.service import Guards
+from guard.testing.tiny import BENIGN, PICTURES, VIOLENT
 from guard_app import explore_view as view
-from guard_app.examples import example_turns, write_swatches
-
-
-@pytest.fixture(scope="module")
-def swatches(tmp_path_factory):
-    return write_swatches(tmp_path_factory.mktemp("swatches"))
+from guard_app.examples import example_turns
 
 
 def inputs(guards, turns, ticked=app.CODES):

@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from guard.eval import DatasetError, EvalError
-from guard.tiny import LLAMA_GUARD_EXAMPLES
+from guard.testing.tiny import LLAMA_GUARD_EXAMPLES
 from guard_app import eval_view as view
 from labels.runs import RunConflict, Runs
 from labels.store import Store

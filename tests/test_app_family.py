@@ -13,16 +13,15 @@ import importlib.util
 import json
 
 import pytest
-from conftest import tiny_cache_dir
 
 import app
-from guard.categories import Family, categories_for
+from guard.core.categories import Family, categories_for
+from guard.engines.loading import load_llama_guard
+from guard.engines.service import Guards
 from guard.eval.report import build_report
-from guard.service import Guards
-from guard.tiny import WEAPON
+from guard.testing.tiny import WEAPON
 from guard_app import eval_view, results
 from guard_app.config import parse_options
-from guard_app.models import load_llama_guard
 from guard_app.style import head
 from labels.runs import EvalResult, EvalRun, RunSettings
 
@@ -140,7 +139,7 @@ def openai_engine(family):
     env = {"GUARD_LAB_OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
            "GUARD_LAB_OPENAI_MODEL": "meta-llama/Meta-Llama-Guard-2-8B"}
     return load_llama_guard(parse_options(["--engine", "openai", "--family", family,
-                                           "--no-labels"], env))
+                                           "--no-labels"], env).engines)
 
 
 @pytest.mark.parametrize(("family", "last", "s5"), [
@@ -169,16 +168,9 @@ def test_launch_gives_the_page_the_familys_tooltips(tmp_path, monkeypatch):
     assert app.launch(demo)["head"] == head(LG4)
 
 
-@pytest.fixture(scope="module")
-def tiny_text():
-    from guard.tiny_text import build_tiny_text_model
-
-    return build_tiny_text_model(tiny_cache_dir())
-
-
 @needs_llama_cpp
 def test_a_llama_guard_2_run_shows_a_llama_guard_2_card(tiny_text, tmp_path):
-    from guard.llama_cpp_engine import LlamaCppGuard
+    from guard.engines.llama_cpp_engine import LlamaCppGuard
 
     with LlamaCppGuard.load(tiny_text.gguf_f32, family="llama-guard-2", n_ctx=2048,
                             n_threads=1) as engine:
@@ -192,7 +184,7 @@ def test_a_llama_guard_2_run_shows_a_llama_guard_2_card(tiny_text, tmp_path):
 
 @needs_llama_cpp
 def test_the_tiny_llama_cpp_banner_names_the_llama_guard_3_stand_in(tiny_text, tmp_path):
-    from guard.llama_cpp_engine import LlamaCppGuard
+    from guard.engines.llama_cpp_engine import LlamaCppGuard
 
     with LlamaCppGuard.load(tiny_text.gguf_f32, n_ctx=2048, n_threads=1) as engine:
         demo = app.build_demo(Guards(engine, None), tiny=True, swatch_dir=str(tmp_path))
@@ -216,12 +208,12 @@ def test_the_1b_page_offers_its_13_categories(tmp_path):
     pieces = html_values(demo)
     assert len(legend_rows(next(v for v in pieces if v.startswith('<table class="gl-legend">')))) == 13
     assert "added after S13 as S14, S15" in next(v for v in pieces if "No custom categories" in v)
-    assert parse_options(["--family", "llama-guard-3-1b", "--no-labels"], {}).family is LG3_1B
+    assert parse_options(["--family", "llama-guard-3-1b", "--no-labels"], {}).engines.family is LG3_1B
 
 
 @needs_llama_cpp
 def test_a_1b_run_shows_a_1b_card_and_the_special_token_notice(tiny_text, tmp_path):
-    from guard.llama_cpp_engine import LlamaCppGuard
+    from guard.engines.llama_cpp_engine import LlamaCppGuard
 
     with LlamaCppGuard.load(tiny_text.gguf_f32, family="llama-guard-3-1b", n_ctx=2048,
                             n_threads=1) as engine:

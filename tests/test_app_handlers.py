@@ -7,19 +7,14 @@ from pathlib import Path
 import pytest
 
 import app
-from guard.errors import GuardError, InvalidConversation, ModelLoadError
-from guard.service import Guards
-from guard.tiny import BENIGN, JAILBREAK, PICTURE, VIOLENT, filler
+from guard.core.errors import GuardError, InvalidConversation, ModelLoadError
+from guard.engines.service import Guards
+from guard.testing.tiny import BENIGN, JAILBREAK, PICTURE, VIOLENT, filler
 from guard_app import editor, results
 from guard_app.api import build_conversation, match_uploads, parse_excluded, parse_threshold
 from guard_app.config import parse_options
-from guard_app.examples import EXAMPLE_NAMES, example_turns, write_swatches
+from guard_app.examples import EXAMPLE_NAMES, example_turns
 from guard_app.models import PromptGuardChoices
-
-
-@pytest.fixture(scope="module")
-def swatches(tmp_path_factory):
-    return write_swatches(tmp_path_factory.mktemp("swatches"))
 
 
 def user(text, *images):
@@ -260,7 +255,7 @@ def test_options_from_flags_and_environment(tmp_path):
     options = parse_options([], {"GUARD_LAB_NO_LABELS": "1"})
     assert (options.host, options.port, options.threshold, options.max_images) == (
         "127.0.0.1", 7860, 0.5, 5)
-    assert (options.llama_guard, options.prompt_guard, options.db) == (
+    assert (options.engines.llama_guard, options.engines.prompt_guard, options.db) == (
         "meta-llama/Llama-Guard-4-12B", "86m", None)
     env = {"SPACE_ID": "me/guard-lab", "GUARD_LAB_TINY": "1", "GUARD_LAB_TINY_DIR": str(tmp_path),
            "GUARD_LAB_THRESHOLD": "0.3", "GUARD_LAB_MAX_IMAGES": "3",
@@ -268,7 +263,7 @@ def test_options_from_flags_and_environment(tmp_path):
     options = parse_options(["--port", "9001"], env)
     assert (options.host, options.port, options.threshold, options.max_images, options.tiny) == (
         "0.0.0.0", 9001, 0.3, 3, True)
-    assert (options.tiny_dir, options.db) == (tmp_path, tmp_path / "l.db")
+    assert (options.engines.tiny_dir, options.db) == (tmp_path, tmp_path / "l.db")
     with pytest.raises(SystemExit):
         parse_options(["--max-images", "6"], {})
     with pytest.raises(SystemExit):

@@ -7,7 +7,7 @@ from urllib.parse import urljoin
 
 import httpx
 import pytest
-from conftest import launch_app
+from helpers import launch_app
 
 import app
 from guard_app import labels_view as view
@@ -28,19 +28,18 @@ def runs(guards, tmp_path_factory):
 
 
 @pytest.fixture
-def store(tmp_path, runs):
+def store(store, runs):
     """Three examples: ana labels all three, ben two of them (disagreeing on the benign one)."""
-    with Store(tmp_path / "labels.db") as store:
-        def save(name, reviewer, label, categories=(), note=""):
-            return review.save_review(store, runs[name], 0.5, reviewer=reviewer,
-                                      model_right=None, label=label, categories=categories,
-                                      note=note, max_images=5)
-        save("Harmful request", "ana", "unsafe", ["S1"], "clear threat")
-        save("Harmful request", "ben", "unsafe", ["S1", "S2"])
-        save("Benign question", "ana", "safe")
-        save("Benign question", "ben", "unsafe", ["S10"], "sarcasm")
-        save("Conversation with an image", "ana", "safe", note="a red square")
-        yield store
+    def save(name, reviewer, label, categories=(), note=""):
+        return review.save_review(store, runs[name], 0.5, reviewer=reviewer,
+                                  model_right=None, label=label, categories=categories,
+                                  note=note, max_images=5)
+    save("Harmful request", "ana", "unsafe", ["S1"], "clear threat")
+    save("Harmful request", "ben", "unsafe", ["S1", "S2"])
+    save("Benign question", "ana", "safe")
+    save("Benign question", "ben", "unsafe", ["S10"], "sarcasm")
+    save("Conversation with an image", "ana", "safe", note="a red square")
+    return store
 
 
 def ids_of(store, **filters):

@@ -6,14 +6,14 @@ import json
 
 import gradio as gr
 import pytest
-from conftest import launch_app
 from gradio_client import Client, handle_file
+from helpers import launch_app
 
 import app
-from guard import limits
-from guard.errors import GuardError, InvalidConversation
-from guard.service import Guards
-from guard.tiny import BENIGN
+from guard.core import limits
+from guard.core.errors import GuardError, InvalidConversation
+from guard.engines.service import Guards
+from guard.testing.tiny import BENIGN
 from guard_app import editor
 from guard_app.config import Serving, parse_options
 from guard_app.guarded import UNEXPECTED

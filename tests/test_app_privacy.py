@@ -14,8 +14,8 @@ from urllib.parse import urljoin
 
 import httpx
 import pytest
-from conftest import launch_app
 from gradio_client import Client
+from helpers import launch_app
 
 import app
 from guard_app import review

@@ -21,11 +21,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO, start_app_process, stop_app_process
 from gradio_client import Client, handle_file
+from helpers import REPO, start_app_process, stop_app_process
 from PIL import Image
 
-from guard.tiny import BENIGN, VIOLENT
+from guard.testing.tiny import BENIGN, VIOLENT
+
+pytestmark = pytest.mark.server  # `demo` is `python app.py --tiny` in its own process
 
 ARTIFACTS = REPO / "artifacts"
 MB = 1024 * 1024

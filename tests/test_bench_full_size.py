@@ -12,6 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.models  # the bench builds its own random-weight models
+
 REPO = Path(__file__).resolve().parent.parent
 
 NAMES = [

@@ -6,9 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import launch_app
+from helpers import launch_app
 
-from guard.tiny import BENIGN, PICTURE
+from guard.testing.tiny import BENIGN, PICTURE
 from guard_app.examples import write_swatches
 
 pytestmark = pytest.mark.browser

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import launch_app
+from helpers import launch_app
 
 from labels import Store
 

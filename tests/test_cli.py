@@ -6,9 +6,12 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, tiny_cache_dir
+from helpers import REPO, tiny_cache_dir
 
-from guard.tiny import RED, swatch
+from guard.testing.tiny import RED, swatch
+
+# `classify` loads models in its subprocess (the tiny ones, or fails to load others: 7-14 s)
+pytestmark = pytest.mark.models
 
 
 def run(*args, env_extra=None):

@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from guard import InvalidConversation, InvalidImage, from_messages, load_conversation_file
-from guard.conversation import Conversation, Turn, assistant, user
-from guard.images import MAX_IMAGE_PIXELS, load_image
+from guard.core.conversation import Conversation, Turn, assistant, user
+from guard.core.images import MAX_IMAGE_PIXELS, load_image
 
 
 def png(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:

@@ -11,19 +11,20 @@ import sys
 import time
 
 import pytest
+from helpers import REPO, SHARED, tiny_cache_dir
+from test_eval_runner import write_known
 
+from guard.core.datasets import read_dataset
+from guard.engines.service import Guards
 from guard.eval.cli import main
-from guard.eval.readers import read_dataset
 from guard.eval.runner import evaluate_dataset
-from guard.service import Guards
 from labels.runs import Runs
 from labels.store import Store
-from tests.conftest import REPO, SHARED, tiny_cache_dir
-from tests.test_eval_runner import write_known
 
 
 @pytest.fixture
-def tiny_env(monkeypatch):
+def tiny_env(monkeypatch, tiny_dirs):
+    """`--tiny` in this process finds the tiny models built by `tiny_dirs`."""
     monkeypatch.setenv("GUARD_LAB_TINY_DIR", str(tiny_cache_dir()))
 
 

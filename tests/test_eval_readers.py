@@ -7,10 +7,10 @@ import json
 from collections import Counter
 
 import pytest
+from helpers import SHARED
 
+from guard.core.datasets import MODERATION_TO_CODES, BadRow, Row, read_dataset
 from guard.eval.errors import DatasetError
-from guard.eval.readers import MODERATION_TO_CODES, BadRow, Row, read_dataset
-from tests.conftest import SHARED
 
 XSTEST = SHARED / "data" / "xstest_prompts.csv"
 MODERATION = SHARED / "data" / "openai_moderation_samples-1680.jsonl.gz"

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from sklearn.metrics import average_precision_score
 
-from guard.errors import InvalidCategories
-from guard.eval.readers import read_dataset
+from guard.core.datasets import read_dataset
+from guard.core.errors import InvalidCategories
+from guard.engines.service import Guards
 from guard.eval.report import build_report, compare
 from guard.eval.runner import evaluate_dataset
-from guard.service import Guards
-from guard.tiny import LLAMA_GUARD_EXAMPLES, filler
+from guard.testing.tiny import LLAMA_GUARD_EXAMPLES, filler
 from labels.runs import RunConflict, Runs
 from labels.store import Store
 

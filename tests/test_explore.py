@@ -3,7 +3,7 @@
 import pytest
 
 from guard.explore import attribution, category_scores, first_code_probability, sweep
-from guard.tiny import LLAMA_GUARD_EXAMPLES
+from guard.testing.tiny import LLAMA_GUARD_EXAMPLES
 
 VIOLENT = LLAMA_GUARD_EXAMPLES["violent"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from test_labels_helpers import counts, example, image, label
 
-from guard.prompts import CustomCategory
+from guard.core.prompts import CustomCategory
 from labels import ImportFailed, ImportResult, Store
 from labels.export import export_jsonl, export_llama_guard, export_parquet, import_jsonl
 
@@ -17,17 +17,22 @@ RED, BLUE = image((255, 0, 0), (9, 7)), image((0, 0, 255), (5, 5))
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    with Store(tmp_path / "source.db") as store:
-        store.save_example(example("Look at this", (RED, BLUE), reply="Nice picture",
-                                   scores={"malicious": 0.25}),
-                           label("alice", "unsafe", ("S1", "S2"), "two images"))
-        store.add_label(1, label("bob", "safe", ()))
-        store.save_example(example("hello", unsafe=False, p_unsafe=0.01, categories=(),
-                                   excluded=("S5",),
-                                   custom=(CustomCategory("Rivals", "Names a competitor."),)),
-                           label("alice", "unsafe", ("S15",)))
-        yield store
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "source.db"
+
+
+@pytest.fixture
+def store(store):
+    """The shared store with two examples: two images and two reviewers; a custom category."""
+    store.save_example(example("Look at this", (RED, BLUE), reply="Nice picture",
+                               scores={"malicious": 0.25}),
+                       label("alice", "unsafe", ("S1", "S2"), "two images"))
+    store.add_label(1, label("bob", "safe", ()))
+    store.save_example(example("hello", unsafe=False, p_unsafe=0.01, categories=(),
+                               excluded=("S5",),
+                               custom=(CustomCategory("Rivals", "Names a competitor."),)),
+                       label("alice", "unsafe", ("S15",)))
+    return store
 
 
 def load(kind: str, path: Path, cache: Path):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from guard.conversation import Conversation, Turn
-from guard.prompts import CustomCategory
+from guard.core.conversation import Conversation, Turn
+from guard.core.prompts import CustomCategory
 from labels import ExampleInput, LabelInput, ModelOutput
 
 MODEL = "meta-llama/Llama-Guard-4-12B"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from test_labels_helpers import MODEL, counts, example, image, label
 
-from guard.prompts import CustomCategory, render
+from guard.core.prompts import CustomCategory, render
 from labels import (
     ExampleFilter,
     InvalidExample,
@@ -18,21 +18,9 @@ from labels import (
     LabelsError,
     NotFound,
     SavedExample,
-    Store,
     default_db_path,
 )
 from labels.content import MAX_NOTE_CHARS
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "labels.db"
-
-
-@pytest.fixture
-def store(db_path: Path):
-    with Store(db_path) as store:
-        yield store
 
 
 def test_default_db_path(tmp_path):
@@ -45,7 +33,7 @@ def test_new_database_is_wal_with_foreign_keys_and_migrations(store, db_path):
     assert store.db.journal_mode == "wal"
     assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert [r["name"] for r in store.db["_sqlite_migrations"].rows] == [
-        "m001_initial", "m002_search", "m003_eval_runs"]
+        "m001_initial", "m002_search", "m003_eval_runs", "m004_review_queues"]
     assert {fk.other_table for fk in store.db["example_images"].foreign_keys} == {
         "examples", "images"}
     assert {fk.other_table for fk in store.db["labels"].foreign_keys} == {"examples"}

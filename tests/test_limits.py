@@ -22,17 +22,16 @@ from guard import (
     InvalidImage,
     TooLarge,
     from_messages,
-    limits,
 )
-from guard.conversation import assistant, user
-from guard.eval import readers
+from guard.core import datasets, limits
+from guard.core.conversation import assistant, user
+from guard.core.datasets import read_dataset
+from guard.core.images import check_image_file, load_image
+from guard.core.prompts import check_custom, plan
+from guard.engines.llama_guard import MAX_NEW_TOKENS, pack_by_budget
 from guard.eval.errors import DatasetError, EvalError
-from guard.eval.readers import read_dataset
 from guard.explore import attribution, category_scores, sweep
-from guard.images import check_image_file, load_image
-from guard.llama_guard import MAX_NEW_TOKENS, pack_by_budget
-from guard.prompts import check_custom, plan
-from guard.tiny import BENIGN, LLAMA_GUARD_EXAMPLES, VIOLENT, filler
+from guard.testing.tiny import BENIGN, LLAMA_GUARD_EXAMPLES, VIOLENT, filler
 
 DEFAULTS_IN_FORCE = not any(k.startswith("GUARD_LAB_MAX_") or k == "GUARD_LAB_TOKEN_BUDGET"
                             for k in os.environ)
@@ -379,14 +378,14 @@ def test_check_image_file_on_good_and_bad_files(tmp_path, monkeypatch):
 
 def spy_chunks(monkeypatch) -> list[int]:
     sizes = []
-    read = readers._Source._read_chunks
+    read = datasets._Source._read_chunks
 
     def recording(self):
         for chunk in read(self):
             sizes.append(len(chunk))
             yield chunk
 
-    monkeypatch.setattr(readers._Source, "_read_chunks", recording)
+    monkeypatch.setattr(datasets._Source, "_read_chunks", recording)
     return sizes
 
 
@@ -433,7 +432,7 @@ def test_streamed_lines_across_tiny_chunks_read_like_one_piece(tmp_path, monkeyp
     path = tmp_path / "d.csv.gz"
     path.write_bytes(gzip.compress(text.encode()))
     whole = read_dataset(path, "csv")
-    monkeypatch.setattr(readers, "_CHUNK", 3)  # cuts \r\n pairs and multibyte characters
+    monkeypatch.setattr(datasets, "_CHUNK", 3)  # cuts \r\n pairs and multibyte characters
     assert read_dataset(path, "csv") == whole
     assert [r.prompt for r in whole.rows] == ["caf\u00e9 \U0001f600, with a\r\nline break",
                                               "plain", "old \u00fc mac", "last"]
@@ -441,7 +440,7 @@ def test_streamed_lines_across_tiny_chunks_read_like_one_piece(tmp_path, monkeyp
 
 
 def test_hash_covers_the_whole_file_even_when_csv_stops_early(tmp_path, monkeypatch):
-    monkeypatch.setattr(readers, "_CHUNK", 4096)
+    monkeypatch.setattr(datasets, "_CHUNK", 4096)
     # A field over csv's size limit stops the reader mid-file; the hash still covers it all.
     text = 'prompt\nfine\n"' + "x" * 140_000 + '"\n' + "after\n" * 5000
     path = tmp_path / "d.csv"
@@ -464,7 +463,7 @@ def test_not_utf8_names_the_byte(tmp_path):
 def test_batch_size_over_the_maximum_is_refused_up_front(guards):
     from guard.eval.runner import evaluate_dataset
 
-    dataset = readers.Dataset("d", "jsonl", "0" * 64, (readers.Row("1", 1, "hi"),), ())
+    dataset = datasets.Dataset("d", "jsonl", "0" * 64, (datasets.Row("1", 1, "hi"),), ())
     with pytest.raises(EvalError, match=f"The batch size must be at most "
                                         f"{limits.MAX_EVAL_BATCH_SIZE}, got 65"):
         evaluate_dataset(dataset, guards, runs=None, batch_size=limits.MAX_EVAL_BATCH_SIZE + 1)

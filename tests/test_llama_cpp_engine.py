@@ -7,27 +7,26 @@ import threading
 import time
 
 import pytest
-from conftest import tiny_cache_dir
 from special_text import ATTACKS, HARMLESS, specials_in
 
 from guard import Conversation, GuardError, ModelLoadError, assistant, user
-from guard.categories import Family
-from guard.engine import Engine
-from guard.errors import ContextTooLong
-from guard.llama_cpp_engine import ImagesNotSupported, LlamaCppGuard, WorkerCrashed, resolve_gguf
-from guard.tiny import RED, swatch
-from guard.tiny_text import TEXT_EXAMPLES, build_tiny_text_model, expected
+from guard.core.categories import Family
+from guard.core.errors import ContextTooLong
+from guard.engines.engine import Engine
+from guard.engines.llama_cpp_engine import (
+    ImagesNotSupported,
+    LlamaCppGuard,
+    WorkerCrashed,
+    resolve_gguf,
+)
+from guard.testing.tiny import RED, swatch
+from guard.testing.tiny_text import TEXT_EXAMPLES, expected
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed "
                                         "(pip install llama-cpp-python)")
 
 NAMES = list(TEXT_EXAMPLES)
 FAMILIES = [Family.LLAMA_GUARD_3, Family.LLAMA_GUARD_3_1B, Family.LLAMA_GUARD_2]
-
-
-@pytest.fixture(scope="session")
-def tiny_text():
-    return build_tiny_text_model(tiny_cache_dir())
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +45,7 @@ def _run_all(engine, family):
 @pytest.fixture(scope="module")
 def both_engines(tiny_text, lcpp):
     """Every text example in both families through llama.cpp and through transformers."""
-    from guard.llama_guard import LlamaGuard
+    from guard.engines.llama_guard import LlamaGuard
 
     results = {}
     for family in FAMILIES:
@@ -103,8 +102,8 @@ def test_special_token_text_in_a_message_stays_text(lcpp, tiny_text, family, att
     # gives it, and the text decodes back unchanged.
     from transformers import AutoTokenizer
 
-    from guard.llama_guard import LlamaGuard
-    from guard.prompts import plan
+    from guard.core.prompts import plan
+    from guard.engines.llama_guard import LlamaGuard
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_text.hf_dir)
 

@@ -8,9 +8,9 @@ from PIL import Image
 from special_text import ATTACKS, HARMLESS, specials_in
 
 from guard import ContextTooLong, Conversation, from_messages, render, user
-from guard.conversation import assistant
-from guard.llama_guard import PATCHED_CHUNK_SIZE
-from guard.tiny import BLUE, BREAK_IN, LLAMA_GUARD_EXAMPLES, RED, GuardExample, swatch
+from guard.core.conversation import assistant
+from guard.engines.llama_guard import PATCHED_CHUNK_SIZE
+from guard.testing.tiny import BLUE, BREAK_IN, LLAMA_GUARD_EXAMPLES, RED, GuardExample, swatch
 
 EXAMPLES = list(LLAMA_GUARD_EXAMPLES.items())
 

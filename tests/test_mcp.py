@@ -8,12 +8,12 @@ import json
 
 import httpx
 import pytest
-from conftest import launch_app, run_async
 from gradio_client import Client
+from helpers import launch_app, run_async
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from guard.tiny import BENIGN, JAILBREAK, PICTURE, RED, VIOLENT, swatch
+from guard.testing.tiny import BENIGN, JAILBREAK, PICTURE, RED, VIOLENT, swatch
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,13 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SHARED
+from helpers import SHARED
 from PIL import Image
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from guard import Family, from_messages
-from guard.categories import category_codes
-from guard.prompts import plan
+from guard.core.categories import category_codes
+from guard.core.prompts import plan
 
 TEMPLATES = Path(__file__).parent / "data" / "templates"
 SOURCES = json.loads((TEMPLATES / "SOURCES.json").read_text())["templates"]

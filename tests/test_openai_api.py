@@ -8,13 +8,13 @@ import io
 import gradio as gr
 import httpx
 import pytest
-from conftest import launch_app, run_async
+from helpers import launch_app, run_async
 from openai import AuthenticationError, BadRequestError, OpenAI, RateLimitError
 from starlette.requests import Request
 
-from guard.categories import Family
-from guard.service import Guards
-from guard.tiny import (
+from guard.core.categories import Family
+from guard.engines.service import Guards
+from guard.testing.tiny import (
     BENIGN,
     BLUE,
     BREAK_IN,

@@ -5,7 +5,6 @@ or answer junk. Loopback addresses only."""
 import base64
 import json
 import math
-import socket
 import subprocess
 import sys
 import threading
@@ -14,14 +13,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from conftest import tiny_cache_dir
+from helpers import free_port as _free_port
+from helpers import tiny_cache_dir
 from special_text import ATTACKS, HARMLESS, specials_in
 
 from guard import Conversation, GuardError, assistant, from_messages, user
-from guard.categories import Family
-from guard.engine import Engine
-from guard.errors import ContextTooLong
-from guard.openai_engine import (
+from guard.core.categories import Family
+from guard.core.errors import ContextTooLong
+from guard.engines.engine import Engine
+from guard.engines.openai_engine import (
     WORD_JOINER,
     BadServerResponse,
     OpenAIGuard,
@@ -31,8 +31,8 @@ from guard.openai_engine import (
     normalise_base_url,
     p_unsafe_from_top_logprobs,
 )
-from guard.tiny import BLUE, RED, swatch
-from guard.tiny_text import TEXT_EXAMPLES, build_tiny_text_model, expected
+from guard.testing.tiny import BLUE, RED, swatch
+from guard.testing.tiny_text import TEXT_EXAMPLES, build_tiny_text_model, expected
 
 NAMES = list(TEXT_EXAMPLES)
 MODEL = "llama-guard-3-tiny"
@@ -166,12 +166,6 @@ UNSAFE_S1 = _completion(["\n\n", "unsafe", "\n", "S1"],
                          {"\n": -0.01}, {"S1": -0.01}])
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_down_server_is_a_clear_error_after_retries():
     url = f"http://127.0.0.1:{_free_port()}/v1"
     guard = OpenAIGuard(url, MODEL, retries=2, backoff=0.01, timeout=2)
@@ -284,10 +278,10 @@ def test_images_go_to_the_chat_endpoint_with_template_arguments(fake):
 # --- llama-cpp-python's real OpenAI-compatible server ----------------------------------------
 
 @pytest.fixture(scope="module")
-def llama_server():
+def llama_server(tiny_text):
     pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed "
                                                    "(pip install 'llama-cpp-python[server]')")
-    gguf = build_tiny_text_model(tiny_cache_dir()).gguf_f32
+    gguf = tiny_text.gguf_f32
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", MODEL,
@@ -313,7 +307,7 @@ def llama_server():
 
 @pytest.fixture(scope="module")
 def local_verdicts(llama_server):
-    from guard.llama_cpp_engine import LlamaCppGuard
+    from guard.engines.llama_cpp_engine import LlamaCppGuard
 
     gguf = build_tiny_text_model(tiny_cache_dir()).gguf_f32
     with LlamaCppGuard.load(gguf, family="llama-guard-3", n_ctx=2048, n_threads=1) as engine:
@@ -352,7 +346,7 @@ def test_real_server_wrong_model_and_long_prompt(llama_server):
 def test_real_server_reads_each_familys_answer(llama_server, family):
     # The stand-in answers Llama Guard 2 prompts with ' safe' / ' unsafe' (a leading space):
     # the score comes from that spelling's logprobs, as the local engine reads its logits.
-    from guard.llama_cpp_engine import LlamaCppGuard
+    from guard.engines.llama_cpp_engine import LlamaCppGuard
 
     gguf = build_tiny_text_model(tiny_cache_dir()).gguf_f32
     with LlamaCppGuard.load(gguf, family=family, n_ctx=2048, n_threads=1) as engine:
@@ -387,7 +381,7 @@ def test_real_server_never_reads_message_text_as_control_tokens(llama_server, at
     # shape), and the message text comes back, its escapes (invisible joiners) aside.
     from transformers import AutoTokenizer
 
-    from guard.llama_cpp_engine import LlamaCppGuard
+    from guard.engines.llama_cpp_engine import LlamaCppGuard
 
     built = build_tiny_text_model(tiny_cache_dir())
     tokenizer = AutoTokenizer.from_pretrained(built.hf_dir)

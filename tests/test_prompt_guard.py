@@ -1,10 +1,10 @@
 import pytest
 
 from guard import Conversation
-from guard.conversation import assistant, user
-from guard.prompt_guard import pack, split_windows
-from guard.prompt_guard_text import collapse_spacing
-from guard.tiny import _ATTACK_EXTRA, JAILBREAK, PROMPT_GUARD_EXAMPLES, filler
+from guard.core.conversation import assistant, user
+from guard.core.prompt_guard_text import collapse_spacing
+from guard.engines.prompt_guard import pack, split_windows
+from guard.testing.tiny import _ATTACK_EXTRA, JAILBREAK, PROMPT_GUARD_EXAMPLES, filler
 
 PG = list(PROMPT_GUARD_EXAMPLES.items())
 
@@ -107,8 +107,8 @@ def test_spaced_out_attacks_score_like_the_plain_ones_with_preprocessing(prompt_
 
 
 def test_preprocessing_is_named_and_shown_in_the_result(guards):
-    from guard.prompt_guard_text import UnknownPreprocessing
-    from guard.service import moderate
+    from guard.core.prompt_guard_text import UnknownPreprocessing
+    from guard.engines.service import moderate
 
     conversation = Conversation.build([user(_spaced_out(JAILBREAK))])
     default = moderate(guards, conversation)["prompt_guard"]

@@ -1,12 +1,12 @@
 import json
 
 import pytest
-from conftest import SHARED
+from helpers import SHARED
 from PIL import Image
 
 from guard import CustomCategory, Family, InvalidCategories, from_messages, render
-from guard.conversation import Conversation, assistant, user
-from guard.prompts import plan
+from guard.core.conversation import Conversation, assistant, user
+from guard.core.prompts import plan
 
 GOLDEN = json.loads((SHARED / "reference" / "lg4_golden_prompts.json").read_text())
 
@@ -96,14 +96,14 @@ def test_several_text_parts_are_blocks_of_their_own_in_llama_guard_4_and_3_1b():
 
 @pytest.mark.parametrize("family", list(Family))
 def test_every_category_excluded_closes_the_block_on_the_next_line(family):
-    from guard.categories import category_codes
+    from guard.core.categories import category_codes
 
     prompt = render(Conversation.build([user("q")]), category_codes(family), family)
     assert "<BEGIN UNSAFE CONTENT CATEGORIES>\n<END UNSAFE CONTENT CATEGORIES>\n\n" in prompt
 
 
 def test_the_1b_is_guessed_from_its_name():
-    from guard.categories import guess_family
+    from guard.core.categories import guess_family
 
     assert guess_family("meta-llama/Llama-Guard-3-1B") is Family.LLAMA_GUARD_3_1B
     assert guess_family("QuantFactory/Llama-Guard-3-1B-GGUF:*Q4_K_M.gguf") is Family.LLAMA_GUARD_3_1B

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 from huggingface_hub import metadata_load
 from packaging.markers import default_environment
 from packaging.requirements import Requirement

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, tiny_cache_dir
+from helpers import REPO, launch_app, tiny_cache_dir
 
-from guard.conversation import Conversation, assistant, user
-from guard.tiny import BLUE, BREAK_IN, LLAMA_GUARD_EXAMPLES, RED, swatch
+from guard.core.conversation import Conversation, assistant, user
+from guard.testing.tiny import BLUE, BREAK_IN, LLAMA_GUARD_EXAMPLES, RED, swatch
 from labels import ExampleInput, LabelInput, ModelOutput, Store
 from labels.runs import Runs
 
@@ -87,7 +87,7 @@ def fill_store(store: Store, guard, rows) -> None:
 
 def load_tiny(tiny_dirs):
     """A Llama Guard of its own: loading an adapter changes the model it wraps."""
-    from guard.llama_guard import LlamaGuard
+    from guard.engines.llama_guard import LlamaGuard
 
     return LlamaGuard.load(tiny_dirs[0], device="cpu")
 
@@ -261,7 +261,7 @@ def _known_text_rows() -> list[dict]:
 
 
 def test_the_tuned_model_keeps_the_known_answers_and_names_its_adapter(tuned, tiny_dirs):
-    from guard.errors import ModelLoadError
+    from guard.core.errors import ModelLoadError
     from guard.tune import load_adapter
 
     base = load_tiny(tiny_dirs)
@@ -300,7 +300,7 @@ def test_the_cli_compares_and_a_repeat_resumes_the_stored_runs(tuned, labelled_d
 def test_an_adapter_on_another_base_is_refused(tuned, tiny_dirs, tmp_path):
     from transformers import AutoConfig, AutoProcessor, Llama4ForConditionalGeneration
 
-    from guard.llama_guard import LlamaGuard
+    from guard.engines.llama_guard import LlamaGuard
     from guard.tune import AdapterMismatch, load_adapter
 
     processor = AutoProcessor.from_pretrained(tiny_dirs[0])
@@ -377,3 +377,236 @@ def test_a_finished_or_different_run_is_not_resumed(tuned, labelled_db, tiny_dir
                               "learning_rate": 1e-4})
     with pytest.raises(TuneError, match=r"other settings: learning_rate 0.0001 \(stored: 0.002\)\."):
         tune(guard, data, other, changed)
+
+
+# Serving an adapter: the app, `guard classify` and `guard.eval` take --adapter DIR.
+
+def _adapter_label(tuned) -> str:
+    from guard.engines.adapter import read_adapter
+
+    return read_adapter(tuned["out"]).label
+
+
+def test_guard_classify_and_guard_eval_serve_the_adapter(tuned, tmp_path, capsys, monkeypatch):
+    from guard.cli import main as classify
+    from guard.eval.cli import main as evaluate
+
+    monkeypatch.setenv("GUARD_LAB_TINY_DIR", str(tiny_cache_dir()))
+    label = _adapter_label(tuned)
+    conversation = tmp_path / "conversation.json"
+    conversation.write_text(json.dumps([{"role": "user", "content": BREAK_IN}]))
+    assert classify(["classify", str(conversation), "--tiny", "--adapter", str(tuned["out"]),
+                     "--prompt-guard", "none"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"].endswith(f" + adapter {label}")
+    assert result["llama_guard"]["name"] == result["model"]
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _known_text_rows()))
+    db = tmp_path / "runs.db"
+    assert evaluate([str(data), "--format", "jsonl", "--out", str(db), "--name", "tuned",
+                     "--tiny", "--adapter", str(tuned["out"]), "--prompt-guard", "none"]) == 0
+    capsys.readouterr()
+    with Store(db) as store:
+        run = Runs(store).get("tuned")
+        assert run.settings.model.endswith(f" + adapter {label}")
+        results = Runs(store).results(run.id)
+    # The tuned model keeps the README's answers on the known rows, served through guard.eval.
+    assert {r.row_id: r.verdict for r in results} == {r["id"]: r["label"]
+                                                      for r in _known_text_rows()}
+
+
+def test_an_adapter_on_an_engine_that_cannot_take_one_is_refused(tuned, tmp_path, capsys):
+    from guard.cli import main as classify
+    from guard_app.config import parse_options
+
+    conversation = tmp_path / "conversation.json"
+    conversation.write_text(json.dumps([{"role": "user", "content": "Hello"}]))
+    assert classify(["classify", str(conversation), "--engine", "llama-cpp", "--gguf", "x.gguf",
+                     "--adapter", str(tuned["out"])]) == 2
+    assert "--adapter works with --engine transformers only" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        parse_options(["--engine", "openai", "--adapter", str(tuned["out"]), "--no-labels"],
+                      {"GUARD_LAB_OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+                       "GUARD_LAB_OPENAI_MODEL": "meta-llama/Llama-Guard-4-12B"})
+    assert stopped.value.code == 2
+    assert "merge the adapter" in capsys.readouterr().err
+
+
+def test_the_app_names_the_adapter_in_its_banner_and_in_saved_examples(tuned, tmp_path):
+    from gradio_client import Client
+
+    from guard_app import review
+    from guard_app.config import parse_options
+    from guard_app.models import load_models
+
+    label = _adapter_label(tuned)
+    options = parse_options(["--tiny", "--adapter", str(tuned["out"]), "--no-labels"],
+                            {"GUARD_LAB_TINY_DIR": str(tiny_cache_dir())})
+    loaded = load_models(options)
+    assert loaded.failures == {}
+    demo, url = launch_app(loaded.guards, tmp_path)
+    try:
+        banner = next(c["props"]["value"] for c in demo.config["components"]
+                      if c["props"].get("elem_id") == "gl-banner")
+        assert f"+ adapter {label}" in banner
+        client = Client(url, verbose=False)
+        result = client.predict(json.dumps([{"role": "user", "content": BREAK_IN}]), [], "", 0.5,
+                                api_name="/moderate")
+    finally:
+        demo.close()
+    assert result["model"].endswith(f" + adapter {label}")
+    run = {"result": result, "turns": [{"role": "user", "text": BREAK_IN, "images": []}],
+           "excluded": [], "custom": []}
+    with Store(tmp_path / "labels.db") as store:
+        saved = review.save_review(store, run, 0.5, reviewer="ana", model_right=None,
+                                   label="unsafe", categories=["S2"], note="", max_images=5)
+        assert store.get_example(saved.example_id).output.model.endswith(f" + adapter {label}")
+    with pytest.raises(SystemExit):  # llama.cpp serves the weights it is given: refused at start
+        parse_options(["--tiny", "--engine", "llama-cpp", "--adapter", str(tuned["out"])], {})
+
+
+def test_the_app_refuses_an_adapter_tuned_on_another_base(tuned, tiny_dirs, tmp_path):
+    from transformers import AutoConfig, AutoProcessor, Llama4ForConditionalGeneration
+
+    from guard_app.config import parse_options
+    from guard_app.models import load_models
+
+    folder = tmp_path / "retrained"  # same shape as the tiny model, other weights
+    Llama4ForConditionalGeneration(AutoConfig.from_pretrained(tiny_dirs[0])).save_pretrained(folder)
+    AutoProcessor.from_pretrained(tiny_dirs[0]).save_pretrained(folder)
+    loaded = load_models(parse_options(
+        ["--llama-guard", str(folder), "--device", "cpu", "--adapter", str(tuned["out"]),
+         "--prompt-guard", "none", "--no-labels"], {}))
+    assert loaded.guards.llama_guard is None  # never served as if it were the tuned model
+    [message] = loaded.failures.values()
+    assert f"was tuned on {tiny_dirs[0]}" in message and "other weights" in message
+
+
+# The Tune tab: usable labels, a background run with progress, the comparison when it ends.
+
+def _panel_settings():
+    from guard.tune.train import TuneSettings
+
+    return TuneSettings(seed=5, learning_rate=2e-3, max_steps=STEPS, batch_size=4,
+                        gradient_accumulation=1, lora_r=8, lora_alpha=16, lora_dropout=0.0,
+                        target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                        "up_proj", "down_proj"), save_steps=SAVE_STEPS)
+
+
+def _tuner(store, folder, tiny_dirs, **kwargs):
+    from guard.engines.loading import EngineOptions
+    from guard_app.tune.logic import Tuner
+
+    return Tuner(store, EngineOptions(tiny=True, tiny_dir=tiny_cache_dir()), FAMILY,
+                 adapters_dir=folder / "adapters", settings=_panel_settings(),
+                 load_base=lambda: load_tiny(tiny_dirs), **kwargs)
+
+
+def test_the_tune_tab_tunes_in_the_background_and_shows_before_and_after(
+        labelled_db, tiny_dirs, tmp_path):
+    import shutil
+
+    from gradio_client import Client
+
+    from guard_app.reviewers import ReviewerGate
+
+    db = tmp_path / "guard_lab.db"
+    shutil.copy(labelled_db, db)
+    with Store(db) as store:
+        tuner = _tuner(store, tmp_path, tiny_dirs)
+        sentence, enough = tuner.usable()
+        unsafe = sum(label == "unsafe" for _, _, label, _ in labelled_set())
+        assert enough and sentence.startswith(
+            f"{len(labelled_set())} labelled examples usable ({len(labelled_set()) - unsafe} "
+            f"safe, {unsafe} unsafe)")
+        gate = ReviewerGate.from_config({"ana": "secret"}, on_space=False)
+        demo, url = launch_app(load_guards_for_page(tiny_dirs), tmp_path, store=store,
+                               reviewers=gate, tuner=tuner)
+        try:
+            client = Client(url, verbose=False)
+            with pytest.raises(Exception, match="Sign in as a reviewer"):
+                client.predict("first", "ana", api_name="/tune_start")
+            assert tuner.state().phase == "idle"
+            client.predict("ana", "secret", api_name="/reviewer_sign_in")
+            status, _ = client.predict("first", "", api_name="/tune_start")[:2]
+            assert "gl-tune-status" in status
+            with pytest.raises(Exception, match="going on already"):
+                client.predict("second", "", api_name="/tune_start")
+            seen = set()
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                status, comparison = client.predict(api_name="/tune_status")[:2]
+                seen.add(status.split(":")[0].split(">")[-1])
+                if "Done" in status or "stopped" in status:
+                    break
+                time.sleep(0.3)
+        finally:
+            demo.close()
+        state = tuner.state()
+        assert state.phase == "done", state.message
+        assert "Tuning" in seen  # progress was shown while it ran
+        assert "Done" in status
+        assert f"--adapter {tmp_path / 'adapters' / 'first'}" in status
+        assert state.fixed > 0 and state.broke == 0 and "safe -> unsafe" in comparison
+        names = {run.name for run in Runs(store).list()}
+        assert {n.split(": ")[-1] for n in names if "held-out" in n} == {"base", "tuned"}
+        with pytest.raises(Exception, match="finished already"):
+            tuner.start("first")
+
+
+def load_guards_for_page(tiny_dirs):
+    from guard.engines.prompt_guard import PromptGuard
+    from guard.engines.service import Guards
+
+    return Guards(load_tiny(tiny_dirs), PromptGuard.load(tiny_dirs[1], device="cpu"))
+
+
+def test_the_tune_tab_says_when_labels_are_too_few_or_of_one_class(tiny_dirs, tmp_path):
+    from guard.tune.errors import NotEnoughLabels
+
+    with Store(tmp_path / "few.db") as store:
+        tuner = _tuner(store, tmp_path, tiny_dirs)
+        sentence, enough = tuner.usable()
+        assert not enough and sentence.startswith("0 labelled examples usable (0 safe, 0 unsafe)")
+        with pytest.raises(NotEnoughLabels):
+            tuner.start("x")
+        fill_store(store, load_tiny(tiny_dirs), [r for r in labelled_set() if r[2] == "unsafe"])
+        sentence, enough = tuner.usable()
+        assert not enough and "0 safe" in sentence and "at least 3 safe ones" in sentence
+        with pytest.raises(NotEnoughLabels, match="safe"):
+            tuner.start("x")
+        assert tuner.state().phase == "idle"
+        with pytest.raises(Exception, match="letters, digits"):
+            tuner.start("../escape")
+
+
+def test_tuning_is_off_where_it_cannot_work_safely(tmp_path):
+    from types import SimpleNamespace
+
+    from guard.core.categories import Family
+    from guard.engines.loading import EngineOptions
+    from guard_app.tune.logic import tuner_for
+
+    def Loaded():  # noqa: N802 (stands in for a loaded Llama Guard: only its family is read)
+        return SimpleNamespace(family=Family.LLAMA_GUARD_4)
+
+    with Store(tmp_path / "l.db") as store:
+        transformers = EngineOptions()
+        cases = {
+            "the labels database": (None, transformers, Loaded(), {}),
+            "transformers engine": (store, EngineOptions(engine="llama-cpp", gguf="x.gguf"),
+                                    Loaded(), {}),
+            "did not load": (store, transformers, None, {}),
+            "ZeroGPU lends one per call": (store, transformers, Loaded(), {"zero_gpu": True}),
+            "needs reviewer accounts": (store, transformers, Loaded(),
+                                        {"public_without_accounts": True}),
+        }
+        for why, (db_store, engines, guard, flags) in cases.items():
+            tuner, message = tuner_for(db_store, engines, guard, db=tmp_path / "l.db",
+                                       **{"zero_gpu": False, "public_without_accounts": False,
+                                          **flags})
+            assert tuner is None and why in message
+        tuner, message = tuner_for(store, transformers, Loaded(), db=tmp_path / "l.db",
+                                   zero_gpu=False, public_without_accounts=False)
+        assert message == "" and tuner.adapters_dir == tmp_path / "adapters"

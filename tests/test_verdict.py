@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from guard.categories import categories_for
-from guard.verdict import (
+from guard.core.categories import categories_for
+from guard.core.verdict import (
     CategoryHit,
     ParsedAnswer,
     make_verdict,

@@ -12,11 +12,11 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_async, start_app_process, stop_app_process
 from gradio_client import Client, handle_file
+from helpers import REPO, run_async, start_app_process, stop_app_process
 
-from guard.service import Guards
-from guard.tiny import BENIGN, PICTURE, VIOLENT
+from guard.engines.service import Guards
+from guard.testing.tiny import BENIGN, PICTURE, VIOLENT
 from guard_app.examples import write_swatches
 
 STANDIN = REPO / "tests" / "zerogpu"

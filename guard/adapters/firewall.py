@@ -29,14 +29,14 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from ..conversation import Conversation
-from ..engine import Engine
-from ..errors import InvalidConversation
-from ..prompts import CustomCategory
-from ..verdict import DEFAULT_THRESHOLD
-from .messages import chat_conversation
+from guard.adapters.messages import chat_conversation
+from guard.core.conversation import Conversation
+from guard.core.errors import InvalidConversation
+from guard.core.prompts import CustomCategory
+from guard.core.verdict import DEFAULT_THRESHOLD
+from guard.engines.engine import Engine
 
-# guard.prompt_guard.FIREWALL_THRESHOLD, not imported from there because that imports torch.
+# guard.engines.prompt_guard.FIREWALL_THRESHOLD, not imported from there because that imports torch.
 PROMPT_GUARD_THRESHOLD = 0.9
 USER_SIDE = {"user": "user", "tool": "user", "memory": "user", "assistant": "assistant"}
 
@@ -123,7 +123,7 @@ def trace_of(message: Any, past_trace: Sequence[Any] | None = None) -> list[Any]
 
 
 class LlamaGuardScanner:
-    """Llama Guard on the last message of a trace. `engine` is any `guard.engine.Engine`."""
+    """Llama Guard on the last message of a trace. `engine` is any `guard.engines.engine.Engine`."""
 
     name = "Llama Guard Scanner"
 
@@ -160,7 +160,7 @@ class LlamaGuardScanner:
 
 class PromptGuardScanner:
     """Prompt Guard on the text of the last message. `prompt_guard` is a
-    `guard.prompt_guard.PromptGuard` (anything with `score(text).p_malicious`)."""
+    `guard.engines.prompt_guard.PromptGuard` (anything with `score(text).p_malicious`)."""
 
     name = "Prompt Guard Scanner"
 

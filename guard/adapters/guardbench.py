@@ -8,7 +8,7 @@ travels as one:
 
     from guardbench import benchmark
     from guard.adapters.guardbench import moderate
-    from guard.llama_guard import LlamaGuard
+    from guard.engines.llama_guard import LlamaGuard
 
     engine = LlamaGuard.load("meta-llama/Llama-Guard-4-12B")
     benchmark(moderate=moderate, engine=engine, model_name="llama-guard-4",
@@ -24,10 +24,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..conversation import from_messages
-from ..engine import Engine
-from ..errors import GuardError, InvalidConversation
-from ..prompts import CustomCategory
+from guard.core.conversation import from_messages
+from guard.core.errors import GuardError, InvalidConversation
+from guard.core.prompts import CustomCategory
+from guard.engines.engine import Engine
 
 Conversations = Sequence[Sequence[Mapping[str, Any]]]
 

@@ -1,6 +1,6 @@
 """OpenAI-style chat messages and moderation inputs as a validated `Conversation`.
 
-The chat format is the Hugging Face / OpenAI one that `guard.conversation.from_messages`
+The chat format is the Hugging Face / OpenAI one that `guard.core.conversation.from_messages`
 reads, with images carried inside the request instead of named files: an image part is
 `{"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}` (OpenAI's shape;
 `"image_url": "data:..."` and `{"type": "image", "url": "data:..."}` are read too). Nothing here
@@ -17,9 +17,9 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
-from .. import limits
-from ..conversation import MAX_IMAGES, Conversation, from_messages
-from ..errors import InvalidConversation, InvalidImage
+from guard.core import limits
+from guard.core.conversation import MAX_IMAGES, Conversation, from_messages
+from guard.core.errors import InvalidConversation, InvalidImage
 
 EXAMPLE_PART = '{"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}'
 
@@ -28,7 +28,7 @@ def data_url_bytes(url: Any, *, label: str = "image") -> bytes:
     """The bytes of a base64 `data:image/...` URL, or InvalidImage saying what to send instead.
 
     The encoded length is checked against `limits.MAX_IMAGE_BYTES` before anything is decoded;
-    the bytes are not yet known to be an image (`guard.images.load_image` decides that).
+    the bytes are not yet known to be an image (`guard.core.images.load_image` decides that).
     """
     if not isinstance(url, str) or not url:
         raise InvalidImage(f"{label}: the image URL is missing. Send {EXAMPLE_PART}.")

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..categories import Family
-from ..errors import GuardError
+from guard.core.categories import Family
+from guard.core.errors import GuardError
 
 DEFAULT_LLAMA_GUARD = "meta-llama/Llama-Guard-4-12B"
 DEFAULT_PROMPT_GUARD = "86m"
 DEFAULT_N_CTX = 8192
 ENGINES = ("transformers", "llama-cpp", "openai")
-# What the openai engine reads (guard.openai_engine.OpenAIGuard.from_env); kept in the options so
+# What the openai engine reads (guard.engines.openai_engine.OpenAIGuard.from_env); kept in the options so
 # loading never looks at os.environ itself.
 OPENAI_ENV = ("GUARD_LAB_OPENAI_BASE_URL", "GUARD_LAB_OPENAI_MODEL", "GUARD_LAB_OPENAI_API_KEY")
 GGUF_EXAMPLE = "QuantFactory/Llama-Guard-3-1B-GGUF:*Q4_K_M.gguf"
@@ -139,30 +139,30 @@ def load_llama_guard(options: EngineOptions) -> Any:
     if problems:
         raise GuardError(problems[0] + ".")
     if options.engine == "llama-cpp":
-        from ..llama_cpp_engine import LlamaCppGuard
+        from guard.engines.llama_cpp_engine import LlamaCppGuard
 
         gguf = options.gguf
         if options.tiny and not gguf:
-            from ..tiny_text import build_tiny_text_model
+            from guard.testing.tiny_text import build_tiny_text_model
 
             gguf = str(build_tiny_text_model(options.tiny_dir).gguf_f32)
         return LlamaCppGuard.load(gguf, family=options.family, n_ctx=options.n_ctx,
                                   n_threads=options.threads)
     if options.engine == "openai":
-        from ..openai_engine import OpenAIGuard
+        from guard.engines.openai_engine import OpenAIGuard
 
         return OpenAIGuard.from_env(options.openai_env, family=options.family)
-    from ..llama_guard import LlamaGuard
+    from guard.engines.llama_guard import LlamaGuard
 
     if options.tiny:
-        from ..tiny import build_tiny_models
+        from guard.testing.tiny import build_tiny_models
 
         guard = LlamaGuard.load(build_tiny_models(options.tiny_dir)[0], device="cpu",
                                 family=options.family)
     else:
         guard = LlamaGuard.load(options.llama_guard, device=options.device, family=options.family)
     if options.adapter is not None:
-        from ..tune.adapter import load_adapter
+        from guard.engines.adapter import load_adapter
 
         guard = load_adapter(guard, options.adapter)
     return guard
@@ -170,13 +170,13 @@ def load_llama_guard(options: EngineOptions) -> Any:
 
 def load_prompt_guard(options: EngineOptions, source: str | None = None) -> Any:
     """Prompt Guard from `source` (default: the options' choice); None when that is "none"."""
-    from ..prompt_guard import PromptGuard
+    from guard.engines.prompt_guard import PromptGuard
 
     source = source or options.prompt_guard
     if source.lower() == "none":
         return None
     if options.tiny:
-        from ..tiny import build_tiny_models
+        from guard.testing.tiny import build_tiny_models
 
         return PromptGuard.load(build_tiny_models(options.tiny_dir)[1], device="cpu")
     return PromptGuard.load(source, device=options.device)
@@ -184,6 +184,6 @@ def load_prompt_guard(options: EngineOptions, source: str | None = None) -> Any:
 
 def load_guards(options: EngineOptions) -> Any:
     """Both guards, as `guard classify` and `guard.eval` use them (a failure raises)."""
-    from ..service import Guards
+    from guard.engines.service import Guards
 
     return Guards(load_llama_guard(options), load_prompt_guard(options))

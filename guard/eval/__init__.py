@@ -5,10 +5,25 @@
 Importing the package is cheap: the runner loads no model, and torch comes with the models.
 """
 
-from .errors import DatasetError, EvalError
-from .readers import FORMATS, MODERATION_TO_CODES, BadRow, Dataset, Row, read_dataset
-from .report import Comparison, EvalReport, build_report, compare, format_comparison, format_report
-from .runner import RunOutcome, conversation_for, evaluate_dataset, run_settings
+from guard.core.datasets import (
+                      FORMATS,
+                      MODERATION_TO_CODES,
+                      BadRow,
+                      Dataset,
+                      Row,
+                      conversation_for,
+                      read_dataset,
+)
+from guard.eval.errors import DatasetError, EvalError
+from guard.eval.report import (
+                      Comparison,
+                      EvalReport,
+                      build_report,
+                      compare,
+                      format_comparison,
+                      format_report,
+)
+from guard.eval.runner import RunOutcome, evaluate_dataset, run_settings
 
 __all__ = [
     "FORMATS", "MODERATION_TO_CODES", "BadRow", "Comparison", "Dataset", "DatasetError",

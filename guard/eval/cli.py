@@ -14,17 +14,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from guard.core.categories import parse_codes
+from guard.core.datasets import FORMATS, Dataset, read_dataset
+from guard.core.errors import GuardError
+from guard.eval.errors import EvalError
+from guard.eval.report import EvalReport, build_report, compare, format_comparison, format_report
+from guard.eval.runner import DEFAULT_BATCH_SIZE, ProgressHook, check_batch_size, evaluate_dataset
+from guard.versions import check_or_exit
 from labels.errors import LabelsError
 from labels.runs import Runs
 from labels.store import Store
-
-from ..categories import parse_codes
-from ..errors import GuardError
-from ..versions import check_or_exit
-from .errors import EvalError
-from .readers import FORMATS, Dataset, read_dataset
-from .report import EvalReport, build_report, compare, format_comparison, format_report
-from .runner import DEFAULT_BATCH_SIZE, ProgressHook, check_batch_size, evaluate_dataset
 
 MAX_BAD_ROWS_SHOWN = 20
 
@@ -36,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ..cli import add_model_arguments
+    from guard.cli import add_model_arguments
 
     p = _Parser(prog="python -m guard.eval",
                 description="Evaluate Llama Guard and Prompt Guard over a labelled dataset.")
@@ -93,7 +92,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     _warn_bad_rows(dataset)
     if not dataset.rows:
         raise EvalError(f"{args.data}: no usable rows ({len(dataset.bad_rows)} bad). Fix the file.")
-    from ..cli import _quiet_transformers, load_guards
+    from guard.cli import _quiet_transformers, load_guards
 
     _quiet_transformers()
     with Store(args.out) as store:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from ..errors import GuardError
+from guard.core.errors import DatasetError, GuardError
+
+__all__ = ["DatasetError", "EvalError"]  # DatasetError lives with the readers, in guard.core
 
 
 class EvalError(GuardError):
     """Base class: an evaluation that cannot start or go on."""
-
-
-class DatasetError(EvalError):
-    """A dataset file cannot be read at all: missing, not text, not the format named, no column."""

@@ -30,7 +30,7 @@ from labels.metrics import (
 from labels.records import MetricInputs
 from labels.runs import EvalResult, EvalRun
 
-# Meta's LlamaFirewall blocks at this Prompt Guard score (guard.prompt_guard.FIREWALL_THRESHOLD;
+# Meta's LlamaFirewall blocks at this Prompt Guard score (guard.engines.prompt_guard.FIREWALL_THRESHOLD;
 # repeated here so that reports load without torch).
 PROMPT_GUARD_THRESHOLD = 0.9
 MAX_CURVE_POINTS = 200

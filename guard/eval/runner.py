@@ -11,17 +11,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from guard.core import limits
+from guard.core.conversation import Conversation
+from guard.core.datasets import BadRow, Dataset, Row, conversation_for
+from guard.core.errors import GuardError
+from guard.eval.errors import EvalError
 from labels.runs import EvalResult, EvalRun, Runs, RunSettings
 
-from .. import limits
-from ..conversation import Conversation, assistant, user
-from ..errors import GuardError
-from .errors import EvalError
-from .readers import BadRow, Dataset, Row
-
 if TYPE_CHECKING:  # the service imports torch; the runner itself does not need it
-    from ..prompt_guard import PromptGuard
-    from ..service import Guards
+    from guard.engines.prompt_guard import PromptGuard
+    from guard.engines.service import Guards
 
 ProgressHook = Callable[[int, int], None]
 # judge(batch, guards, excluded, threshold) -> results: `judge` below, or the app's GPU call.
@@ -38,14 +37,6 @@ class RunOutcome:
     failed: int  # rows stored with an error instead of a verdict
     bad_rows: tuple[BadRow, ...]
     seconds: float
-
-
-def conversation_for(row: Row) -> Conversation:
-    """A prompt alone is judged as the user's turn; with a response, the response is judged."""
-    turns = [user(row.prompt)]
-    if row.response is not None:
-        turns.append(assistant(row.response))
-    return Conversation.build(turns)
 
 
 def run_settings(dataset: Dataset, guards: Guards, *, name: str | None = None,

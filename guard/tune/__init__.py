@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .data import (
+from guard.tune.data import (
     MIN_EXAMPLES,
     MIN_PER_CLASS,
     Split,
@@ -22,12 +22,12 @@ from .data import (
     from_store,
     make_split,
 )
-from .errors import AdapterMismatch, NotEnoughLabels, TuneError
+from guard.tune.errors import AdapterMismatch, NotEnoughLabels, TuneError
 
 _LAZY = {
     "tune": "train", "TuneSettings": "train", "TuneResult": "train",
-    "load_adapter": "adapter", "read_adapter": "adapter", "AdaptedLlamaGuard": "adapter",
-    "AdapterInfo": "adapter", "carries_adapter": "adapter",
+    "load_adapter": "guard.engines.adapter", "read_adapter": "guard.engines.adapter", "AdaptedLlamaGuard": "guard.engines.adapter",
+    "AdapterInfo": "guard.engines.adapter", "carries_adapter": "guard.engines.adapter",
     "compare_adapter": "compare", "format_before_after": "compare", "BeforeAfter": "compare",
     "Flip": "compare",
 }
@@ -37,7 +37,8 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         from importlib import import_module
 
-        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        where = _LAZY[name]
+        return getattr(import_module(where if "." in where else f"{__name__}.{where}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

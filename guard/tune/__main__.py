@@ -1,3 +1,3 @@
-from .cli import main
+from guard.tune.cli import main
 
 raise SystemExit(main())

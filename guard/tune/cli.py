@@ -18,14 +18,20 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from guard.core.categories import Family, guess_family
+from guard.core.errors import GuardError
+from guard.tune.data import (
+    MIN_EXAMPLES,
+    MIN_PER_CLASS,
+    TuneData,
+    check_usable,
+    from_export,
+    from_store,
+)
+from guard.tune.errors import TuneError
+from guard.versions import check_or_exit
 from labels.errors import LabelsError
 from labels.store import Store
-
-from ..categories import Family, guess_family
-from ..errors import GuardError
-from ..versions import check_or_exit
-from .data import MIN_EXAMPLES, MIN_PER_CLASS, TuneData, check_usable, from_export, from_store
-from .errors import TuneError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,7 +40,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _model_arguments(p: argparse.ArgumentParser) -> None:
-    from ..engines.loading import DEFAULT_LLAMA_GUARD
+    from guard.engines.loading import DEFAULT_LLAMA_GUARD
 
     p.add_argument("--model", default=os.environ.get("GUARD_LAB_LLAMA_GUARD", DEFAULT_LLAMA_GUARD),
                    help="the base Llama Guard: hub id or local folder")
@@ -55,7 +61,7 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .train import TuneSettings
+    from guard.tune.train import TuneSettings
 
     d = TuneSettings()
     p = _Parser(prog="python -m guard.tune", description=__doc__.split("\n\n")[0])
@@ -110,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             return _check(args)
         check_or_exit(("torch", "transformers"))
-        from ..cli import _quiet_transformers
+        from guard.cli import _quiet_transformers
 
         _quiet_transformers()
         return _train(args) if args.command == "train" else _compare(args)
@@ -159,11 +165,11 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from ..llama_guard import LlamaGuard
+    from guard.engines.llama_guard import LlamaGuard
 
     if args.tiny:
-        from ..engines.loading import default_tiny_dir
-        from ..tiny import build_tiny_models
+        from guard.engines.loading import default_tiny_dir
+        from guard.testing.tiny import build_tiny_models
 
         return LlamaGuard.load(build_tiny_models(default_tiny_dir())[0], device="cpu")
     return LlamaGuard.load(args.model, device=args.device, family=args.family,
@@ -171,7 +177,7 @@ def _load(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import TuneSettings, tune
+    from guard.tune.train import TuneSettings, tune
 
     settings = TuneSettings(
         seed=args.seed, eval_fraction=args.eval_fraction, learning_rate=args.lr,
@@ -207,8 +213,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from ..eval.readers import read_dataset
-    from .compare import compare_adapter, format_before_after
+    from guard.core.datasets import read_dataset
+    from guard.tune.compare import compare_adapter, format_before_after
 
     if not args.db.is_file():
         raise TuneError(f"No database at {args.db}.")

@@ -15,20 +15,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from guard.core.datasets import Dataset, Row
+from guard.core.errors import GuardError
+from guard.core.prompts import CustomCategory
+from guard.engines.adapter import (
+    AdaptedLlamaGuard,
+    AdapterInfo,
+    carries_adapter,
+    load_adapter,
+    read_adapter,
+)
+from guard.engines.llama_guard import LlamaGuard
+from guard.eval.report import Comparison, EvalReport, build_report, compare, format_comparison
+from guard.eval.runner import DEFAULT_BATCH_SIZE, Judge, ProgressHook, evaluate_dataset
+from guard.tune.data import DATABASE, data_sha256, example_from_stored
+from guard.tune.errors import TuneError
 from labels.errors import NotFound
 from labels.records import StoredExample
 from labels.runs import EvalResult, Runs
 from labels.store import Store
-
-from ..errors import GuardError
-from ..eval.readers import Dataset, Row
-from ..eval.report import Comparison, EvalReport, build_report, compare, format_comparison
-from ..eval.runner import DEFAULT_BATCH_SIZE, Judge, ProgressHook, evaluate_dataset
-from ..llama_guard import LlamaGuard
-from ..prompts import CustomCategory
-from .adapter import AdaptedLlamaGuard, AdapterInfo, carries_adapter, load_adapter, read_adapter
-from .data import DATABASE, data_sha256, example_from_stored
-from .errors import TuneError
 
 HELD_OUT_FORMAT = "guard-lab-held-out"
 
@@ -208,7 +213,7 @@ def compare_adapter(guard: LlamaGuard, adapter_dir: str | Path, store: Store, *,
     `guard` must be the base: the adapter goes into its model (see `load_adapter`), so it
     judges as the tuned model afterwards.
     """
-    from ..service import Guards
+    from guard.engines.service import Guards
 
     info = read_adapter(adapter_dir)
     if carries_adapter(guard):

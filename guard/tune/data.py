@@ -23,14 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from guard.errors import GuardError
-from guard.prompts import IMAGE_PLACEHOLDER, CustomCategory, PromptPlan, plan
+from guard.core.errors import GuardError
+from guard.core.prompts import IMAGE_PLACEHOLDER, CustomCategory, PromptPlan, plan
+from guard.tune.errors import NotEnoughLabels, TuneError
 from labels.content import canonical_json, code_key
 from labels.export import llama_guard_target
 from labels.records import UNSAFE, StoredExample
 from labels.store import Store
-
-from .errors import NotEnoughLabels, TuneError
 
 MIN_EXAMPLES = 8
 MIN_PER_CLASS = 3

@@ -1,8 +1,10 @@
-"""Errors of tuning and of loading adapters. Each message tells a person what to do next."""
+"""Errors of tuning. Each message tells a person what to do next."""
 
 from __future__ import annotations
 
-from ..errors import GuardError, ModelLoadError
+from guard.core.errors import AdapterMismatch, GuardError
+
+__all__ = ["AdapterMismatch", "NotEnoughLabels", "TuneError"]  # AdapterMismatch: guard.core
 
 
 class TuneError(GuardError):
@@ -11,7 +13,3 @@ class TuneError(GuardError):
 
 class NotEnoughLabels(TuneError):
     """Too few usable labelled examples, or too few of one class, to tune and hold some out."""
-
-
-class AdapterMismatch(ModelLoadError):
-    """An adapter tuned on another base model than the one loaded."""

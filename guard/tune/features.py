@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 
-from ..categories import Family
-from ..errors import ContextTooLong
-from ..llama_guard import LlamaGuard
-from ..prompts import ANSWER_PREFIX
-from .data import TuneExample
-from .errors import TuneError
+from guard.core.categories import Family
+from guard.core.errors import ContextTooLong
+from guard.core.prompts import ANSWER_PREFIX
+from guard.engines.llama_guard import LlamaGuard
+from guard.tune.data import TuneExample
+from guard.tune.errors import TuneError
 
 IGNORE = -100
 # The token each family's model ends its answer with (Llama Guard 2: the Llama 3 tokenizer's

@@ -24,9 +24,8 @@ from typing import Any
 
 import torch
 
-from ..categories import Family
-from ..llama_guard import LlamaGuard
-from .adapter import (
+from guard.core.categories import Family
+from guard.engines.adapter import (
     FORMAT,
     METADATA,
     WEIGHTS,
@@ -35,9 +34,10 @@ from .adapter import (
     carries_adapter,
     file_sha256,
 )
-from .data import Split, TuneData, check_usable, data_sha256, make_split, pick
-from .errors import TuneError
-from .features import Collator, encode_all
+from guard.engines.llama_guard import LlamaGuard
+from guard.tune.data import Split, TuneData, check_usable, data_sha256, make_split, pick
+from guard.tune.errors import TuneError
+from guard.tune.features import Collator, encode_all
 
 # progress(step, total_steps, loss): after every logged step (the CLI prints, the app shows a bar).
 TuneProgress = Callable[[int, int, float], None]

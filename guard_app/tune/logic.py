@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from guard.core.errors import GuardError
 from guard.engines import loading
 from guard.engines.loading import EngineOptions
-from guard.errors import GuardError
 from guard.tune.data import check_usable, from_store
 from guard.tune.errors import TuneError
 from labels import Store

@@ -9,10 +9,9 @@ from typing import Any
 
 import gradio as gr
 
+from guard_app.guarded import guarded
+from guard_app.tune.logic import Tuner, TuneState
 from labels.errors import LabelsError
-
-from ..guarded import guarded
-from .logic import Tuner, TuneState
 
 PRIVATE = {"api_visibility": "private"}
 INTRO = (

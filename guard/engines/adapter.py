@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelLoadError
-from ..llama_guard import LlamaGuard
-from .errors import AdapterMismatch
+from guard.core.errors import AdapterMismatch, ModelLoadError
+from guard.engines.llama_guard import LlamaGuard
 
 METADATA = "guard_lab_adapter.json"
 WEIGHTS = "adapter_model.safetensors"

@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .errors import ModelLoadError
-from .prompts import IMAGE_PLACEHOLDER, PromptPlan
-from .verdict import SAFE_SPELLINGS, UNSAFE_SPELLINGS
+from guard.core.errors import ModelLoadError
+from guard.core.prompts import IMAGE_PLACEHOLDER, PromptPlan
+from guard.core.verdict import SAFE_SPELLINGS, UNSAFE_SPELLINGS
 
 # How a prompt is tokenized, piece by piece: a control token of the template ("special"),
 # text in which special-token strings are plain text ("text"), or a prompt string given by the

@@ -31,12 +31,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .categories import Family, categories_for, guess_family
-from .conversation import Conversation
-from .engine import EngineBase, ModelInfo
-from .errors import ContextTooLong, GuardError
-from .prompts import CustomCategory, PromptPlan
-from .verdict import (
+from guard.core.categories import Family, categories_for, guess_family
+from guard.core.conversation import Conversation
+from guard.core.errors import ContextTooLong, GuardError
+from guard.core.prompts import CustomCategory, PromptPlan
+from guard.core.verdict import (
     DEFAULT_THRESHOLD,
     SAFE_SPELLINGS,
     UNSAFE_SPELLINGS,
@@ -44,6 +43,7 @@ from .verdict import (
     logsumexp,
     make_verdict,
 )
+from guard.engines.engine import EngineBase, ModelInfo
 
 BOS = "<|begin_of_text|>"
 MAX_NEW_TOKENS = 40

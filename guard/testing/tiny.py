@@ -17,8 +17,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .conversation import Conversation, Turn
-from .prompts import render
+from guard.core.conversation import Conversation, Turn
+from guard.core.prompts import render
 
 # Bump when the training of the Llama Guard 4 or Prompt Guard stand-in changes (examples,
 # their rendered prompts, the builders): a cached build of another version is rebuilt.
@@ -141,13 +141,13 @@ def build_tiny_models(root: str | Path) -> tuple[Path, Path]:
 
 def _build_missing(lg_dir: Path, pg_dir: Path) -> None:
     if not _is_built(lg_dir):
-        from ._tiny_llama import build_llama_guard
+        from guard.testing._tiny_llama import build_llama_guard
 
         build_llama_guard(lg_dir, LLAMA_GUARD_EXAMPLES, _lg_corpus())
         _mark_built(lg_dir)
     _refresh_chat_template(lg_dir)
     if not _is_built(pg_dir):
-        from ._tiny_deberta import build_prompt_guard
+        from guard.testing._tiny_deberta import build_prompt_guard
 
         build_prompt_guard(pg_dir, _pg_training_texts())
         _mark_built(pg_dir)
@@ -156,7 +156,7 @@ def _build_missing(lg_dir: Path, pg_dir: Path) -> None:
 def _refresh_chat_template(folder: Path) -> None:
     """Give a cached build the current chat template: it is not part of the training, so a
     change to it needs no retraining."""
-    from ._tiny_llama import CHAT_TEMPLATE
+    from guard.testing._tiny_llama import CHAT_TEMPLATE
 
     path = folder / "chat_template.jinja"
     if path.is_file() and path.read_text(encoding="utf-8") == CHAT_TEMPLATE:

@@ -6,10 +6,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from .categories import Family
-from .conversation import Conversation
-from .prompts import CustomCategory, PromptPlan, plan
-from .verdict import DEFAULT_THRESHOLD, Verdict
+from guard.core.categories import Family
+from guard.core.conversation import Conversation
+from guard.core.prompts import CustomCategory, PromptPlan, plan
+from guard.core.verdict import DEFAULT_THRESHOLD, Verdict
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,9 @@
 
 It is what the llama.cpp and OpenAI-compatible engines are tested on: a real Llama-architecture
 checkpoint with a locally trained byte-level BPE tokenizer holding the Llama 3 special tokens,
-trained just long enough to answer the text-only `guard.tiny.LLAMA_GUARD_EXAMPLES` correctly
+trained just long enough to answer the text-only `guard.testing.tiny.LLAMA_GUARD_EXAMPLES` correctly
 under the Llama Guard 3 (8B), Llama Guard 3 1B and Llama Guard 2 prompt formats. Each answer
-starts as that family's model starts it (`guard.prompts.ANSWER_PREFIX`): a blank line, or for
+starts as that family's model starts it (`guard.core.prompts.ANSWER_PREFIX`): a blank line, or for
 Llama Guard 2 a space, so its first answer token is ' safe' / ' unsafe' and the engines must
 read the score from that spelling. It is saved with `save_pretrained` (so
 `LlamaGuard.load(folder, family="llama-guard-3")` runs it on transformers) and written to GGUF
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._tiny_common import content_key, train_llama_tokenizer
-from .categories import Family, categories_for
-from .prompts import ANSWER_PREFIX, render
-from .tiny import LLAMA_GUARD_EXAMPLES, GuardExample
+from guard.core.categories import Family, categories_for
+from guard.core.prompts import ANSWER_PREFIX, render
+from guard.testing._tiny_common import content_key, train_llama_tokenizer
+from guard.testing.tiny import LLAMA_GUARD_EXAMPLES, GuardExample
 
 RECIPE_VERSION = "3"
 TEXT_DIR = "llama-guard-3-tiny"

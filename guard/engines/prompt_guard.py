@@ -1,7 +1,7 @@
 """Prompt Guard 2: jailbreak and prompt-injection scores, over the whole text in 512-token windows.
 
 Texts are scored as given (the model card's recipe) or, with `preprocessing="llamafirewall"`,
-first read as Meta's LlamaFirewall scanner reads them (`guard.prompt_guard_text`), which
+first read as Meta's LlamaFirewall scanner reads them (`guard.core.prompt_guard_text`), which
 undoes whitespace tricks such as `I g n o r e`.
 """
 
@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from . import limits
-from .conversation import Conversation
-from .errors import ModelLoadError, TooLarge
-from .llama_guard import _load_error, pick_device
-from .prompt_guard_text import check_preprocessing, collapse_spacing
+from guard.core import limits
+from guard.core.conversation import Conversation
+from guard.core.errors import ModelLoadError, TooLarge
+from guard.core.prompt_guard_text import check_preprocessing, collapse_spacing
+from guard.engines.llama_guard import _load_error, pick_device
 
 PROMPT_GUARD_MODELS = {
     "86m": "meta-llama/Llama-Prompt-Guard-2-86M",
@@ -143,7 +143,7 @@ class PromptGuard:
                    max_tokens: int | None = None, preprocessing: str = "none") -> list[TextScore]:
         """Score texts; their windows run together, up to `max_batch` windows and `max_tokens`
         padded tokens per forward pass. A text over `limits.MAX_PROMPT_GUARD_CHARS` characters
-        raises TooLarge before anything is tokenized. `preprocessing` is one of guard.prompt_guard_text.PREPROCESSING:
+        raises TooLarge before anything is tokenized. `preprocessing` is one of guard.core.prompt_guard_text.PREPROCESSING:
         "llamafirewall" scores each text as `collapse_spacing` leaves it."""
         preprocessing = check_preprocessing(preprocessing)
         for n, text in enumerate(texts, start=1):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import GuardError
+from guard.core.errors import GuardError
 
 # How a text is read before scoring: as given (the model card), or as LlamaFirewall reads it.
 PREPROCESSING = ("none", "llamafirewall")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .categories import Category
+from guard.core.categories import Category
 
 DEFAULT_THRESHOLD = 0.5
 _CODE = re.compile(r"^[A-Za-z]\d+$")

@@ -1,4 +1,4 @@
-"""Build and train the tiny Prompt Guard 2 stand-in (see guard.tiny)."""
+"""Build and train the tiny Prompt Guard 2 stand-in (see guard.testing.tiny)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from ._tiny_common import save_atomically
+from guard.testing._tiny_common import save_atomically
 
 WINDOW = 512
 STEPS = 90

@@ -10,10 +10,10 @@ from typing import IO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import limits
-from .errors import InvalidImage
+from guard.core import limits
+from guard.core.errors import InvalidImage
 
-# The limits live in guard.limits (read there at call time); these names stay for importers.
+# The limits live in guard.core.limits (read there at call time); these names stay for importers.
 MAX_IMAGE_BYTES = limits.MAX_IMAGE_BYTES
 MAX_IMAGE_PIXELS = limits.MAX_IMAGE_PIXELS
 

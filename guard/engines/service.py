@@ -8,12 +8,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .conversation import Conversation
-from .engine import Engine
-from .prompt_guard import PromptGuard
-from .prompt_guard_text import check_preprocessing
-from .prompts import CustomCategory
-from .verdict import DEFAULT_THRESHOLD
+from guard.core.conversation import Conversation
+from guard.core.prompt_guard_text import check_preprocessing
+from guard.core.prompts import CustomCategory
+from guard.core.verdict import DEFAULT_THRESHOLD
+from guard.engines.engine import Engine
+from guard.engines.prompt_guard import PromptGuard
 
 
 @dataclass
@@ -26,8 +26,8 @@ class Guards:
 
 def tiny_guards(cache_dir: str | Path) -> Guards:
     """Both tiny offline models, built under `cache_dir` on first use."""
-    from .llama_guard import LlamaGuard
-    from .tiny import build_tiny_models
+    from guard.engines.llama_guard import LlamaGuard
+    from guard.testing.tiny import build_tiny_models
 
     lg_dir, pg_dir = build_tiny_models(cache_dir)
     return Guards(LlamaGuard.load(lg_dir, device="cpu"), PromptGuard.load(pg_dir, device="cpu"))
@@ -40,7 +40,7 @@ def moderate(guards: Guards, conversation: Conversation, excluded: Iterable[str]
     """Run Llama Guard on the last message and Prompt Guard on each user message.
 
     `prompt_guard_preprocessing`: "none" (the model card) or "llamafirewall"
-    (guard.prompt_guard_text.collapse_spacing first)."""
+    (guard.core.prompt_guard_text.collapse_spacing first)."""
     prompt_guard_preprocessing = check_preprocessing(prompt_guard_preprocessing)
     started = time.perf_counter()
     result: dict[str, Any] = {}

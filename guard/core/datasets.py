@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .. import limits
-from ..categories import parse_codes
-from .errors import DatasetError
+from guard.core import limits
+from guard.core.categories import parse_codes
+from guard.core.conversation import Conversation, assistant, user
+from guard.core.errors import DatasetError
 
 FORMATS = ("xstest", "openai-moderation", "jsonl", "csv")
 
@@ -398,3 +399,11 @@ def _moderation_row(line: int, record: Mapping[str, Any]) -> Row:
     return Row(row_id=_row_id(record, line), line=line,
                prompt=_text(record.get("prompt"), "the prompt"), gold=bool(flags),
                categories=tuple(codes))
+
+
+def conversation_for(row: Row) -> Conversation:
+    """A prompt alone is judged as the user's turn; with a response, the response is judged."""
+    turns = [user(row.prompt)]
+    if row.response is not None:
+        turns.append(assistant(row.response))
+    return Conversation.build(turns)

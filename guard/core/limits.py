@@ -55,7 +55,7 @@ CONTEXT_TOKENS = 8192
 CHARS_PER_TOKEN_BOUND = 128  # the longest token of the Llama 3 and 4 vocabularies, rounded up
 TYPICAL_CHARS_PER_TOKEN = 4  # ordinary text, rounded down: for messages that say what fits
 
-# Conversations (guard.conversation.validate and from_messages). One message may fill the
+# Conversations (guard.core.conversation.validate and from_messages). One message may fill the
 # whole window, so a message may hold as much as the conversation.
 MAX_CHARS_PER_CONVERSATION = _env_int("MAX_CHARS_PER_CONVERSATION",
                                       CONTEXT_TOKENS * CHARS_PER_TOKEN_BOUND)
@@ -78,13 +78,13 @@ TOKEN_BUDGET = _env_int("TOKEN_BUDGET", 16384)
 # cost of 64 ordinary checks) is the limit, not the memory, which the token budget bounds.
 MAX_VARIANTS = _env_int("MAX_VARIANTS", 64)
 
-# Custom categories (guard.prompts). A name is a few words, a description a short paragraph;
+# Custom categories (guard.core.prompts). A name is a few words, a description a short paragraph;
 # sixteen at their longest take about half of the window (16 * 1,100 characters, ~4 a token).
 MAX_CUSTOM_CATEGORIES = _env_int("MAX_CUSTOM_CATEGORIES", 16)
 MAX_CATEGORY_NAME_CHARS = _env_int("MAX_CATEGORY_NAME_CHARS", 100)
 MAX_CATEGORY_DESCRIPTION_CHARS = _env_int("MAX_CATEGORY_DESCRIPTION_CHARS", 1000)
 
-# Images (guard.images): a 12 MP phone photo passes, a decompression bomb does not.
+# Images (guard.core.images): a 12 MP phone photo passes, a decompression bomb does not.
 MAX_IMAGE_BYTES = _env_int("MAX_IMAGE_BYTES", 20 * 1024 * 1024)
 MAX_IMAGE_PIXELS = _env_int("MAX_IMAGE_PIXELS", 40_000_000)
 
@@ -115,7 +115,7 @@ def check_time(done: int, total: int) -> None:
     """Between forward passes: refuse to start another once the block's budget is spent."""
     deadline = _deadline.get()
     if deadline is not None and time.monotonic() > deadline:
-        from .errors import TooLarge
+        from guard.core.errors import TooLarge
 
         raise TooLarge(
             f"This took longer than this server gives one call (the time budget, "

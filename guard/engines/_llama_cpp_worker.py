@@ -1,4 +1,4 @@
-"""The llama.cpp child process of guard.llama_cpp_engine: JSON lines in on stdin, out on stdout.
+"""The llama.cpp child process of guard.engines.llama_cpp_engine: JSON lines in on stdin, out on stdout.
 
 Run as a plain script (it imports nothing from `guard`), so a native crash in llama.cpp ends
 this process only. Requests and replies:

@@ -18,7 +18,7 @@ class InvalidCategories(GuardError):
 
 
 class TooLarge(GuardError):
-    """A request is larger than a limit of `guard.limits` allows; refused before any model work."""
+    """A request is larger than a limit of `guard.core.limits` allows; refused before any model work."""
 
 
 class ContextTooLong(GuardError):
@@ -27,3 +27,11 @@ class ContextTooLong(GuardError):
 
 class ModelLoadError(GuardError):
     """A model could not be loaded (missing token, gated repo, no network, bad folder)."""
+
+
+class DatasetError(GuardError):
+    """A dataset file cannot be read at all: missing, not text, not the format named, no column."""
+
+
+class AdapterMismatch(ModelLoadError):
+    """A LoRA adapter tuned on another base model than the one loaded."""

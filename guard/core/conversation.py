@@ -10,9 +10,9 @@ from typing import Any
 
 from PIL import Image
 
-from . import limits
-from .errors import InvalidConversation, InvalidImage
-from .images import ImageSource, load_image
+from guard.core import limits
+from guard.core.errors import InvalidConversation, InvalidImage
+from guard.core.images import ImageSource, load_image
 
 MAX_IMAGES = 5
 ROLES = ("user", "assistant")
@@ -104,7 +104,7 @@ def validate(conversation: Conversation, *, max_images: int = MAX_IMAGES) -> Non
 
     Sizes are counted here, before any tokenizer runs: the messages against `limits.MAX_TURNS`,
     the characters of each message and of them all against `limits.MAX_CHARS_PER_MESSAGE` and
-    `limits.MAX_CHARS_PER_CONVERSATION` (what can fit the model's context; see guard.limits).
+    `limits.MAX_CHARS_PER_CONVERSATION` (what can fit the model's context; see guard.core.limits).
     """
     turns = conversation.turns
     if not turns:

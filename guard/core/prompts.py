@@ -19,10 +19,10 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from . import limits
-from .categories import Category, Family, categories_for, parse_codes
-from .conversation import Conversation
-from .errors import InvalidCategories
+from guard.core import limits
+from guard.core.categories import Category, Family, categories_for, parse_codes
+from guard.core.conversation import Conversation
+from guard.core.errors import InvalidCategories
 
 IMAGE_PLACEHOLDER = "<|image|>"
 # What each family's model writes before its verdict word: Llama Guard 4 and 3 start their

@@ -1,4 +1,4 @@
-"""Build and train the tiny Llama Guard 4 stand-in (see guard.tiny)."""
+"""Build and train the tiny Llama Guard 4 stand-in (see guard.testing.tiny)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from ._tiny_common import save_atomically, train_llama_tokenizer
-from .prompts import render
-from .tiny import LLAMA4_SPECIAL_TOKENS, GuardExample
+from guard.core.prompts import render
+from guard.testing._tiny_common import save_atomically, train_llama_tokenizer
+from guard.testing.tiny import LLAMA4_SPECIAL_TOKENS, GuardExample
 
 TILE = 28  # pixels per tile side; patches of 7 give 16 patches, 4 tokens after pixel shuffle
 PATCH = 7
@@ -24,7 +24,7 @@ MAX_STEPS = 600
 
 # A rewrite of the official Llama Guard 4 chat template's behaviour, shipped with the tiny
 # processor so that the plain transformers recipe (apply_chat_template) works on it too. It is
-# not part of the training: guard.tiny rewrites it into a cached build when it changes.
+# not part of the training: guard.testing.tiny rewrites it into a cached build when it changes.
 CHAT_TEMPLATE = (
     "{%- if messages|length % 2 == 0 -%}{%- set role = 'Agent' -%}"
     "{%- else -%}{%- set role = 'User' -%}{%- endif -%}"

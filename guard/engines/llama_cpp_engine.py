@@ -25,13 +25,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import limits
-from .categories import Family, categories_for, guess_family
-from .conversation import Conversation
-from .engine import EngineBase, ModelInfo
-from .errors import ContextTooLong, GuardError, InvalidConversation, ModelLoadError
-from .prompts import CustomCategory, PromptPlan
-from .verdict import DEFAULT_THRESHOLD, Verdict, make_verdict, p_unsafe_from_logits
+from guard.core import limits
+from guard.core.categories import Family, categories_for, guess_family
+from guard.core.conversation import Conversation
+from guard.core.errors import ContextTooLong, GuardError, InvalidConversation, ModelLoadError
+from guard.core.prompts import CustomCategory, PromptPlan
+from guard.core.verdict import DEFAULT_THRESHOLD, Verdict, make_verdict, p_unsafe_from_logits
+from guard.engines.engine import EngineBase, ModelInfo
 
 WORKER = Path(__file__).with_name("_llama_cpp_worker.py")
 MAX_NEW_TOKENS = 40

@@ -11,14 +11,20 @@ from typing import Any
 
 import torch
 
-from . import limits
-from .categories import Family, categories_for, guess_family
-from .conversation import Conversation
-from .engine import EngineBase, ModelInfo
-from .errors import ContextTooLong, InvalidConversation, ModelLoadError
-from .pieces import Pieces, PieceTokenizer, decision_variants, prompt_pieces
-from .prompts import IMAGE_PLACEHOLDER, CustomCategory, PromptPlan
-from .verdict import DEFAULT_THRESHOLD, Verdict, logsumexp, make_verdict, p_unsafe_from_logits
+from guard.core import limits
+from guard.core.categories import Family, categories_for, guess_family
+from guard.core.conversation import Conversation
+from guard.core.errors import ContextTooLong, InvalidConversation, ModelLoadError
+from guard.core.pieces import Pieces, PieceTokenizer, decision_variants, prompt_pieces
+from guard.core.prompts import IMAGE_PLACEHOLDER, CustomCategory, PromptPlan
+from guard.core.verdict import (
+    DEFAULT_THRESHOLD,
+    Verdict,
+    logsumexp,
+    make_verdict,
+    p_unsafe_from_logits,
+)
+from guard.engines.engine import EngineBase, ModelInfo
 
 # With the checkpoint's null chunk size patched to this, masks equal plain causal masks only
 # up to this length; longer prompts would be judged under attention the model never saw.
@@ -218,7 +224,7 @@ class LlamaGuard(EngineBase):
         if any(n != len(own) for n, own in zip(placeholders, images, strict=True)):
             raise InvalidConversation(
                 f"A prompt holds the text {IMAGE_PLACEHOLDER} where no image goes. Pass the "
-                "prompt as a plan (guard.prompts.plan), or remove the text.")
+                "prompt as a plan (guard.core.prompts.plan), or remove the text.")
         slot: dict[int, int] = {}  # id of an image object -> its place among the distinct ones
         distinct = []
         for image in flat:
@@ -320,7 +326,7 @@ class LlamaGuard(EngineBase):
         """Model inputs for rendered prompts, on the model's device and in its dtype; a prompt
         over the context raises ContextTooLong first.
 
-        Pass plans (`guard.prompts.plan`) for prompts that hold a person's text: a prompt string
+        Pass plans (`guard.core.prompts.plan`) for prompts that hold a person's text: a prompt string
         is tokenized as it stands, its special-token text read as special tokens."""
         inputs = self._to_device(self._encode(prompts, images))
         if "tile_index" in inputs:

@@ -1,0 +1,1 @@
+"""The tiny offline models: the same architectures as the real guards, built and trained in seconds."""
