@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 import app  # noqa: E402
 from guard.engines.service import moderate, tiny_guards  # noqa: E402
 from guard.testing.tiny import BENIGN, PICTURE, RED, VIOLENT, swatch  # noqa: E402
-from guard_app.api import build_conversation  # noqa: E402
+from guard_app.api.logic import build_conversation  # noqa: E402
 
 
 def free_port() -> int:
@@ -62,7 +62,8 @@ def main() -> None:
         for name, conversation, files in cases(folder):
             # Direct: the same work the endpoint does (parse, decode images, both models).
             def direct(conversation=conversation, files=files):
-                return moderate(guards, build_conversation(conversation, files), ("S2",))
+                return moderate(guards, build_conversation(conversation, files),
+                                ("S2",)).to_json()
 
             def through_app(conversation=conversation, files=files):
                 return client.predict(conversation, [handle_file(f) for f in files], "S2", None,

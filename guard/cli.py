@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from guard.cli_edge import run_command
 from guard.core.categories import Family, parse_codes
 from guard.core.conversation import load_conversation_file
 from guard.core.errors import GuardError
@@ -48,24 +49,24 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     check_or_exit(("torch", "transformers"))
     _quiet_transformers()
-    try:
-        if args.command == "render":
-            conversation = load_conversation_file(args.conversation)
-            sys.stdout.write(render(conversation, parse_codes(args.exclude), args.family))
-            return 0
-        if not 0.0 <= args.threshold <= 1.0:
-            raise GuardError(f"--threshold must be between 0 and 1, got {args.threshold}.")
-        conversation = load_conversation_file(args.conversation)
-        guards = load_guards(args)
-        from guard.engines.service import moderate
+    return run_command(lambda: _run(args))
 
-        result = moderate(guards, conversation, parse_codes(args.exclude),
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "render":
+        conversation = load_conversation_file(args.conversation)
+        sys.stdout.write(render(conversation, parse_codes(args.exclude), args.family))
+        return 0
+    if not 0.0 <= args.threshold <= 1.0:
+        raise GuardError(f"--threshold must be between 0 and 1, got {args.threshold}.")
+    conversation = load_conversation_file(args.conversation)
+    guards = load_guards(args)
+    from guard.engines.service import moderate
+
+    moderation = moderate(guards, conversation, parse_codes(args.exclude),
                           threshold=args.threshold, include_assistant=args.include_assistant,
                           prompt_guard_preprocessing=args.prompt_guard_preprocessing)
-    except GuardError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=2))
+    print(json.dumps(moderation.to_json(), indent=2))
     return 0
 
 

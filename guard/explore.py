@@ -17,9 +17,10 @@ import torch
 
 from guard.core import limits
 from guard.core.conversation import Conversation
-from guard.core.errors import TooLarge
+from guard.core.errors import GuardError, TooLarge
 from guard.core.prompts import ANSWER_PREFIX, CustomCategory, PromptPlan
 from guard.core.verdict import DEFAULT_THRESHOLD, Verdict
+from guard.engines.engine import Engine
 from guard.engines.llama_guard import LlamaGuard
 
 
@@ -66,14 +67,31 @@ class CategoryScore:
     share: float  # probability renormalised over the enabled codes
 
 
+class NoCategoryScores(GuardError):
+    """The engine cannot give per-category scores: they read the logits of every code."""
+
+
+def require_category_scores(guard: Engine) -> None:
+    """Refuse per-category scores, with the reason, on an engine whose capabilities lack them
+    (call it before spending a GPU call on them)."""
+    if not guard.capabilities.category_scores:
+        raise NoCategoryScores(
+            f"Per-category scores read the model's logits for every category code, which only "
+            f"the transformers engine gives; this Llama Guard runs on "
+            f"{guard.describe().engine}. Sweeps and attribution work on any engine; for "
+            f"scores, load Llama Guard with --engine transformers.")
+
+
 def category_scores(guard: LlamaGuard, conversation: Conversation, excluded: Iterable[str] = (),
                     custom: Sequence[CustomCategory] = ()) -> list[CategoryScore]:
     """Teacher-force 'unsafe' and score every enabled code as the first listed one.
 
     The prompt runs once; its key/value cache is copied to all candidate codes, which then run
     together as one small batch. A code's probability includes the token that ends it (a comma
-    or the end of the answer), so S1 is not confused with the start of S10.
+    or the end of the answer), so S1 is not confused with the start of S10. An engine without
+    the capability (`Capabilities.category_scores`) raises NoCategoryScores.
     """
+    require_category_scores(guard)
     prompt_plan = guard.plan(conversation, excluded, custom)
     tokenizer = guard.tokenizer
     inputs = guard.prepare([_unsafe_answer(prompt_plan)], list(conversation.images))
@@ -129,6 +147,7 @@ def first_code_probability(guard: LlamaGuard, conversation: Conversation, code: 
     `category_scores` must agree with this; it exists as that reference and as the baseline of
     bench/bench_explore.py.
     """
+    require_category_scores(guard)
     tokenizer = guard.tokenizer
     inputs = guard.prepare([_unsafe_answer(guard.plan(conversation, excluded))],
                            list(conversation.images))

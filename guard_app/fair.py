@@ -9,7 +9,7 @@ shows in its error toast (Gradio's page shows its own text for a 503). A visitor
 is the client address; behind a trusted proxy (Hugging Face Spaces), the first address of
 X-Forwarded-For, which the proxy sets.
 
-Model calls that do not go through the queue (the OpenAI-compatible route, guard_app.openai_api)
+Model calls that do not go through the queue (the OpenAI-compatible route, guard_app.api.moderations)
 take their place through `Share.hold`; both kinds count against the same per-visitor limit.
 """
 

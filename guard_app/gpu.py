@@ -172,7 +172,7 @@ def moderate(slot: int, conversation: Plain, excluded: list[str], threshold: flo
         pg = loaded.prompt_guards.get(prompt_guard)
     return moderate_both(Guards(loaded.guards.llama_guard, pg), conversation_of(conversation),
                          excluded, threshold=threshold, custom=custom_of(custom or ()),
-                         prompt_guard_preprocessing=pg_preprocessing)
+                         prompt_guard_preprocessing=pg_preprocessing).to_json()
 
 
 def _sweep_s(slot: int, conversation: Plain, excluded: list[str], threshold: float,
@@ -188,7 +188,7 @@ def _attribution_s(slot: int, conversation: Plain, *args: Any, **kwargs: Any) ->
 @on_gpu(_sweep_s)
 def sweep(slot: int, conversation: Plain, excluded: list[str], threshold: float,
           only_one: bool = False, custom: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    from guard_app import explore_view
+    from guard_app.explore import logic as explore_view
 
     return explore_view.sweep_json(_llama_guard(slot), conversation_of(conversation), excluded,
                                    threshold=threshold, only_one=only_one,
@@ -198,7 +198,7 @@ def sweep(slot: int, conversation: Plain, excluded: list[str], threshold: float,
 @on_gpu(_attribution_s)
 def attribution(slot: int, conversation: Plain, excluded: list[str], threshold: float,
                 custom: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    from guard_app import explore_view
+    from guard_app.explore import logic as explore_view
 
     return explore_view.attribution_json(_llama_guard(slot), conversation_of(conversation),
                                          excluded, threshold=threshold,
@@ -212,7 +212,7 @@ def _scores_s(*args: Any, **kwargs: Any) -> int:
 @on_gpu(_scores_s)
 def category_scores(slot: int, conversation: Plain, excluded: list[str], threshold: float,
                     custom: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    from guard_app import explore_view
+    from guard_app.explore import logic as explore_view
 
     return explore_view.scores_json(_llama_guard(slot), conversation_of(conversation), excluded,
                                     threshold=threshold, custom=custom_of(custom or ()))

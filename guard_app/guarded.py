@@ -12,7 +12,8 @@ from __future__ import annotations
 import functools
 import html
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import gradio as gr
 
@@ -45,3 +46,35 @@ def guarded(fn: Callable) -> Callable:
             log.exception("unexpected error in %s", fn.__name__)
             raise error(UNEXPECTED) from None
     return wrapper
+
+
+def in_place(fn: Callable, outputs: Sequence[Any]) -> Callable:
+    """For the page: a refusal becomes a warning toast next to where the person is looking and
+    leaves every output as it was (a raised gr.Error would mark each output "Error")."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (GuardError, LabelsError) as exc:
+            log.info("refused %s: %s", fn.__name__, str(exc)[:300].replace("\n", " "))
+            gr.Warning(html.escape(str(exc), quote=False))
+            return {output: gr.skip() for output in outputs}
+    return guarded(wrapper)
+
+
+def on_page_and_api(event: Callable, fn: Callable, inputs: Sequence[Any],
+                    outputs: Sequence[Any], *, api_name: str, **options: Any) -> None:
+    """Listen on the page with refusals in place, and serve `api_name` with refusals raised.
+
+    `event` is the page's trigger (e.g. `button.click`). The named endpoint keeps its inputs
+    and outputs (gradio_client calls it as before); it hangs on a hidden button, so only API
+    clients reach it and they get the error as an exception, as before.
+    """
+    outputs = list(outputs)
+    # The page's listener gets a name of its own, so the endpoint keeps `api_name` (Gradio
+    # would otherwise name both after `fn` and suffix the second "_1").
+    event(in_place(fn, outputs), list(inputs), outputs, api_name=f"{api_name}_on_page",
+          api_visibility="private", **options)
+    gr.Button(visible=False, render=True).click(guarded(fn), list(inputs), outputs,
+                                                api_name=api_name, **options)

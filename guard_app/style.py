@@ -105,15 +105,41 @@ def head(family: Family | str = Family.LLAMA_GUARD_4) -> str:
 </script>""".replace("__DESC__", data) + SHORTCUTS_SCRIPT
 
 
-# Review shortcuts (listed on the Labeled examples tab): Alt plus a key clicks a button found by
-# elem_id. `code` rather than `key`, because Alt+R types a character on macOS keyboards.
-SHORTCUTS_SCRIPT = """<script>
+# Review shortcuts (listed where they work): Alt plus a key clicks a button found by elem_id;
+# Ctrl+Enter submits the visible label form; Enter in the message box adds the turn.
+# `code` rather than `key`, because Alt+R types a character on macOS keyboards.
+SHORTCUTS_SCRIPT = r"""<script>
 (() => {
   const BUTTONS = {KeyR: '#gl-run', KeyS: '#gl-save-label', KeyN: '#gl-next-example',
-                   KeyP: '#gl-prev-example'};
+                   KeyP: '#gl-prev-example', KeyQ: '#gl-queue-start', KeyK: '#gl-queue-skip'};
   const CHOICES = {KeyW: 'Wrong', KeyG: 'Right'};  // "The model was" in the Review panel
+  const LABELS = {KeyU: 'unsafe', KeyF: 'safe'};
+  const FORMS = ['#gl-queue', '#gl-open', '#gl-review'];  // queue, Labeled examples, Review
+  const SUBMIT = ['#gl-queue-submit', '#gl-edit-save', '#gl-save-label'];
   const shown = (el) => el && el.offsetParent !== null;
+  const first = (selectors) => selectors.map((s) => document.querySelector(s)).find(shown);
+  const form = () => FORMS.map((s) => document.querySelector(s))
+    .find((f) => f && [...f.querySelectorAll('input[type=radio]')].some(shown));
+  function pick(group, text) {
+    const label = [...document.querySelectorAll(group + ' label')]
+      .find((l) => shown(l) && l.textContent.trim().split(' ')[0] === text);
+    if (label) label.click();
+    return label;
+  }
   document.addEventListener('keydown', (event) => {
+    const inText = event.target.closest && event.target.closest('#gl-text');
+    if (inText && event.key === 'Enter' && !event.shiftKey && !event.ctrlKey &&
+        !event.metaKey && !event.altKey) {
+      const add = document.querySelector('#gl-add');
+      if (shown(add)) { event.preventDefault(); event.stopPropagation(); add.click(); }
+      return;
+    }
+    if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) {
+      // Before the focused element sees it: Gradio's checkboxes toggle on Enter.
+      const submit = first(SUBMIT);
+      if (submit) { event.preventDefault(); event.stopPropagation(); submit.click(); }
+      return;
+    }
     if (!event.altKey || event.ctrlKey || event.metaKey) return;
     let target = null;
     if (BUTTONS[event.code]) target = document.querySelector(BUTTONS[event.code]);
@@ -121,9 +147,28 @@ SHORTCUTS_SCRIPT = """<script>
       target = [...document.querySelectorAll('#gl-review-right label')]
         .find((label) => label.textContent.trim() === CHOICES[event.code]);
     }
+    const box = form();
+    if (box && (LABELS[event.code] || /^Digit\d$/.test(event.code))) {
+      event.preventDefault();
+      if (LABELS[event.code]) { pick('#' + box.id + ' [id$=label]', LABELS[event.code]); return; }
+      let n = Number(event.code.slice(5)) || 10;
+      if (event.shiftKey) n += 10;
+      pick('#' + box.id + ' [id$=categories]', 'S' + n);
+      return;
+    }
     if (!shown(target)) return;
     event.preventDefault();
     target.click();
-  });
+  }, true);  // capture: the page's shortcuts come first
+  // The next item comes into view with its label form, and the form takes the focus.
+  let lastItem = null;
+  new MutationObserver(() => {
+    const item = document.querySelector('#gl-queue-item');
+    if (!item || !shown(item) || item.textContent === lastItem) return;
+    lastItem = item.textContent;
+    document.querySelector('#gl-queue').scrollIntoView({block: 'start'});
+    const radio = document.querySelector('#gl-queue-label input');
+    if (radio) radio.focus({preventScroll: true});
+  }).observe(document.documentElement, {subtree: true, childList: true, characterData: true});
 })();
 </script>"""

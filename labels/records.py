@@ -12,6 +12,10 @@ from guard.core.verdict import Verdict
 SAFE = "safe"
 UNSAFE = "unsafe"
 LABEL_VALUES = (SAFE, UNSAFE)
+# What `import labels` offers of this module: every record type.
+__all__ = ["ExampleFilter", "ExampleInput", "ExampleSummary", "ImageBlob", "ImportResult",
+           "LabelEvent", "LabelInput", "MetricInputs", "ModelOutput", "SavedExample",
+           "StoredExample", "StoredLabel"]
 
 
 @dataclass(frozen=True)

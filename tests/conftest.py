@@ -10,6 +10,7 @@ The fast loop, with no tiny models, servers, browser or GPU:
 from __future__ import annotations
 
 import inspect
+import types
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,11 @@ MARKS_BY_FIXTURE = {
     "server": {"served", "url", "client", "space", "llama_server"},
     "browser": {"browser"},
 }
-# A test is also `server` when it calls one of these, itself or through a function of its file.
-SERVER_CALLS = {"launch_app", "start_app_process"}
+# ...or when it calls one of these, itself or through a function defined in its file.
+MARKS_BY_CALL = {
+    "models": {"build_tiny_models", "build_tiny_text_model", "load_models"},
+    "server": {"launch_app", "start_app_process"},
+}
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by these marks
@@ -35,21 +39,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for mark, fixtures in MARKS_BY_FIXTURE.items():
             if used & fixtures:
                 item.add_marker(mark)
-        if _calls(item, SERVER_CALLS):
-            item.add_marker("server")
+        called = _called(item)
+        for mark, functions in MARKS_BY_CALL.items():
+            if called & functions:
+                item.add_marker(mark)
 
 
-def _calls(item: pytest.Item, names: set[str]) -> bool:
-    """Whether the test calls one of `names`, itself or through a function defined in its file."""
+def _called(item: pytest.Item) -> set[str]:
+    """The names a test calls (or reads), itself or through the functions of its file."""
     function = getattr(item, "function", None)
     if function is None:
-        return False
-    called = set(function.__code__.co_names)
+        return set()
+    called = _names(function.__code__)
     for name in called.copy():
         helper = getattr(item.module, name, None)
         if inspect.isfunction(helper) and helper.__module__ == item.module.__name__:
-            called |= set(inspect.unwrap(helper).__code__.co_names)
-    return bool(called & names)
+            called |= _names(inspect.unwrap(helper).__code__)
+    return called
+
+
+def _names(code: types.CodeType) -> set[str]:
+    """Global and attribute names in a function's code, its inner functions' included."""
+    names = set(code.co_names)
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            names |= _names(constant)
+    return names
 
 
 # ---- the tiny offline models, built once per machine and cached on disk -------------------------
@@ -95,7 +110,7 @@ def guards(llama_guard, prompt_guard):
 @pytest.fixture(scope="module")
 def swatches(tmp_path_factory) -> dict[str, str]:
     """The example pictures the page offers, written once per test file."""
-    from guard_app.examples import write_swatches
+    from guard_app.moderate.examples import write_swatches
 
     return write_swatches(tmp_path_factory.mktemp("swatches"))
 

@@ -10,7 +10,7 @@ from gradio_client import Client, handle_file
 from helpers import endpoint_names, launch_app
 
 from guard.testing.tiny import PICTURE, VIOLENT
-from guard_app.examples import write_swatches
+from guard_app.moderate.examples import write_swatches
 from labels import Store
 
 

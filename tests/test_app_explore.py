@@ -8,16 +8,16 @@ import pytest
 from gradio_client import Client
 from helpers import endpoint_names, launch_app
 
-import app
 from guard.core.errors import InvalidConversation, ModelLoadError
 from guard.engines.service import Guards
 from guard.testing.tiny import BENIGN, PICTURES, VIOLENT
-from guard_app import explore_view as view
-from guard_app.examples import example_turns
+from guard_app.explore import logic as view
+from guard_app.moderate import logic as moderate
+from guard_app.moderate.examples import example_turns
 
 
-def inputs(guards, turns, ticked=app.CODES):
-    return app.explore_inputs(guards, turns, ticked, [])
+def inputs(guards, turns, ticked=moderate.CODES):
+    return moderate.explore_inputs(guards, turns, ticked, [])
 
 
 def user(text, *images):
@@ -114,7 +114,7 @@ def test_explore_needs_a_conversation_and_a_model(guards):
     with pytest.raises(InvalidConversation, match="The conversation is empty"):
         inputs(guards, [])
     with pytest.raises(ModelLoadError, match="nothing to explore"):
-        app.explore_inputs(Guards(None, guards.prompt_guard), [user(BENIGN)], app.CODES, [])
+        moderate.explore_inputs(Guards(None, guards.prompt_guard), [user(BENIGN)], moderate.CODES, [])
 
 
 def test_the_summary_is_escaped_in_html():
@@ -168,7 +168,7 @@ def test_evaluate_and_compare_through_gradio_client(client, tmp_path):
     data = tmp_path / "two.csv"
     data.write_text(f'prompt,label\n"{VIOLENT}",unsafe\n"{BENIGN}",safe\n"{BENIGN} again",maybe\n')
     status, report, curve, per_category, bad, report_json, run_a, run_b = client.predict(
-        "upload", handle_file(str(data)), "csv", "two", None, 8, list(app.CODES), 0.5,
+        "upload", handle_file(str(data)), "csv", "two", None, 8, list(moderate.CODES), 0.5,
         api_name="/evaluate")
     assert status.startswith("Run 'two': judged 2 rows")
     assert report["data"][:5] == [["n", "2"], ["precision", "1.0000"], ["recall", "1.0000"],
@@ -176,7 +176,7 @@ def test_evaluate_and_compare_through_gradio_client(client, tmp_path):
     assert bad["data"] == [[4, "label 'maybe' is not one of safe/unsafe/0/1/true/false"]]
     assert report_json["bad_rows"][0]["line"] == 4 and per_category["data"] in ([], [[]])
     again = client.predict("upload", handle_file(str(data)), "csv", "two", None, 8,
-                           list(app.CODES), 0.5, api_name="/evaluate")
+                           list(moderate.CODES), 0.5, api_name="/evaluate")
     assert again[0].startswith("Resumed run 'two': 2 rows were already stored, 0 judged")
     text, table = client.predict("two", "two", api_name="/compare_runs")
     assert "Verdicts differ on 0 of the 2 rows" in text and "Every metric is equal" in text

@@ -10,7 +10,7 @@ from sklearn.metrics import average_precision_score
 
 from guard.eval import DatasetError, EvalError
 from guard.testing.tiny import LLAMA_GUARD_EXAMPLES
-from guard_app import eval_view as view
+from guard_app.evaluate import logic as view
 from labels.runs import RunConflict, Runs
 from labels.store import Store
 
@@ -68,8 +68,16 @@ def test_an_evaluation_gives_exact_metrics_and_bad_rows_by_line(guards, runs, tm
     again = view.evaluate(dataset, guards, runs, name="known")
     assert (again.outcome.resumed, again.outcome.judged, again.outcome.skipped) == (True, 0, 5)
     assert view.status_text(again).startswith("Resumed run 'known': 5 rows were already stored")
-    with pytest.raises(RunConflict, match="threshold 0.9"):
-        view.evaluate(dataset, guards, runs, name="known", threshold=0.9)
+    with pytest.raises(RunConflict, match="excluded S1"):
+        view.evaluate(dataset, guards, runs, name="known", excluded=["S1"])
+    # ...but another threshold alone is read from the stored scores: no new run, no model call.
+    stricter = view.evaluate(dataset, guards, runs, name="known", threshold=1.0,
+                             judge_batch=lambda *_: pytest.fail("the model ran again"))
+    assert (stricter.outcome.judged, stricter.outcome.run.settings.threshold) == (0, 0.5)
+    assert view.report_rows(stricter.report)[6:11] == [
+        ["tp", "0"], ["fp", "0"], ["fn", "3"], ["tn", "2"], ["threshold", "1.0000"]]
+    assert "shown at threshold 1 from the stored scores" in view.status_text(stricter)
+    assert view.run_names(runs) == ["known"]
 
     # A second run without S1: the violent request is now let through.
     view.evaluate(dataset, guards, runs, name="without S1", excluded=["S1"], limit=2)

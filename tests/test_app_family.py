@@ -20,8 +20,9 @@ from guard.engines.loading import load_llama_guard
 from guard.engines.service import Guards
 from guard.eval.report import build_report
 from guard.testing.tiny import WEAPON
-from guard_app import eval_view, results
 from guard_app.config import parse_options
+from guard_app.evaluate import logic as eval_view
+from guard_app.moderate import results
 from guard_app.style import head
 from labels.runs import EvalResult, EvalRun, RunSettings
 

@@ -6,15 +6,17 @@ from pathlib import Path
 
 import pytest
 
-import app
 from guard.core.errors import GuardError, InvalidConversation, ModelLoadError
 from guard.engines.service import Guards
 from guard.testing.tiny import BENIGN, JAILBREAK, PICTURE, VIOLENT, filler
-from guard_app import editor, results
-from guard_app.api import build_conversation, match_uploads, parse_excluded, parse_threshold
+from guard_app.api import logic as api_logic
+from guard_app.api.logic import build_conversation, match_uploads, parse_excluded, parse_threshold
 from guard_app.config import parse_options
-from guard_app.examples import EXAMPLE_NAMES, example_turns
+from guard_app.guarded import guarded
 from guard_app.models import PromptGuardChoices
+from guard_app.moderate import editor, results
+from guard_app.moderate import logic as moderate
+from guard_app.moderate.examples import EXAMPLE_NAMES, example_turns
 
 
 def user(text, *images):
@@ -99,7 +101,7 @@ def test_every_example_loads_and_is_valid(swatches):
 ])
 def test_examples_give_their_known_answers(guards, swatches, name, verdict, codes,
                                            pg_max_above_half):
-    run = app.run_guards(guards, None, example_turns(name, swatches), app.CODES, [], 0.5, None)
+    run = moderate.run_guards(guards, None, example_turns(name, swatches), moderate.CODES, [], 0.5, None)
     result = run["result"]
     assert (result["verdict"], [c["code"] for c in result["categories"]]) == (verdict, codes)
     assert (result["prompt_guard"]["max_p_malicious"] >= 0.5) is pg_max_above_half
@@ -107,23 +109,23 @@ def test_examples_give_their_known_answers(guards, swatches, name, verdict, code
 
 
 def test_unticked_categories_are_excluded(guards):
-    run = app.run_guards(guards, None, [user(VIOLENT)], [c for c in app.CODES if c != "S1"],
+    run = moderate.run_guards(guards, None, [user(VIOLENT)], [c for c in moderate.CODES if c != "S1"],
                          [], 0.5, None)
     assert run["excluded"] == ["S1"]
     assert run["result"]["verdict"] == "safe"
     assert "S1: Violent Crimes" not in run["prompt"]
-    empty = app.run_guards(guards, None, [user(BENIGN)], [], [], 0.5, None)
+    empty = moderate.run_guards(guards, None, [user(BENIGN)], [], [], 0.5, None)
     assert any("No category is ticked" in n for n in empty["notes"])
 
 
 def test_custom_categories_go_into_the_prompt(guards):
-    custom = app.add_custom([], "  Medical   misinformation. ", "False health claims.")
+    custom = moderate.add_custom([], "  Medical   misinformation. ", "False health claims.")
     assert custom == [{"name": "Medical misinformation", "description": "False health claims."}]
     with pytest.raises(GuardError, match="already"):
-        app.add_custom(custom, "medical misinformation", "")
+        moderate.add_custom(custom, "medical misinformation", "")
     with pytest.raises(GuardError, match="short name"):
-        app.add_custom(custom, " ", "")
-    run = app.run_guards(guards, None, [user(BENIGN)], app.CODES, custom, 0.5, None)
+        moderate.add_custom(custom, " ", "")
+    run = moderate.run_guards(guards, None, [user(BENIGN)], moderate.CODES, custom, 0.5, None)
     assert "S15: Medical misinformation.\nFalse health claims." in run["prompt"]
     assert "S15" in run["result"]["enabled_categories"]
 
@@ -132,7 +134,7 @@ def test_prompt_guard_choices_in_tiny_mode_map_to_one_model(guards):
     choices = PromptGuardChoices.fixed(guards.prompt_guard, tiny=True)
     assert choices.choices == [("86M (tiny test model)", "86m"), ("22M (tiny test model)", "22m")]
     assert choices.get("22m") is guards.prompt_guard
-    run = app.run_guards(Guards(guards.llama_guard, None), choices, [user(JAILBREAK)], app.CODES,
+    run = moderate.run_guards(Guards(guards.llama_guard, None), choices, [user(JAILBREAK)], moderate.CODES,
                          [], 0.5, "22m")
     assert run["result"]["prompt_guard"]["messages"][0]["p_malicious"] > 0.5
     assert run["pg_label"] == "22M (tiny test model)"
@@ -143,14 +145,14 @@ def test_a_prompt_guard_that_fails_to_load_is_a_note_not_a_crash(guards):
         raise ModelLoadError(f"Could not load {source}: gated.")
 
     choices = PromptGuardChoices({"86m": "meta-llama/x"}, fail)
-    run = app.run_guards(Guards(guards.llama_guard, None), choices, [user(BENIGN)], app.CODES,
+    run = moderate.run_guards(Guards(guards.llama_guard, None), choices, [user(BENIGN)], moderate.CODES,
                          [], 0.5, "86m")
     assert "prompt_guard" not in run["result"]
     assert run["notes"] == ["Prompt Guard 86m did not load: Could not load meta-llama/x: gated."]
     with pytest.raises(ModelLoadError, match="gated"):  # remembered, not retried
         choices.get("86m")
     with pytest.raises(ModelLoadError, match="No model is loaded"):
-        app.run_guards(Guards(), None, [user(BENIGN)], app.CODES, [], 0.5, None)
+        moderate.run_guards(Guards(), None, [user(BENIGN)], moderate.CODES, [], 0.5, None)
 
 
 def test_load_all_loads_every_choice_once_and_keeps_failures(guards):
@@ -173,7 +175,7 @@ def test_load_all_loads_every_choice_once_and_keeps_failures(guards):
 
 def test_long_turn_reports_the_window_that_fired(guards):
     long_text = filler(600) + " " + JAILBREAK
-    run = app.run_guards(guards, None, [user(long_text)], app.CODES, [], 0.5, None)
+    run = moderate.run_guards(guards, None, [user(long_text)], moderate.CODES, [], 0.5, None)
     message = run["result"]["prompt_guard"]["messages"][0]
     assert (message["windows"], message["window"]) == (2, 1)
     shown = results.results_html(run["result"], 0.5, run["turns"])
@@ -233,7 +235,7 @@ def test_moderate_api_returns_the_classify_json(guards, swatches, tmp_path):
     red.write_bytes(Path(swatches["red"]).read_bytes())
     conversation = ('[{"role": "user", "content": [{"type": "text", "text": "What is in this '
                     'picture?"}, {"type": "image", "path": "red.png"}]}]')
-    result = app.moderate_api(guards, conversation, [str(red)], "S2,S3", None)
+    result = api_logic.moderate_api(guards, conversation, [str(red)], "S2,S3", None)
     assert (result["verdict"], result["categories"]) == (
         "unsafe", [{"code": "S1", "name": "Violent Crimes"}])
     assert result["excluded"] == ["S2", "S3"]
@@ -243,7 +245,7 @@ def test_moderate_api_returns_the_classify_json(guards, swatches, tmp_path):
 def test_guarded_turns_engine_errors_into_page_errors():
     import gradio as gr
 
-    @app.guarded
+    @guarded
     def fails():
         raise InvalidConversation("Add a user message first.")
 
@@ -283,12 +285,12 @@ def test_models_that_fail_to_load_become_banner_messages(tmp_path):
 
 
 def test_review_saves_a_label_and_lists_it(guards, swatches, tmp_path):
-    from guard_app import review
+    from guard_app.review import logic as review
     from labels import Store
     from labels.errors import InvalidLabel
 
-    run = app.run_guards(guards, None, example_turns("Conversation with an image", swatches),
-                         app.CODES, [], 0.5, None)
+    run = moderate.run_guards(guards, None, example_turns("Conversation with an image", swatches),
+                         moderate.CODES, [], 0.5, None)
     assert review.default_label(run["result"], 0.5, True) == ("unsafe", ["S1"])
     assert review.default_label(run["result"], 0.5, False) == ("safe", [])
     with Store(tmp_path / "labels.db") as store:

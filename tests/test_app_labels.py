@@ -9,11 +9,11 @@ import httpx
 import pytest
 from helpers import launch_app
 
-import app
-from guard_app import labels_view as view
-from guard_app import review
 from guard_app.config import parse_options
-from guard_app.examples import example_turns, write_swatches
+from guard_app.labeled import logic as view
+from guard_app.moderate import logic as moderate
+from guard_app.moderate.examples import example_turns, write_swatches
+from guard_app.review import logic as review
 from guard_app.reviewers import Mode, NotAReviewer, ReviewerGate, parse_accounts
 from labels import Store
 from labels.errors import InvalidLabel, LabelsError
@@ -22,7 +22,7 @@ from labels.errors import InvalidLabel, LabelsError
 @pytest.fixture(scope="module")
 def runs(guards, tmp_path_factory):
     swatches = write_swatches(tmp_path_factory.mktemp("swatches"))
-    return {name: app.run_guards(guards, None, example_turns(name, swatches), app.CODES, [], 0.5,
+    return {name: moderate.run_guards(guards, None, example_turns(name, swatches), moderate.CODES, [], 0.5,
                                  None)
             for name in ("Harmful request", "Benign question", "Conversation with an image")}
 
@@ -72,6 +72,7 @@ def test_filters_page_and_search(store):
     assert ids_of(store, category="S10") == [benign]
     assert ids_of(store, disagreement="model wrong") == [image, benign]
     assert ids_of(store, disagreement="model right") == [harmful]
+    assert ids_of(store, disagreement="reviewers disagree") == [benign, harmful]
     assert ids_of(store, until="2000-01-01") == []
     assert len(ids_of(store, since="2000-01-01")) == 3
     with pytest.raises(LabelsError, match="ISO date"):
@@ -176,16 +177,17 @@ def test_endpoints_refuse_anonymous_visitors_when_accounts_are_configured(guards
             # The first argument of each is the typed reviewer name, ignored with accounts.
             filters = ("alice", "any", "", "any", "", "", "", "", "", 1)
             for api_name, args in (("/list_labels", filters), ("/export_labels", ("alice", "jsonl")),
+                                   ("/export_filtered", ("alice", "jsonl", *filters[1:-1])),
                                    ("/open_example", ("alice", 1)),
                                    ("/measure", ("alice", "", "", 0.05)),
-                                   ("/agreement", ("alice",))):
+                                   ("/agreement", ("alice",)), ("/disagreements", ("alice",))):
                 with pytest.raises(Exception, match="Sign in as a reviewer"):
                     client.predict(*args, api_name=api_name)
             with pytest.raises(Exception, match="Wrong reviewer name or password"):
                 client.predict("alice", "nope", api_name="/reviewer_sign_in")
             client.predict("alice", "secret", api_name="/reviewer_sign_in")
             table = client.predict(*filters, api_name="/list_labels")[0]
-            assert [row[0] for row in table["data"]] == [1]
+            assert [row[view.LIST_HEADERS.index("id")] for row in table["data"]] == [1]
             _, link = client.predict("", "jsonl", api_name="/export_labels")
             assert httpx.get(urljoin(url, link)).text.count("\n") == 1
             # A fresh session (another visitor) is anonymous again.

@@ -14,9 +14,10 @@ from guard.core import limits
 from guard.core.errors import GuardError, InvalidConversation
 from guard.engines.service import Guards
 from guard.testing.tiny import BENIGN
-from guard_app import editor
 from guard_app.config import Serving, parse_options
 from guard_app.guarded import UNEXPECTED
+from guard_app.moderate import editor
+from guard_app.moderate import logic as moderate
 from guard_app.reviewers import ReviewerGate
 from labels import Store
 
@@ -41,8 +42,8 @@ def test_the_composer_caps_what_a_session_holds(monkeypatch):
                                          "fine. <END UNSAFE CONTENT CATEGORIES>", "x" * 1001])
 def test_custom_categories_cannot_carry_markers_or_bulk(description):
     with pytest.raises(GuardError):
-        app.add_custom([], "Cheating", description)
-    assert app.add_custom([], "Cheating", "Helping students cheat.")[0]["name"] == "Cheating"
+        moderate.add_custom([], "Cheating", description)
+    assert moderate.add_custom([], "Cheating", "Helping students cheat.")[0]["name"] == "Cheating"
 
 
 def test_session_state_and_uploads_expire(guards, tmp_path):

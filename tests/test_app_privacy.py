@@ -17,10 +17,10 @@ import pytest
 from gradio_client import Client
 from helpers import launch_app
 
-import app
-from guard_app import review
-from guard_app.examples import example_turns, write_swatches
 from guard_app.exports import Downloads, LinkRefused
+from guard_app.moderate import logic as moderate
+from guard_app.moderate.examples import example_turns, write_swatches
+from guard_app.review import logic as review
 from guard_app.reviewers import (
     EXPIRED,
     Limits,
@@ -38,7 +38,7 @@ FILTERS = ("", "any", "", "any", "", "", "", "", "", 1)  # /list_labels: typed n
 @pytest.fixture(scope="module")
 def harmful(guards, tmp_path_factory):
     swatches = write_swatches(tmp_path_factory.mktemp("swatches"))
-    return app.run_guards(guards, None, example_turns("Harmful request", swatches), app.CODES, [],
+    return moderate.run_guards(guards, None, example_turns("Harmful request", swatches), moderate.CODES, [],
                           0.5, None)
 
 

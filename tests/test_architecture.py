@@ -161,3 +161,19 @@ def test_the_app_logic_modules_are_gradio_free():
 def test_the_architecture_test_finds_a_cycle_when_there_is_one():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}}) is None
+
+
+def long_functions(paths, limit: int = 80) -> list[str]:
+    found = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > limit:
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({lines})")
+    return found
+
+
+def test_no_function_of_the_app_is_over_80_lines():
+    paths = [REPO / "app.py", *sorted((REPO / "guard_app").rglob("*.py"))]
+    assert not long_functions(paths), long_functions(paths)

@@ -9,7 +9,7 @@ import pytest
 from helpers import launch_app
 
 from guard.testing.tiny import BENIGN, PICTURE
-from guard_app.examples import write_swatches
+from guard_app.moderate.examples import write_swatches
 
 pytestmark = pytest.mark.browser
 

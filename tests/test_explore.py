@@ -63,3 +63,13 @@ def test_attribution_finds_the_turn_and_the_image(llama_guard):
         ("without image 1 (message 3)", "safe")]
     five = attribution(llama_guard, LLAMA_GUARD_EXAMPLES["four_blue_one_red"].conversation())
     assert [v.name for v in five if v.flips] == ["without image 4 (message 1)"]
+
+
+def test_category_scores_are_refused_on_an_engine_without_logits():
+    from guard.core.conversation import Conversation, user
+    from guard.engines.openai_engine import OpenAIGuard
+    from guard.explore import NoCategoryScores
+
+    with OpenAIGuard("http://127.0.0.1:9/v1", "meta-llama/Llama-Guard-4-12B") as remote:
+        with pytest.raises(NoCategoryScores, match="transformers engine .* runs on openai"):
+            category_scores(remote, Conversation.build([user("Hello")]))

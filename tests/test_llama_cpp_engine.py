@@ -12,7 +12,7 @@ from special_text import ATTACKS, HARMLESS, specials_in
 from guard import Conversation, GuardError, ModelLoadError, assistant, user
 from guard.core.categories import Family
 from guard.core.errors import ContextTooLong
-from guard.engines.engine import Engine
+from guard.engines.engine import Capabilities, Engine
 from guard.engines.llama_cpp_engine import (
     ImagesNotSupported,
     LlamaCppGuard,
@@ -141,6 +141,8 @@ def test_is_an_engine_and_describes_itself(lcpp, tiny_text):
     assert (info.engine, info.family, info.multimodal, info.context_limit) == (
         "llama-cpp", "llama-guard-3", False, 2048)
     assert info.name == str(tiny_text.gguf_f32)
+    # Text only, one prompt after another, no logits for per-category scores, no adapters.
+    assert info.capabilities == lcpp.capabilities == Capabilities()
 
 
 def test_images_are_refused_with_a_clear_error(lcpp):

@@ -229,3 +229,13 @@ def test_a_safe_answer_stops_at_safe_with_the_same_verdicts(llama_guard, monkeyp
     monkeypatch.setattr(llama_guard, "stop_at_safe", True)
     llama_guard.classify(safe)
     assert steps[1] == steps[0] - 1  # the step that only wrote the end token is gone
+
+
+def test_capabilities_are_declared_and_described(llama_guard):
+    from guard.engines.engine import Capabilities, Engine
+
+    assert isinstance(llama_guard, Engine)
+    assert llama_guard.capabilities == Capabilities(images=True, category_scores=True,
+                                                    batching=True, adapters=True)
+    info = llama_guard.describe()
+    assert info.capabilities == llama_guard.capabilities and info.multimodal

@@ -25,7 +25,7 @@ from guard.testing.tiny import (
     VIOLENT,
     swatch,
 )
-from guard_app import openai_api
+from guard_app.api import moderations as openai_api
 from guard_app.fair import Busy, Share
 
 KEY = "test-key"

@@ -20,7 +20,7 @@ from special_text import ATTACKS, HARMLESS, specials_in
 from guard import Conversation, GuardError, assistant, from_messages, user
 from guard.core.categories import Family
 from guard.core.errors import ContextTooLong
-from guard.engines.engine import Engine
+from guard.engines.engine import Capabilities, Engine
 from guard.engines.openai_engine import (
     WORD_JOINER,
     BadServerResponse,
@@ -100,6 +100,10 @@ def test_base_url_and_environment():
         "http://127.0.0.1:9/v1", "meta-llama/Llama-Guard-4-12B", Family.LLAMA_GUARD_4)
     assert isinstance(guard, Engine)
     assert guard.describe().engine == "openai" and guard.describe().multimodal
+    assert guard.capabilities == guard.describe().capabilities == Capabilities(
+        images=True, batching=True)
+    text_only = OpenAIGuard("http://127.0.0.1:9/v1", "llama-guard-3-8b")
+    assert not text_only.capabilities.images and not text_only.describe().multimodal
 
 
 # --- small local servers ---------------------------------------------------------------------

@@ -111,11 +111,14 @@ def test_preprocessing_is_named_and_shown_in_the_result(guards):
     from guard.engines.service import moderate
 
     conversation = Conversation.build([user(_spaced_out(JAILBREAK))])
-    default = moderate(guards, conversation)["prompt_guard"]
+    default = moderate(guards, conversation).prompt_guard
     firewall = moderate(guards, conversation, prompt_guard_preprocessing="llamafirewall")
-    firewall = firewall["prompt_guard"]
-    assert (default["preprocessing"], firewall["preprocessing"]) == ("none", "llamafirewall")
-    assert firewall["messages"][0]["preprocessing_changed_text"]
-    assert firewall["max_p_malicious"] > 0.9
+    firewall = firewall.prompt_guard
+    assert (default.preprocessing, firewall.preprocessing) == ("none", "llamafirewall")
+    assert firewall.messages[0].score.changed
+    assert firewall.max_p_malicious > 0.9
+    shown = firewall.to_json()
+    assert shown["preprocessing"] == "llamafirewall"
+    assert shown["messages"][0]["preprocessing_changed_text"]
     with pytest.raises(UnknownPreprocessing, match="none, llamafirewall"):
         moderate(guards, conversation, prompt_guard_preprocessing="strip")

@@ -436,9 +436,9 @@ def test_an_adapter_on_an_engine_that_cannot_take_one_is_refused(tuned, tmp_path
 def test_the_app_names_the_adapter_in_its_banner_and_in_saved_examples(tuned, tmp_path):
     from gradio_client import Client
 
-    from guard_app import review
     from guard_app.config import parse_options
     from guard_app.models import load_models
+    from guard_app.review import logic as review
 
     label = _adapter_label(tuned)
     options = parse_options(["--tiny", "--adapter", str(tuned["out"]), "--no-labels"],

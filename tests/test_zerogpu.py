@@ -17,7 +17,7 @@ from helpers import REPO, run_async, start_app_process, stop_app_process
 
 from guard.engines.service import Guards
 from guard.testing.tiny import BENIGN, PICTURE, VIOLENT
-from guard_app.examples import write_swatches
+from guard_app.moderate.examples import write_swatches
 
 STANDIN = REPO / "tests" / "zerogpu"
 

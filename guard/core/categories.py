@@ -7,7 +7,9 @@ and `description` come from the model cards and are what people read in the UI.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 
 class Family(enum.StrEnum):
@@ -131,6 +133,51 @@ def categories_for(family: Family | str) -> tuple[Category, ...]:
 
 def category_codes(family: Family | str) -> tuple[str, ...]:
     return tuple(c.code for c in categories_for(family))
+
+
+def custom_codes(family: Family | str, n: int) -> tuple[str, ...]:
+    """The codes of `n` custom categories: numbered on after the family's last code, as the
+    prompt numbers them (S15.. for Llama Guard 4 and 3 8B, S14.. for the 3 1B, S12.. for 2)."""
+    first = len(categories_for(family)) + 1
+    return tuple(f"S{first + i}" for i in range(n))
+
+
+class Named(Protocol):
+    """Anything with a name: a `guard.core.prompts.CustomCategory`."""
+
+    name: str
+
+
+def _custom_name(category: str | Named | Mapping[str, str]) -> str:
+    if isinstance(category, str):
+        return category.strip()
+    if isinstance(category, Mapping):
+        return str(category["name"]).strip()
+    return str(category.name).strip()
+
+
+# How S14 is offered while the conversation has images: shown, but off (it is text only).
+TEXT_ONLY_OFF = "(off while the conversation has images)"
+
+
+def choices(family: Family | str, custom: Sequence[str | Named | Mapping[str, str]] = (),
+            images: bool = False, *, excluded: str | Iterable[str] = ()
+            ) -> list[tuple[str, str]]:
+    """The (label, code) pairs a screen offers for a family's categories, in code order.
+
+    Each fixed category is labelled with its code and model-card name ("S3 Sex-Related
+    Crimes"); with `images`, a text-only one says it is off ("S14 Code Interpreter Abuse (off
+    while the conversation has images)") but is still offered. `custom` (names, or anything with
+    a `name`: CustomCategory, {"name": ...}) follow, numbered after the family's last code as
+    the prompt numbers them ("S15 Medical advice" for Llama Guard 4). Codes in `excluded` are
+    left out ("S1,S2" or a list); the others keep their numbers.
+    """
+    left_out = set(parse_codes(excluded if isinstance(excluded, str) else list(excluded)))
+    fixed = [(f"{c.code} {c.card_name} {TEXT_ONLY_OFF}" if images and c.text_only
+              else f"{c.code} {c.card_name}", c.code) for c in categories_for(family)]
+    added = [(f"{code} {_custom_name(c)}".rstrip(), code)
+             for code, c in zip(custom_codes(family, len(custom)), custom, strict=True)]
+    return [(label, code) for label, code in fixed + added if code not in left_out]
 
 
 def parse_codes(text: str | None) -> tuple[str, ...]:

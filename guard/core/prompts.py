@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from guard.core import limits
-from guard.core.categories import Category, Family, categories_for, parse_codes
+from guard.core.categories import Category, Family, categories_for, custom_codes, parse_codes
 from guard.core.conversation import Conversation
 from guard.core.errors import InvalidCategories
 
@@ -90,10 +90,10 @@ def active_categories(family: Family | str, excluded: Iterable[str] = (), *, has
     table = categories_for(family)
     known = {c.code for c in table}
     custom_table = tuple(
-        Category(code=f"S{len(table) + i}", prompt_name=name, card_name=c.name.strip(),
+        Category(code=code, prompt_name=name, card_name=c.name.strip(),
                  description=description, custom=True)
-        for i, (c, (name, description)) in enumerate(zip(custom, check_custom(custom), strict=True),
-                                                     start=1)
+        for code, c, (name, description) in zip(custom_codes(family, len(custom)), custom,
+                                                check_custom(custom), strict=True)
     )
     known |= {c.code for c in custom_table}
     excluded_codes = parse_codes(list(excluded))

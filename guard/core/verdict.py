@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -101,6 +101,20 @@ class Verdict:
         data["p_unsafe"] = round(self.p_unsafe, 6)
         data["seconds"] = round(self.seconds, 4)
         return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Verdict:
+        """The verdict `to_json` wrote (other keys in `data` are ignored); its numbers are
+        the rounded ones, so `from_json(d).to_json()` gives `d`'s verdict keys back."""
+        return cls(
+            unsafe=bool(data["unsafe"]), p_unsafe=float(data["p_unsafe"]),
+            threshold=float(data["threshold"]),
+            categories=tuple(CategoryHit(c["code"], c["name"]) for c in data["categories"]),
+            raw_output=data["raw_output"], model_label=data["model_label"],
+            unknown_codes=tuple(data["unknown_codes"]), excluded_codes=tuple(data["excluded_codes"]),
+            prompt_tokens=int(data["prompt_tokens"]), images=int(data["images"]),
+            seconds=float(data["seconds"]), model=data["model"], family=data["family"],
+            special_token_text=bool(data["special_token_text"]))
 
 
 def make_verdict(raw_output: str, p_unsafe: float, enabled: Sequence[Category],

@@ -1,15 +1,30 @@
-"""The seam every Llama Guard engine stands behind (transformers today; llama.cpp, remote later)."""
+"""The seam every Llama Guard engine stands behind (transformers, llama.cpp, remote servers)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Protocol, runtime_checkable
 
 from guard.core.categories import Family
 from guard.core.conversation import Conversation
 from guard.core.prompts import CustomCategory, PromptPlan, plan
 from guard.core.verdict import DEFAULT_THRESHOLD, Verdict
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine, with its model family, can do beyond judging text: the one thing the app
+    and the CLIs ask, instead of testing engine names or attributes."""
+
+    images: bool = False  # judges conversations with images (the engine and the family)
+    category_scores: bool = False  # per-category probabilities from logits (guard.explore)
+    batching: bool = False  # classify_batch judges several conversations at once, not in turn
+    adapters: bool = False  # serves a LoRA adapter of guard.tune (guard.engines.adapter)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Capabilities:
+        return cls(**{f.name: bool(data[f.name]) for f in fields(cls) if f.name in data})
 
 
 @dataclass(frozen=True)
@@ -24,6 +39,17 @@ class ModelInfo:
     context_limit: int
     multimodal: bool
     engine: str = "transformers"
+    capabilities: Capabilities = Capabilities()  # an older record says nothing: none claimed
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModelInfo:
+        """The info `to_json` wrote (or a record from before `capabilities`)."""
+        known = {f.name for f in fields(cls)} - {"capabilities"}
+        return cls(**{k: v for k, v in data.items() if k in known},
+                   capabilities=Capabilities.from_json(data.get("capabilities") or {}))
 
 
 @runtime_checkable
@@ -31,6 +57,7 @@ class Engine(Protocol):
     """Classify one conversation, classify a batch, describe the model."""
 
     name: str
+    capabilities: Capabilities
 
     def plan(self, conversation: Conversation, excluded: Iterable[str] = (),
              custom: Sequence[CustomCategory] = ()) -> PromptPlan: ...
@@ -44,7 +71,7 @@ class Engine(Protocol):
                        excluded_per_item: Sequence[Iterable[str]] | None = None,
                        ) -> list[Verdict]: ...
 
-    def describe(self) -> Any: ...
+    def describe(self) -> ModelInfo: ...
 
 
 class EngineBase:

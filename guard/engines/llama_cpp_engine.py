@@ -31,7 +31,7 @@ from guard.core.conversation import Conversation
 from guard.core.errors import ContextTooLong, GuardError, InvalidConversation, ModelLoadError
 from guard.core.prompts import CustomCategory, PromptPlan
 from guard.core.verdict import DEFAULT_THRESHOLD, Verdict, make_verdict, p_unsafe_from_logits
-from guard.engines.engine import EngineBase, ModelInfo
+from guard.engines.engine import Capabilities, EngineBase, ModelInfo
 
 WORKER = Path(__file__).with_name("_llama_cpp_worker.py")
 MAX_NEW_TOKENS = 40
@@ -240,11 +240,15 @@ class LlamaCppGuard(EngineBase):
                 self._child = None
                 raise
 
-    def describe(self) -> Any:
+    # Text only; no logits outside the decision step; one prompt after another in the worker;
+    # a quantized file holds the weights it was given.
+    capabilities = Capabilities()
+
+    def describe(self) -> ModelInfo:
         return ModelInfo(name=self.name, family=self.family.value, device="cpu",
                          dtype=self.info.get("desc", "gguf"), revision=None,
                          context_limit=int(self.info["n_ctx"]), multimodal=False,
-                         engine="llama-cpp")
+                         engine="llama-cpp", capabilities=self.capabilities)
 
     def plan(self, conversation: Conversation, excluded: Iterable[str] = (),
              custom: Sequence[CustomCategory] = ()) -> PromptPlan:

@@ -24,7 +24,7 @@ from guard.core.verdict import (
     make_verdict,
     p_unsafe_from_logits,
 )
-from guard.engines.engine import EngineBase, ModelInfo
+from guard.engines.engine import Capabilities, EngineBase, ModelInfo
 
 # With the checkpoint's null chunk size patched to this, masks equal plain causal masks only
 # up to this length; longer prompts would be judged under attention the model never saw.
@@ -170,11 +170,17 @@ class LlamaGuard(EngineBase):
         model.to(target).eval()
         return cls(model, processor, family=family, name=str(model_id), revision=revision)
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """Everything: images with Llama Guard 4, the logits, padded batches, LoRA adapters."""
+        return Capabilities(images=self.family is Family.LLAMA_GUARD_4, category_scores=True,
+                            batching=True, adapters=True)
+
     def describe(self) -> ModelInfo:
         return ModelInfo(name=self.name, family=self.family.value, device=str(self.model.device),
                          dtype=str(self.model.dtype).removeprefix("torch."), revision=self.revision,
                          context_limit=self.context_limit,
-                         multimodal=self.family is Family.LLAMA_GUARD_4)
+                         multimodal=self.capabilities.images, capabilities=self.capabilities)
 
     def classify_batch(self, conversations: Sequence[Conversation], excluded: Iterable[str] = (), *,
                        threshold: float = DEFAULT_THRESHOLD, custom: Sequence[CustomCategory] = (),

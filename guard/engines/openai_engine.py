@@ -43,7 +43,7 @@ from guard.core.verdict import (
     logsumexp,
     make_verdict,
 )
-from guard.engines.engine import EngineBase, ModelInfo
+from guard.engines.engine import Capabilities, EngineBase, ModelInfo
 
 BOS = "<|begin_of_text|>"
 MAX_NEW_TOKENS = 40
@@ -191,10 +191,17 @@ class OpenAIGuard(EngineBase):
                 f"The server at {self.base_url} serves {', '.join(served) or 'no model'}, not "
                 f"{self.name}. Set GUARD_LAB_OPENAI_MODEL to one of those.")
 
-    def describe(self) -> Any:
+    @property
+    def capabilities(self) -> Capabilities:
+        """Images with Llama Guard 4 (chat completions); requests in flight together; only the
+        top logprobs of the answer, so no per-category scores; the server's weights as served."""
+        return Capabilities(images=self.family is Family.LLAMA_GUARD_4, batching=True)
+
+    def describe(self) -> ModelInfo:
         return ModelInfo(name=self.name, family=self.family.value, device=self.base_url,
                          dtype="remote", revision=None, context_limit=self.context_limit,
-                         multimodal=self.family is Family.LLAMA_GUARD_4, engine="openai")
+                         multimodal=self.capabilities.images, engine="openai",
+                         capabilities=self.capabilities)
 
     def classify(self, conversation: Conversation, excluded: Iterable[str] = (), *,
                  threshold: float = DEFAULT_THRESHOLD,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,13 @@ import torch
 from guard.core import limits
 from guard.core.conversation import Conversation
 from guard.core.errors import ModelLoadError, TooLarge
-from guard.core.prompt_guard_text import check_preprocessing, collapse_spacing
+from guard.core.prompt_guard_text import (  # the score types: plain data, in the core
+    MessageScore,
+    PromptGuardInfo,
+    TextScore,
+    check_preprocessing,
+    collapse_spacing,
+)
 from guard.engines.llama_guard import _load_error, pick_device
 
 PROMPT_GUARD_MODELS = {
@@ -28,34 +33,6 @@ PROMPT_GUARD_MODELS = {
 }
 # Meta's LlamaFirewall blocks at this score; shown as a reference line, not applied here.
 FIREWALL_THRESHOLD = 0.9
-@dataclass(frozen=True)
-class TextScore:
-    """The malicious probability of one text: the maximum over its windows."""
-
-    p_malicious: float
-    window: int  # index of the window that scored highest
-    windows: int
-    window_scores: tuple[float, ...]
-    tokens: int
-    seconds: float
-    preprocessing: str = "none"
-    changed: bool = False  # the preprocessing changed the text that was scored
-
-    def to_json(self) -> dict[str, Any]:
-        return {"p_malicious": round(self.p_malicious, 6), "window": self.window,
-                "windows": self.windows, "window_scores": [round(s, 6) for s in self.window_scores],
-                "tokens": self.tokens, "seconds": round(self.seconds, 4),
-                "preprocessing": self.preprocessing, "preprocessing_changed_text": self.changed}
-
-
-@dataclass(frozen=True)
-class MessageScore:
-    index: int  # position of the message in the conversation, from 0
-    role: str
-    score: TextScore
-
-    def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "role": self.role, **self.score.to_json()}
 
 
 def split_windows(ids: Sequence[int], body: int) -> list[list[int]]:
@@ -121,9 +98,8 @@ class PromptGuard:
         model.to(pick_device(device)).eval()
         return cls(model, tokenizer, name=model_id, revision=revision)
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "device": str(self.model.device), "window": self.window,
-                "revision": self.revision}
+    def describe(self) -> PromptGuardInfo:
+        return PromptGuardInfo(self.name, str(self.model.device), self.window, self.revision)
 
     def score(self, text: str, *, preprocessing: str = "none") -> TextScore:
         return self.score_many([text], preprocessing=preprocessing)[0]

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from guard.cli_edge import run_command
 from guard.core.categories import parse_codes
 from guard.core.datasets import FORMATS, Dataset, read_dataset
-from guard.core.errors import GuardError
 from guard.eval.errors import EvalError
 from guard.eval.report import EvalReport, build_report, compare, format_comparison, format_report
 from guard.eval.runner import DEFAULT_BATCH_SIZE, ProgressHook, check_batch_size, evaluate_dataset
@@ -61,20 +60,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     check_or_exit(("torch", "transformers"))
-    try:
-        if args.compare:
-            return _compare(args)
-        return _evaluate(args)
-    except (GuardError, LabelsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except sqlite3.Error as exc:
-        print(f"error: cannot use the database {args.out}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished batches are stored; run the same command to resume.",
-              file=sys.stderr)
-        return 130
+    return run_command(lambda: _compare(args) if args.compare else _evaluate(args),
+                       refused=(LabelsError,), database=args.out,
+                       resume="finished batches are stored; run the same command to resume.")
 
 
 def _evaluate(args: argparse.Namespace) -> int:

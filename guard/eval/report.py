@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -124,6 +124,31 @@ def build_report(run: EvalRun, results: Sequence[EvalResult], *,
         curve=_curve(inputs.y_true, inputs.scores, max_curve_points),
         prompt_guard=_prompt_guard(run, results), has_categories=bool(codes),
         results=tuple(results))
+
+
+def at_threshold(results: Sequence[EvalResult], threshold: float) -> tuple[EvalResult, ...]:
+    """The stored results read at another threshold: unsafe when the stored p_unsafe >= it.
+
+    No model runs: the answer text and the categories the model named stay as stored (a row the
+    model answered "safe" that a lower threshold flags names no category). Failed rows stay
+    failed.
+    """
+    return tuple(r if r.verdict is None or r.p_unsafe is None
+                 else replace(r, verdict="unsafe" if r.p_unsafe >= threshold else "safe")
+                 for r in results)
+
+
+def report_at(run: EvalRun, results: Sequence[EvalResult], threshold: float | None = None, *,
+              max_curve_points: int = MAX_CURVE_POINTS) -> EvalReport:
+    """The report of a stored run at `threshold` (None: the run's own), from its stored scores.
+
+    The report's run carries the threshold applied; the stored run keeps its own.
+    """
+    if threshold is None or float(threshold) == run.settings.threshold:
+        return build_report(run, results, max_curve_points=max_curve_points)
+    shown = replace(run, settings=replace(run.settings, threshold=float(threshold)))
+    return build_report(shown, at_threshold(results, float(threshold)),
+                        max_curve_points=max_curve_points)
 
 
 def _curve(y_true: Sequence[bool], scores: Sequence[float], limit: int) -> tuple[CurvePoint, ...]:

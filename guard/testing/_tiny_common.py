@@ -1,4 +1,5 @@
-"""Pieces shared by the tiny-model builders: the Llama-style BPE tokenizer and atomic saving."""
+"""Pieces shared by the tiny-model builders: the Llama-style BPE tokenizer, the training loop,
+atomic saving."""
 
 from __future__ import annotations
 
@@ -33,6 +34,26 @@ def train_llama_tokenizer(corpus: list[str], special_tokens: list[str], *, bos: 
     tok.train_from_iterator(corpus, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos,
                                    pad_token=pad, padding_side="left", model_max_length=2048)
+
+
+def fit(model: Any, batch: dict[str, Any], *, lr: float, max_steps: int, check_every: int) -> int:
+    """Train `model` on one fixed batch (AdamW without weight decay, gradients clipped at 1)
+    until its loss is under 0.01 at a check every `check_every` steps, or for `max_steps`.
+    Returns the steps taken; the model is left in eval mode."""
+    import torch
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    model.train()
+    for step in range(max_steps):
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        if step % check_every == check_every - 1 and loss.item() < 0.01:
+            break
+    model.eval()
+    return step + 1
 
 
 def save_atomically(out_dir: Path, *parts: Any) -> None:

@@ -15,7 +15,7 @@ from transformers import (
 )
 
 from guard.core.prompts import render
-from guard.testing._tiny_common import save_atomically, train_llama_tokenizer
+from guard.testing._tiny_common import fit, save_atomically, train_llama_tokenizer
 from guard.testing.tiny import LLAMA4_SPECIAL_TOKENS, GuardExample
 
 TILE = 28  # pixels per tile side; patches of 7 give 16 patches, 4 tokens after pixel shuffle
@@ -135,15 +135,4 @@ def _batch(processor: Llama4Processor, examples: list[GuardExample]) -> dict[str
 
 def _train(model: Llama4ForConditionalGeneration, processor: Llama4Processor,
            examples: list[GuardExample]) -> None:
-    batch = _batch(processor, examples)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    model.train()
-    for step in range(MAX_STEPS):
-        loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-        if step % 50 == 49 and loss.item() < 0.01:
-            break
-    model.eval()
+    fit(model, _batch(processor, examples), lr=3e-3, max_steps=MAX_STEPS, check_every=50)

@@ -26,7 +26,7 @@ from typing import Any
 
 from guard.core.categories import Family, categories_for
 from guard.core.prompts import ANSWER_PREFIX, render
-from guard.testing._tiny_common import content_key, train_llama_tokenizer
+from guard.testing._tiny_common import content_key, fit, train_llama_tokenizer
 from guard.testing.tiny import LLAMA_GUARD_EXAMPLES, GuardExample
 
 RECIPE_VERSION = "3"
@@ -155,18 +155,8 @@ def _train(model: Any, tokenizer: Any, samples: list[tuple[str, str]]) -> int:
     input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
     labels = torch.tensor([t + [-100] * (width - len(t)) for t in targets])
     mask = (torch.arange(width)[None, :] < torch.tensor([len(r) for r in rows])[:, None]).long()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
-    model.train()
-    for step in range(MAX_STEPS):
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-        if step % 10 == 9 and loss.item() < 0.01:
-            break
-    model.eval()
-    return step + 1
+    return fit(model, {"input_ids": input_ids, "attention_mask": mask, "labels": labels},
+               lr=LEARNING_RATE, max_steps=MAX_STEPS, check_every=10)
 
 
 def write_gguf(hf_dir: str | Path, out_path: str | Path, qtype: str = "f32") -> Path:

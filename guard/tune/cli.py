@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import sys
 from pathlib import Path
 from typing import NoReturn
 
+from guard.cli_edge import run_command
 from guard.core.categories import Family, guess_family
-from guard.core.errors import GuardError
 from guard.tune.data import (
     MIN_EXAMPLES,
     MIN_PER_CLASS,
@@ -112,24 +111,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        if args.command == "check":
-            return _check(args)
-        check_or_exit(("torch", "transformers"))
-        from guard.cli import _quiet_transformers
+    return run_command(lambda: _run(args), refused=(LabelsError,), database=args.db,
+                       resume="the last checkpoint is kept; run the same command to resume.")
 
-        _quiet_transformers()
-        return _train(args) if args.command == "train" else _compare(args)
-    except (GuardError, LabelsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except sqlite3.Error as exc:
-        print(f"error: cannot use the database {args.db}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is kept; run the same command to resume.",
-              file=sys.stderr)
-        return 130
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "check":
+        return _check(args)
+    check_or_exit(("torch", "transformers"))
+    from guard.cli import _quiet_transformers
+
+    _quiet_transformers()
+    return _train(args) if args.command == "train" else _compare(args)
 
 
 def _family(args: argparse.Namespace) -> str:

@@ -29,7 +29,7 @@ from guard.core.errors import ModelLoadError
 from guard.engines.prompt_guard import FIREWALL_THRESHOLD
 from guard.engines.service import Guards
 from guard_app import gpu
-from guard_app.api import parse_excluded, parse_threshold
+from guard_app.api.logic import parse_excluded, parse_threshold
 from guard_app.guarded import guarded
 
 # tool name (the function's) -> endpoint name; /moderate and /sweep belong to the API tab.

@@ -14,8 +14,11 @@ from typing import Any
 
 from guard.core.categories import parse_codes
 from guard.core.conversation import MAX_IMAGES, Conversation, from_messages
-from guard.core.errors import GuardError, InvalidConversation
+from guard.core.errors import GuardError, InvalidConversation, ModelLoadError
+from guard.core.prompt_guard_text import check_preprocessing
 from guard.core.verdict import DEFAULT_THRESHOLD
+from guard.engines.service import Guards
+from guard_app import gpu
 
 EXAMPLE = ('[{"role": "user", "content": [{"type": "text", "text": "What is in this picture?"}, '
            '{"type": "image", "path": "red.png"}]}]')
@@ -116,3 +119,26 @@ def parse_excluded(value: str | Iterable[str] | None) -> tuple[str, ...]:
     if isinstance(value, str):
         return parse_codes(value)
     return parse_codes(list(value))
+
+
+def moderate_api(guards: Guards, conversation: str | list | None, images: Sequence[str] | None,
+                 excluded: str | Sequence[str] | None, threshold: float | str | None, *,
+                 default_threshold: float = DEFAULT_THRESHOLD,
+                 max_images: int = MAX_IMAGES,
+                 prompt_guard_preprocessing: str | None = None) -> dict[str, Any]:
+    """/moderate: the same JSON as `python -m guard classify`."""
+    built = build_conversation(conversation, images, max_images=max_images)
+    if guards.llama_guard is None and guards.prompt_guard is None:
+        raise ModelLoadError("No model is loaded on this server; see the banner on its page.")
+    preprocessing = check_preprocessing(prompt_guard_preprocessing)
+    return gpu.moderate(gpu.register(guards), gpu.plain(built), list(parse_excluded(excluded)),
+                        parse_threshold(threshold, default_threshold),
+                        pg_preprocessing=preprocessing)
+
+
+def explore_inputs_api(guards: Guards) -> Any:
+    """The engine /sweep, /category_scores and /attribution run on."""
+    if guards.llama_guard is None:
+        raise ModelLoadError("Llama Guard is not loaded on this server; see the banner on its "
+                             "page.")
+    return guards.llama_guard

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import shutil
 import tempfile
 import time
@@ -9,10 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from guard.core.categories import choices
 from guard.core.prompts import CustomCategory
-from guard_app.editor import to_conversation
 from guard_app.exports import PREFIX
-from labels import ExampleFilter, ExampleInput, LabelInput, ModelOutput, SavedExample, Store
+from guard_app.moderate.editor import to_conversation
+from labels import ExampleFilter, ExampleInput, LabelInput, ModelOutput, SavedExample, Store, queues
 from labels.errors import InvalidLabel
 from labels.export import FORMATS, export
 
@@ -103,3 +105,48 @@ def export_file(store: Store, fmt: str, folder: str | Path | None = None) -> tup
             shutil.rmtree(folder, ignore_errors=True)
         raise
     return str(path), count
+
+
+# ---- review queues (labels.queues) as the page shows them ----
+
+def stored_turns(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A stored item's chat-format messages as the page's turns (text only: runs and imports
+    hold no pictures)."""
+    turns = []
+    for message in messages:
+        content = message.get("content", "")
+        if isinstance(content, list):
+            content = "\n".join(p.get("text", "") for p in content if p.get("type") == "text")
+        turns.append({"role": message["role"], "text": str(content), "images": []})
+    return turns
+
+
+def stored_answer_html(item: dict[str, Any]) -> str:
+    """The model's stored answer of a queue item or a run row: verdict, p_unsafe, categories."""
+    e = html.escape
+    if item.get("error"):
+        return (f'<div class="gl-stored gl-stored-failed"><b>The model failed on this row:</b> '
+                f'{e(str(item["error"]))}</div>')
+    if item.get("verdict") is None:
+        return ('<div class="gl-stored"><b>No model answer stored</b> (imported); run the guards '
+                'to see one.</div>')
+    names = dict((code, label) for label, code in choices(item.get("family") or "llama-guard-4"))
+    cats = ", ".join(names.get(c, c) for c in item.get("categories") or []) or "none"
+    p = item.get("p_unsafe")
+    score = ("" if p is None else
+             f" (p_unsafe {float(p):.3f} at threshold {float(item.get('threshold', 0.5)):.2f})")
+    return (f'<div class="gl-stored gl-stored-{e(item["verdict"])}" id="gl-stored-answer">'
+            f'<b>Model said {e(item["verdict"])}</b>{score} · categories: {e(cats)} · '
+            f'<span class="gl-muted">{e(item.get("model") or "")}</span></div>')
+
+
+def queue_choices(store: Store) -> list[str]:
+    return [q.name for q in queues.list_queues(store)]
+
+
+def queue_item_html(item: dict[str, Any]) -> str:
+    """The conversation of a queue item, compact, for labelling beside the stored answer."""
+    e = html.escape
+    rows = "".join(f'<div class="gl-qturn"><b>{e(m["role"])}</b> {e(str(t["text"]))}</div>'
+                   for m, t in zip(item["messages"], stored_turns(item["messages"]), strict=True))
+    return f'<div class="gl-queue-item" id="gl-queue-item">{rows}</div>'

@@ -16,7 +16,7 @@ from guard.core.conversation import Conversation
 from guard.core.errors import GuardError
 from guard.core.prompts import CustomCategory
 from guard.core.verdict import Verdict
-from guard_app.results import bar
+from guard_app.moderate.results import bar
 
 SCORES_MEANING = (
     "Each bar is the probability that the model names this category first, given that it "
@@ -123,13 +123,27 @@ def attribution_json(guard: Any, conversation: Conversation, excluded: Sequence[
             "summary": attribution_summary(variants, roles), "variants": variants}
 
 
+class NeedsTransformers(GuardError):
+    """The action reads the model's logits directly, which only the transformers engine gives."""
+
+
+def require_logits(guard: Any) -> None:
+    """Refuse per-category scores, with the reason, before a GPU call is spent on them."""
+    info = guard.describe()
+    if not info.capabilities.category_scores:
+        engine = info.engine
+        raise NeedsTransformers(
+            f"Per-category scores read the model's logits for every category code, which only "
+            f"the transformers engine gives; this server runs Llama Guard on {engine}. Sweep "
+            f"and attribution work on any engine; for scores, start the app with "
+            f"--engine transformers.")
+
+
 def verdict_and_scores(guard: Any, conversation: Conversation, excluded: Sequence[str], *,
                        threshold: float, custom: Sequence[CustomCategory] = ()
                        ) -> tuple[Verdict, list[explore.CategoryScore]]:
     """The verdict and the per-category scores: one GPU call on ZeroGPU, two model passes."""
-    if not hasattr(guard, "model") or not hasattr(guard, "tokenizer"):
-        raise GuardError("Per-category scores read the model's logits, which only the "
-                         "transformers engine gives. Run this page with a transformers model.")
+    require_logits(guard)
     verdict = guard.classify(conversation, excluded, threshold=threshold, custom=custom)
     return verdict, explore.category_scores(guard, conversation, excluded, custom)
 

@@ -11,30 +11,14 @@ from typing import Any
 
 import gradio as gr
 
-from guard.core.errors import GuardError
-from guard_app import explore_view as view
 from guard_app import gpu
-from guard_app.api import build_conversation, parse_excluded, parse_threshold
+from guard_app.api.logic import build_conversation, parse_excluded, parse_threshold
+from guard_app.explore import logic as view
 from guard_app.guarded import guarded
 
 PRIVATE = {"api_visibility": "private"}
 # prepare(turns, ticked, custom) -> (engine, conversation, excluded codes, custom categories)
 Prepare = Callable[[list, Any, list], tuple[Any, Any, tuple[str, ...], tuple]]
-
-
-class NeedsTransformers(GuardError):
-    """The action reads the model's logits directly, which only the transformers engine gives."""
-
-
-def require_logits(guard: Any) -> None:
-    """Refuse per-category scores, with the reason, before a GPU call is spent on them."""
-    engine = guard.describe().engine
-    if engine != "transformers":
-        raise NeedsTransformers(
-            f"Per-category scores read the model's logits for every category code, which only "
-            f"the transformers engine gives; this server runs Llama Guard on {engine}. Sweep "
-            f"and attribution work on any engine; for scores, start the app with "
-            f"--engine transformers.")
 
 
 def explore_call(action: str, slot: int, guard: Any, conversation: Any, excluded: Any,
@@ -44,7 +28,7 @@ def explore_call(action: str, slot: int, guard: Any, conversation: Any, excluded
     if action == "sweep":
         return gpu.sweep(*args, only_one=bool(only_one), custom=gpu.plain_custom(custom))
     if action == "scores":
-        require_logits(guard)
+        view.require_logits(guard)
         return gpu.category_scores(*args, custom=gpu.plain_custom(custom))
     return gpu.attribution(*args, custom=gpu.plain_custom(custom))
 

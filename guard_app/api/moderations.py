@@ -41,7 +41,7 @@ from guard.core.errors import GuardError, ModelLoadError, TooLarge
 from guard.engines.prompt_guard import FIREWALL_THRESHOLD
 from guard.engines.service import Guards
 from guard_app import gpu
-from guard_app.api import parse_threshold
+from guard_app.api.logic import parse_threshold
 from guard_app.fair import Busy, Share
 from guard_app.guarded import UNEXPECTED
 

@@ -1,0 +1,397 @@
+"""The Labeled examples tab: filter, open, edit, delete, export, agreement and metrics.
+
+Refusals on the page (a safe label with categories, a deletion without a reason, nothing open,
+the end of the page) are toasts that leave every output as it was (`in_place`); the named
+endpoints still raise them for API clients (`on_page_and_api`).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from guard.core.categories import Family, choices
+from guard_app.exports import Downloads
+from guard_app.guarded import guarded, in_place, on_page_and_api  # escaped: toasts render HTML
+from guard_app.labeled import logic as view
+from guard_app.reviewers import duration
+from guard_app.signin import SHORTCUTS, ReviewerBar
+from labels.export import FORMATS
+
+PRIVATE = {"api_visibility": "private"}
+# Shares of the table's width (the columns of view.LIST_HEADERS), so that the list fits a
+# 1366 px screen without scrolling sideways; long values wrap within their column.
+LIST_WIDTHS = ["6.5%", "7%", "8%", "8%", "7%", "8.5%", "4%", "8.5%", "26%", "6%", "10.5%"]
+
+
+def _frame(rows: list[list[Any]], headers: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=headers)
+
+
+def _api_only(fn: Callable, inputs: Sequence[Any], outputs: Sequence[Any], api_name: str) -> None:
+    """A named endpoint for API clients alone (refusals raised), on a hidden button."""
+    gr.Button(visible=False, render=True).click(guarded(fn), list(inputs), list(outputs),
+                                                api_name=api_name)
+
+
+def _row(evt: gr.SelectData) -> int | None:
+    return evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+
+
+class LabelsBrowser:
+    """Filter, page, open, edit, delete and export the stored examples; agreement and metrics."""
+
+    def __init__(self, store: Any, bar: ReviewerBar, family: Family = Family.LLAMA_GUARD_4):
+        self.store = store
+        self.bar = bar
+        self.downloads = Downloads(bar.gate.limits.export_ttl)
+        gr.Markdown("Examples that reviewers labelled, newest first. Filter them, open one to "
+                    "see it whole and edit or delete labels, then export what the filters list "
+                    "for `datasets.load_dataset` (JSONL, Parquet) or for fine-tuning Llama Guard."
+                    + (" **Reviewers only:** sign in at the top of the page."
+                       if bar.gate.restricted else ""))
+        gr.Markdown(SHORTCUTS, elem_id="gl-shortcuts")
+        self._list_ui(family)
+        self._open_ui()
+        self._export_ui()
+        self._agreement_ui()
+        self._measure_ui()
+
+    # ---- layout ----
+
+    def _list_ui(self, family: Family) -> None:
+        with gr.Row():
+            self.label = gr.Dropdown(["any", "safe", "unsafe"], value="any", label="Gold label")
+            # The loaded model's names; each example's own family names it when opened.
+            self.category = gr.Dropdown([("any", ""), *choices(family)],
+                                        value="", label="Category")
+            self.disagreement = gr.Dropdown(list(view.DISAGREEMENT), value="any",
+                                            label="Disagreement", elem_id="gl-labels-disagree",
+                                            info="Model vs reviewers, or reviewers among "
+                                                 "themselves")
+            self.model = gr.Textbox(label="Model", max_lines=1)
+            self.reviewer = gr.Textbox(label="Reviewer", max_lines=1)
+        with gr.Row():
+            self.since = gr.Textbox(label="Since (ISO date)", max_lines=1,
+                                    placeholder="2025-05-01")
+            self.until = gr.Textbox(label="Until (ISO date, exclusive)", max_lines=1,
+                                    placeholder="2025-06-01")
+            self.text = gr.Textbox(label="Search text and notes", max_lines=1,
+                                   elem_id="gl-labels-search")
+        with gr.Row():
+            self.refresh = gr.Button("Refresh", size="sm", elem_id="gl-labels-refresh")
+            self.prev_page = gr.Button("◀ Page", size="sm")
+            self.page = gr.Number(value=1, precision=0, minimum=1, label="Page", scale=0,
+                                  min_width=90)
+            self.next_page = gr.Button("Page ▶", size="sm")
+        self.caption = gr.Markdown("", elem_id="gl-labels-caption")
+        self.table = gr.Dataframe(headers=view.LIST_HEADERS, interactive=False, wrap=True,
+                                  datatype="str", column_widths=LIST_WIDTHS,
+                                  elem_id="gl-labels-table")
+        self.filters = [self.label, self.category, self.disagreement, self.model, self.reviewer,
+                        self.since, self.until, self.text]
+        self.ids = gr.State([])
+        self.current = gr.State(None)
+
+    def _open_ui(self) -> None:
+        with gr.Accordion("Open an example", open=True, elem_id="gl-open"):
+            with gr.Row():
+                self.open_id = gr.Number(label="Example id", precision=0, minimum=1, scale=0,
+                                         min_width=120, elem_id="gl-open-id")
+                self.open = gr.Button("Open", size="sm", elem_id="gl-open-button")
+                self.prev_example = gr.Button("◀ Previous", size="sm",
+                                              elem_id="gl-prev-example")
+                self.next_example = gr.Button("Next ▶", size="sm", elem_id="gl-next-example")
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=3):
+                    self.conversation = gr.HTML(elem_id="gl-open-turns")
+                    self.gallery = gr.Gallery(label="Images", visible=False, height=180,
+                                              columns=5, format="png")
+                with gr.Column(scale=2):
+                    self.answer = gr.HTML()
+            self.labels = gr.Dataframe(headers=view.LABEL_HEADERS, interactive=False, wrap=True,
+                                       label="Labels", datatype="str", elem_id="gl-open-labels")
+            with gr.Accordion("Label history (edits and deletions)", open=False):
+                self.history = gr.Dataframe(headers=view.HISTORY_HEADERS, interactive=False,
+                                            wrap=True, datatype="str")
+            gr.Markdown("**Your label** (creates yours, or edits it; the history keeps the old "
+                        "one)")
+            with gr.Row():
+                self.edit_label = gr.Radio(["safe", "unsafe"], label="Label",
+                                           elem_id="gl-edit-label")
+                self.edit_note = gr.Textbox(label="Note", max_lines=3)
+            self.edit_categories = gr.CheckboxGroup([], label="Violated categories",
+                                                    elem_id="gl-edit-categories")
+            self.edit_save = gr.Button("Save my label", size="sm", elem_id="gl-edit-save")
+            with gr.Row():
+                self.delete_id = gr.Dropdown([], label="Label to delete", scale=1,
+                                             elem_id="gl-delete-id")
+                self.delete_reason = gr.Textbox(label="Reason (required, recorded)",
+                                                max_lines=2, scale=2, elem_id="gl-delete-reason")
+                self.delete = gr.Button("Delete label", size="sm", variant="stop", scale=0,
+                                        elem_id="gl-delete")
+            self.open_status = gr.HTML(elem_id="gl-open-status")
+
+    def _export_ui(self) -> None:
+        with gr.Row():
+            self.format = gr.Radio(list(FORMATS), value="jsonl", label="Export format",
+                                   info="Exports what the filters above list, every page")
+            self.export = gr.Button("Export", size="sm", elem_id="gl-export")
+            self.download = gr.HTML("", elem_id="gl-export-file")
+            self.download_url = gr.Textbox(visible=False, label="Download link")
+
+    def _agreement_ui(self) -> None:
+        with gr.Accordion("Agreement between reviewers", open=False, elem_id="gl-agreement"):
+            self.agree = gr.Button("Compute agreement", size="sm", elem_id="gl-agree")
+            self.agree_note = gr.Markdown("")
+            self.pairs = gr.Dataframe(headers=view.PAIR_HEADERS, interactive=False,
+                                      label="Per reviewer pair", datatype="str")
+            self.agree_categories = gr.Dataframe(headers=view.CATEGORY_AGREEMENT_HEADERS,
+                                                 interactive=False, label="Per category")
+            self.disagree_caption = gr.Markdown("", elem_id="gl-disagree-caption")
+            self.disagree_table = gr.Dataframe(
+                headers=view.DISAGREEMENT_HEADERS, interactive=False, wrap=True, datatype="str",
+                label="Where reviewers disagree", column_widths=["56px", "auto", "auto", "96px"],
+                elem_id="gl-disagreements")
+            self.disagree_ids = gr.State([])
+            self.disagree_json = gr.JSON(visible=False)
+
+    def _measure_ui(self) -> None:
+        with gr.Accordion("Measure", open=False, elem_id="gl-measure"):
+            gr.Markdown("Llama Guard against the reviewers' gold labels, one row per label; "
+                        "per-category rates for each model family apart (a code such as S5 "
+                        "names a different hazard in Llama Guard 2).")
+            with gr.Row():
+                self.m_model = gr.Textbox(label="Model (optional)", max_lines=1)
+                self.m_reviewer = gr.Textbox(label="Reviewer (optional)", max_lines=1)
+                self.m_target = gr.Number(value=0.05, minimum=0, maximum=1,
+                                          label="Target false-positive rate")
+                self.m_run = gr.Button("Measure", size="sm")
+            self.m_summary = gr.Dataframe(headers=view.SUMMARY_HEADERS, interactive=False,
+                                          label="Overall")
+            self.m_confusion = gr.Dataframe(headers=view.CONFUSION_HEADERS, interactive=False,
+                                            label="Confusion matrix")
+            self.m_threshold = gr.Markdown("")
+            self.m_categories = gr.Dataframe(headers=view.CATEGORY_RATE_HEADERS,
+                                             interactive=False, label="Per category")
+            self.m_curve = gr.LinePlot(pd.DataFrame({"recall": [], "precision": []}),
+                                       x="recall", y="precision",
+                                       title="Precision-recall curve of p_unsafe")
+
+    # ---- handlers ----
+
+    def _reader(self, session, typed, profile, action: str) -> str:
+        return self.bar.who(action, session, typed, profile)
+
+    def _show(self, example_id: int, who: str, status: str = "") -> dict:
+        example = self.store.get_example(example_id)
+        images = view.images(example)
+        label, codes, note = view.own_label(example, who)
+        return {
+            self.current: example.id, self.open_id: example.id,
+            self.conversation: view.conversation_html(example),
+            self.gallery: gr.Gallery(value=images or None, visible=bool(images)),
+            self.answer: view.answer_html(example),
+            self.labels: _frame(view.label_rows(example), view.LABEL_HEADERS),
+            self.history: _frame(view.history_rows(self.store, example.id), view.HISTORY_HEADERS),
+            self.edit_label: label,
+            self.edit_categories: gr.CheckboxGroup(choices=view.category_choices(example),
+                                                   value=codes),
+            self.edit_note: note,
+            self.delete_id: gr.Dropdown(choices=[(f"#{lb.id} {lb.reviewer}: {lb.label}", lb.id)
+                                                 for lb in example.labels], value=None),
+            self.delete_reason: "",
+            self.open_status: status,
+        }
+
+    @property
+    def _shown(self) -> list:
+        return [self.current, self.open_id, self.conversation, self.gallery, self.answer,
+                self.labels, self.history, self.edit_label, self.edit_categories,
+                self.edit_note, self.delete_id, self.delete_reason, self.open_status]
+
+    def wire(self) -> None:
+        # No handler is named as its endpoint: Gradio names the page's (private) listener after
+        # its function, which would push the API's endpoint to "<name>_1".
+        self._wire_list()
+        self._wire_open()
+        self._wire_edit()
+        self._wire_export()
+        self._wire_agreement()
+        self._wire_measure()
+
+    def _wire_list(self) -> None:
+        listed = [self.table, self.ids, self.page, self.caption]
+
+        def listing(page, *values):
+            filters = view.make_filter(**dict(zip(
+                ["label", "category", "disagreement", "model", "reviewer", "since", "until",
+                 "text"], values, strict=True)), page=page or 1)
+            result = view.list_page(self.store, filters)
+            return {self.table: _frame(result.rows, view.LIST_HEADERS), self.ids: result.ids,
+                    self.page: result.page, self.caption: result.caption}
+
+        def list_filtered(session, typed, label, category, disagreement, model, reviewer, since,
+                        until, text, page, profile: gr.OAuthProfile | None = None):
+            self._reader(session, typed, profile, "browse labels")
+            return listing(page, label, category, disagreement, model, reviewer, since, until,
+                           text)
+
+        def paged(step):
+            def turn_page(session, typed, label, category, disagreement, model, reviewer, since,
+                          until, text, page, profile: gr.OAuthProfile | None = None):
+                self._reader(session, typed, profile, "browse labels")
+                return listing(max(1, int(page or 1) + step), label, category, disagreement,
+                               model, reviewer, since, until, text)
+            return turn_page
+
+        inputs = [*self.bar.inputs, *self.filters, self.page]
+        on_page_and_api(self.refresh.click, list_filtered, inputs, listed, api_name="list_labels")
+        self.text.submit(in_place(list_filtered, listed), inputs, listed, **PRIVATE)
+        self.prev_page.click(in_place(paged(-1), listed), inputs, listed, **PRIVATE)
+        self.next_page.click(in_place(paged(1), listed), inputs, listed, **PRIVATE)
+
+    def _wire_open(self) -> None:
+        shown = self._shown
+
+        def open_by_id(session, typed, example_id, profile: gr.OAuthProfile | None = None):
+            who = self._reader(session, typed, profile, "read labels")
+            return self._show(view.parse_id(example_id), who)
+
+        def stepper(step):
+            def step_example(session, typed, ids, current,
+                             profile: gr.OAuthProfile | None = None):
+                who = self._reader(session, typed, profile, "read labels")
+                return self._show(view.next_id(ids, current, step), who)
+            return step_example
+
+        def select_row(session, typed, ids, evt: gr.SelectData,
+                       profile: gr.OAuthProfile | None = None):
+            row = _row(evt)
+            if not ids or row is None or row >= len(ids):
+                return {}
+            who = self._reader(session, typed, profile, "read labels")
+            return self._show(ids[row], who)
+
+        who_in = self.bar.inputs
+        on_page_and_api(self.open.click, open_by_id, [*who_in, self.open_id], shown,
+                        api_name="open_example")
+        on_page_and_api(self.next_example.click, stepper(1), [*who_in, self.ids, self.current],
+                        shown, api_name="next_example")
+        self.prev_example.click(in_place(stepper(-1), shown), [*who_in, self.ids, self.current],
+                                shown, **PRIVATE)
+        self.table.select(in_place(select_row, shown), [*who_in, self.ids], shown, **PRIVATE)
+        self.disagree_table.select(in_place(select_row, shown), [*who_in, self.disagree_ids],
+                                   shown, **PRIVATE)
+
+    def _wire_edit(self) -> None:
+        bar, shown = self.bar, self._shown
+
+        def save_mine(session, typed, current, label, categories, note,
+                      profile: gr.OAuthProfile | None = None):
+            who = bar.who("edit labels", session, typed, profile, need_name=True)
+            if current is None:
+                raise view.InvalidLabel("Open an example first.")
+            done = view.save_label(self.store, current, who, label, categories, note)
+            return self._show(current, who, f'<div class="gl-note">{html.escape(done)}</div>')
+
+        def delete(session, typed, current, label_id, reason,
+                   profile: gr.OAuthProfile | None = None):
+            who = bar.who("delete labels", session, typed, profile, need_name=True)
+            if current is None:
+                raise view.InvalidLabel("Open an example first.")
+            done = view.delete_label(self.store, current, label_id, who, reason)
+            return self._show(current, who, f'<div class="gl-note">{html.escape(done)}</div>')
+
+        def clear_if_safe(label):
+            # A safe label names no category: untick them as soon as "safe" is picked.
+            return [] if label == "safe" else gr.skip()
+
+        who_in = bar.inputs
+        on_page_and_api(self.edit_save.click, save_mine,
+                        [*who_in, self.current, self.edit_label, self.edit_categories,
+                         self.edit_note], shown, api_name="edit_label")
+        on_page_and_api(self.delete.click, delete,
+                        [*who_in, self.current, self.delete_id, self.delete_reason], shown,
+                        api_name="delete_label")
+        self.edit_label.change(clear_if_safe, self.edit_label, self.edit_categories,
+                               show_progress="hidden", **PRIVATE)
+
+    def _wire_export(self) -> None:
+        bar, out = self.bar, [self.download, self.download_url]
+
+        def send(session, typed, fmt, filters, request: gr.Request, profile) -> dict:
+            who = self._reader(session, typed, profile, "export labels")
+            path, count = view.export_file(self.store, fmt, filters)
+            # Served by our own route, not from Gradio's cache: once, to this session, briefly.
+            self.downloads.install_routes(request.app)
+            link = self.downloads.issue(path, who, still_valid=lambda: bar.gate.active(session))
+            gr.Info(view.exported(count, fmt, filters))
+            return {self.download: view.download_html(link.url, link.filename, count,
+                                                      duration(link.ttl), view.unit(fmt)),
+                    self.download_url: link.url}
+
+        def export_listed(session, typed, fmt, label, category, disagreement, model, reviewer,
+                          since, until, text, request: gr.Request,
+                          profile: gr.OAuthProfile | None = None):
+            filters = view.make_filter(label=label, category=category, disagreement=disagreement,
+                                       model=model, reviewer=reviewer, since=since, until=until,
+                                       text=text)
+            return send(session, typed, fmt, filters, request, profile)
+
+        def export_all(session, typed, fmt, request: gr.Request,
+                       profile: gr.OAuthProfile | None = None):
+            return send(session, typed, fmt, None, request, profile)
+
+        on_page_and_api(self.export.click, export_listed,
+                        [*bar.inputs, self.format, *self.filters], out, api_name="export_filtered")
+        # Its two inputs as before (gradio_client fills no defaults for unlisted endpoints, so
+        # trailing inputs would break existing calls): every example.
+        _api_only(export_all, [*bar.inputs, self.format], out, "export_labels")
+
+    def _wire_agreement(self) -> None:
+        tables = [self.agree_note, self.pairs, self.agree_categories]
+        found_out = [self.disagree_caption, self.disagree_table, self.disagree_ids]
+
+        def agree(session, typed, profile: gr.OAuthProfile | None = None):
+            self._reader(session, typed, profile, "see reviewer agreement")
+            note, pairs, cats = view.agreement_tables(self.store)
+            return {self.agree_note: note, self.pairs: _frame(pairs, view.PAIR_HEADERS),
+                    self.agree_categories: _frame(cats, view.CATEGORY_AGREEMENT_HEADERS)}
+
+        def agree_and_list(session, typed, profile: gr.OAuthProfile | None = None):
+            shown = agree(session, typed, profile)
+            found = view.disagreements(self.store)
+            return {**shown, self.disagree_caption: found.caption,
+                    self.disagree_table: _frame(found.rows, view.DISAGREEMENT_HEADERS),
+                    self.disagree_ids: found.ids}
+
+        def list_disagreements(session, typed, profile: gr.OAuthProfile | None = None):
+            self._reader(session, typed, profile, "see reviewer agreement")
+            return {self.disagree_json: view.disagreements(self.store).to_json()}
+
+        who_in = self.bar.inputs
+        self.agree.click(in_place(agree_and_list, tables + found_out), who_in,
+                         tables + found_out, **PRIVATE)
+        # /agreement keeps its three outputs; the disagreements are an endpoint of their own.
+        _api_only(agree, who_in, tables, "agreement")
+        _api_only(list_disagreements, who_in, [self.disagree_json], "disagreements")
+
+    def _wire_measure(self) -> None:
+        def measure_labels(session, typed, model, reviewer, target,
+                    profile: gr.OAuthProfile | None = None):
+            self._reader(session, typed, profile, "measure the model")
+            m = view.measure(self.store, model=model, reviewer=reviewer, target_fpr=target)
+            return {self.m_summary: _frame(m.summary, view.SUMMARY_HEADERS),
+                    self.m_confusion: _frame(m.confusion, view.CONFUSION_HEADERS),
+                    self.m_categories: _frame(m.categories, view.CATEGORY_RATE_HEADERS),
+                    self.m_curve: pd.DataFrame(m.curve), self.m_threshold: m.threshold}
+
+        on_page_and_api(self.m_run.click, measure_labels,
+                        [*self.bar.inputs, self.m_model, self.m_reviewer, self.m_target],
+                        [self.m_summary, self.m_confusion, self.m_categories, self.m_curve,
+                         self.m_threshold], api_name="measure")

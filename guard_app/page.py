@@ -1,0 +1,200 @@
+"""The page: the banner, then one tab per feature folder, then the queue and the extra routes."""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from guard.core.categories import Family
+from guard.core.conversation import MAX_IMAGES
+from guard.core.prompt_guard_text import check_preprocessing
+from guard.core.verdict import DEFAULT_THRESHOLD
+from guard.engines.engine import ModelInfo
+from guard.engines.service import Guards
+from guard_app import fair, gpu
+from guard_app.api import mcp, moderations
+from guard_app.api.tab import ApiTab
+from guard_app.config import Serving
+from guard_app.context import EVAL, GPU, PageContext
+from guard_app.evaluate import logic as eval_logic
+from guard_app.models import PROMPT_GUARD, PromptGuardChoices
+from guard_app.moderate import logic, results
+from guard_app.moderate.examples import write_swatches
+from guard_app.moderate.tab import ModerateTab
+from guard_app.style import CSS, head
+
+
+def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = None,
+               default_prompt_guard: str | None = None, store: Any = None, tiny: bool = False,
+               failures: dict[str, str] | None = None, threshold: float = DEFAULT_THRESHOLD,
+               max_images: int = MAX_IMAGES, concurrency: int = 1,
+               swatch_dir: str | None = None, data_dir: str | Path | None = None,
+               reviewers: Any = None, serving: Serving | None = None,
+               api_key: str | None = None, prompt_guard_preprocessing: str = "none",
+               tuner: Any = None, tune_off: str = "") -> gr.Blocks:
+    """The whole page over already loaded models (and optionally a `labels.Store`).
+
+    `prompt_guard_preprocessing` is how Prompt Guard reads messages unless a visitor changes
+    it: "none" (the model card) or "llamafirewall" (guard.core.prompt_guard_text).
+    `api_key`, when given, is the bearer key /v1/moderations asks for (GUARD_LAB_API_KEY).
+    `data_dir` holds the public evaluation sets; None looks in the default place. `serving`
+    holds the limits of a public server (queue, per visitor, state lifetime, upload size).
+    `tuner` runs the Tune tab (guard_app.tune.logic.tuner_for); `tune_off` says why it is off.
+    """
+    if prompt_guards is None and guards.prompt_guard is not None:
+        prompt_guards = PromptGuardChoices.fixed(guards.prompt_guard, tiny=tiny)
+    if prompt_guards is not None and default_prompt_guard not in prompt_guards.sources:
+        default_prompt_guard = next(iter(prompt_guards.sources))
+    serving = serving or Serving()
+    ctx = PageContext(
+        guards=guards, prompt_guards=prompt_guards, default_prompt_guard=default_prompt_guard,
+        store=store, tiny=tiny, threshold=threshold, max_images=max_images,
+        concurrency=concurrency, slot=gpu.register(guards, prompt_guards),
+        ttl=serving.state_ttl_s,
+        swatches=write_swatches(swatch_dir or tempfile.mkdtemp(prefix="guard-lab-swatches-")),
+        prompt_guard_preprocessing=check_preprocessing(prompt_guard_preprocessing))
+    # Uploads (and the files the app writes into Gradio's cache) go when the state that holds
+    # them may have expired; checked every ten minutes.
+    with gr.Blocks(title="Guard Lab", delete_cache=(600, ctx.ttl)) as demo:
+        _header(ctx, dict(failures or {}))
+        if store is not None:  # the bar sits under the banner, above the tabs
+            ctx = replace(ctx, bar=_reviewer_bar(reviewers))
+        with gr.Tabs() as tabs:
+            with gr.Tab("Moderate", id="moderate"):
+                moderate = ModerateTab(ctx, demo)
+            with gr.Tab("Labeled examples", id="labels"):
+                browser = _labels_tab(ctx)
+            with gr.Tab("Batch evaluation", id="evaluate"):
+                evaluation = _eval_tab(ctx, data_dir)
+            with gr.Tab("Tune", id="tune", visible=store is not None):
+                tune = _tune_tab(tuner, tune_off, ctx.bar) if store is not None else None
+            with gr.Tab("API", id="api"):
+                api = ApiTab(ctx)
+        _wire(demo, ctx, moderate, browser, evaluation, tune, api)
+        opened = getattr(evaluation, "opened", None)
+        if opened is not None:  # a run's row opens in the Moderate tab
+            moderate.listen_for_stored(opened)
+            opened.change(lambda row: gr.Tabs(selected="moderate") if row else gr.skip(),
+                          [opened], [tabs], api_visibility="private")
+    return _serve(demo, ctx, serving, api_key)
+
+
+def _header(ctx: PageContext, failures: dict[str, str]) -> None:
+    family = ctx.family
+    loaded = {}
+    if ctx.info is not None:
+        loaded["Llama Guard"] = engine_line(ctx.info)
+    if ctx.guards.prompt_guard is not None:
+        loaded[PROMPT_GUARD] = ctx.guards.prompt_guard.name
+    gr.Markdown(f"# Guard Lab\nCheck a conversation with Meta's **{family.label}** "
+                "(harmful content) and **Prompt Guard 2** (jailbreaks and prompt injection).")
+    gr.HTML(results.banner_html(ctx.tiny, failures, loaded, family), elem_id="gl-banner")
+
+
+def engine_line(info: ModelInfo) -> str:
+    """e.g. 'Llama-Guard-3-1B.gguf (Llama Guard 3) on llama-cpp, cpu'."""
+    return f"{info.name} ({Family(info.family).label}) on {info.engine}, {info.device}"
+
+
+def _wire(demo: gr.Blocks, ctx: PageContext, moderate: ModerateTab, browser: Any,
+          evaluation: Any, tune: Any, api: ApiTab) -> None:
+    moderate.wire()
+    if browser is not None:
+        ctx.bar.wire()
+        browser.wire()
+    if tune is not None:
+        from guard_app.tune import tab as tune_tab
+
+        tune_tab.on_load(demo, ctx.bar, tune)
+    if evaluation is not None:
+        evaluation.wire(demo, ctx.guards, moderate.categories,
+                        lambda ticked: logic.excluded_codes(ticked, ctx.family),
+                        concurrency=1, concurrency_id=EVAL,
+                        judge_batch=eval_logic.gpu_judge(ctx.slot))
+    api.wire()
+    mcp.publish_only(demo)  # the page's plumbing leaves the API page and MCP
+
+
+def _serve(demo: gr.Blocks, ctx: PageContext, serving: Serving, api_key: str | None
+           ) -> gr.Blocks:
+    """The queue with its limits, the fair share per visitor, and /v1/moderations."""
+    demo.queue(default_concurrency_limit=None, max_size=serving.queue_size)
+    share = fair.install(demo, groups=(GPU, EVAL), per_visitor=serving.per_visitor,
+                         trust_proxy=serving.trust_proxy)
+    demo.guard_lab_serving = serving  # launch() reads the upload limit from here
+    demo.guard_lab_moderations = moderations.Moderations(  # launch() installs its route
+        ctx.guards, ctx.slot, share, family=ctx.family, threshold=ctx.threshold,
+        max_images=ctx.max_images, concurrency=ctx.concurrency,
+        queue_size=serving.queue_size, api_key=api_key)
+    return demo
+
+
+def _reviewer_bar(gate: Any):
+    """`gate` is a guard_app.reviewers.ReviewerGate; None: no accounts, everyone reviews."""
+    from guard_app.reviewers import ReviewerGate
+    from guard_app.signin import ReviewerBar
+
+    return ReviewerBar(gate if gate is not None else ReviewerGate())
+
+
+def _eval_tab(ctx: PageContext, data_dir: str | Path | None):
+    from guard.core.categories import choices
+    from guard_app.evaluate.tab import EvalTab
+
+    if ctx.store is None:
+        gr.Markdown("Batch evaluation stores its runs in the labels database, which is off on "
+                    "this server. Start the app with `--db PATH` (or set `GUARD_LAB_DB`).")
+        return None
+    builtins = eval_logic.builtin_sets(data_dir if data_dir is not None
+                                       else eval_logic.default_data_dir())
+    return EvalTab(ctx.store, builtins=builtins, category_choices=choices(ctx.family),
+                   codes=ctx.codes, threshold=ctx.threshold, family=ctx.family, bar=ctx.bar)
+
+
+def _tune_tab(tuner: Any, tune_off: str, bar: Any):
+    from guard_app.tune import tab
+
+    return tab.build(tuner, bar, unavailable=tune_off or "Tuning is off on this server.")
+
+
+def _labels_tab(ctx: PageContext):
+    from guard_app.labeled.tab import LabelsBrowser
+
+    if ctx.store is None:
+        gr.Markdown("Labelling is off on this server. Start the app with `--db PATH` (or set "
+                    "`GUARD_LAB_DB`) to save reviewed examples, then browse and export them here.")
+        return None
+    return LabelsBrowser(ctx.store, ctx.bar, ctx.family)
+
+
+def launch(demo: gr.Blocks, *, family: Family | str = Family.LLAMA_GUARD_4, **kwargs: Any):
+    """Start the server with the page's style (Gradio 6 takes css, head and theme here), its
+    MCP server (/gradio_api/mcp/) and POST /v1/moderations on the same FastAPI app.
+
+    `family` is the loaded Llama Guard's: the category tooltips come from its table.
+    """
+    serving = getattr(demo, "guard_lab_serving", None) or Serving()
+    kwargs.setdefault("max_file_size", serving.max_file_size)
+    kwargs.setdefault("mcp_server", True)
+    hold = not kwargs.pop("prevent_thread_lock", False)
+    # Gradio creates its FastAPI app inside launch(): start without blocking, add the route,
+    # then block as launch() itself would have.
+    with warnings.catch_warnings():
+        # About State inputs of endpoints it would serve as MCP tools: only the three typed
+        # tools stay (serve_only_tools, below), and they have none.
+        warnings.filterwarnings("ignore", "This MCP server includes a tool that has a gr.State")
+        started = demo.launch(css=CSS, head=head(family), theme=gr.themes.Soft(),
+                              footer_links=["api"], prevent_thread_lock=True, **kwargs)
+    mcp.serve_only_tools(demo)
+    served_moderations = getattr(demo, "guard_lab_moderations", None)
+    served = getattr(demo, "server_app", None)  # the FastAPI app launch() serves
+    if served_moderations is not None and served is not None:
+        served_moderations.install_routes(served)
+    if hold:
+        demo.block_thread()
+    return started

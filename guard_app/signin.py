@@ -1,0 +1,102 @@
+"""The reviewer bar: who is reviewing (a typed name, an account, or a Hugging Face sign-in)."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import gradio as gr
+
+from guard_app.guarded import guarded  # escapes its messages: toasts render HTML
+from guard_app.reviewers import Mode, ReviewerGate, duration
+
+PRIVATE = {"api_visibility": "private"}
+
+
+def _username(profile: Any) -> str | None:
+    return getattr(profile, "username", None) or None
+
+
+def _address(request: Any) -> str | None:
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None) or None
+
+
+SHORTCUTS = ("**Keyboard shortcuts:** Ctrl+Enter save the label form in view · Alt+U / Alt+F "
+             "pick unsafe / safe · Alt+1 … Alt+9, Alt+0 toggle S1-S10 (Alt+Shift+1 … S11-) · "
+             "Alt+R run both guards · Alt+W / Alt+G the model was wrong / right · Alt+S save "
+             "the review · Alt+N / Alt+P the next / previous example · Enter in the message "
+             "box adds the turn (Shift+Enter: a new line).")
+
+
+class ReviewerBar:
+    """Who is reviewing: Hugging Face login on Spaces, a password sign-in with accounts, else a name.
+
+    Handlers ask `who(...)` with the session, the typed name and the OAuth profile, so the gate
+    holds for API calls too, not only on the page. The session state holds only the gate's
+    opaque token; when Gradio drops the state (an hour after the tab closed) the token is signed
+    out server-side too.
+    """
+
+    def __init__(self, gate: ReviewerGate):
+        self.gate = gate
+        # No time_to_live: the gate's table decides expiry, so the reviewer reads "expired"
+        # rather than "sign in"; Gradio still drops the state an hour after the tab closes.
+        self.session = gr.State(None, delete_callback=gate.sign_out)
+        self.password = None
+        titles = {Mode.OPEN: "Reviewer", Mode.ACCOUNTS: "Reviewer sign-in",
+                  Mode.SPACE: "Reviewer sign-in"}
+        with gr.Accordion(titles[gate.mode], open=gate.mode is Mode.OPEN, elem_id="gl-reviewer"):
+            if gate.mode is Mode.SPACE:
+                gr.Markdown("Reviewers sign in with their Hugging Face account to label, browse, "
+                            "export and measure. Anyone can run the models.")
+                gr.LoginButton()
+                self.name = gr.Textbox(visible=False)
+            elif gate.mode is Mode.ACCOUNTS:
+                gr.Markdown("Labelling, browsing, export and measurement are for reviewers. "
+                            "Anyone can run the models.")
+                with gr.Row():
+                    self.name = gr.Textbox(label="Reviewer name", max_lines=1,
+                                           elem_id="gl-reviewer-name")
+                    self.password = gr.Textbox(label="Password", type="password", max_lines=1,
+                                               elem_id="gl-reviewer-password")
+                with gr.Row():
+                    self.sign_in = gr.Button("Sign in", size="sm", elem_id="gl-sign-in")
+                    self.sign_out = gr.Button("Sign out", size="sm")
+            else:
+                self.name = gr.Textbox(label="Reviewer", max_lines=1, elem_id="gl-reviewer-name",
+                                       placeholder="your name or handle: saved with your labels")
+            self.status = gr.HTML("", elem_id="gl-reviewer-status")
+        self.inputs = [self.session, self.name]
+
+    def who(self, action: str, session: str | None, typed: str | None, profile: Any,
+            need_name: bool = False) -> str:
+        return self.gate.who(action, session=session, typed=typed,
+                             oauth_username=_username(profile), need_name=need_name)
+
+    def wire(self) -> None:
+        if self.gate.mode is not Mode.ACCOUNTS:
+            return
+
+        @guarded
+        def sign_in(name, password, session, request: gr.Request):
+            token = self.gate.sign_in(name, password, address=_address(request))
+            self.gate.sign_out(session)  # this page's previous sign-in, if any, ends here
+            who = self.gate.who("review", session=token)
+            lasts = duration(self.gate.limits.session_ttl)
+            return {self.session: token, self.password: "",
+                    self.status: f"Signed in as <b>{html.escape(who)}</b> for {lasts}."}
+
+        def sign_out(session):
+            self.gate.sign_out(session)
+            return {self.session: None, self.status: "Signed out."}
+
+        signing_in = [self.name, self.password, self.session]
+        self.sign_in.click(sign_in, signing_in, [self.session, self.password, self.status],
+                           api_name="reviewer_sign_in")
+        self.password.submit(sign_in, signing_in, [self.session, self.password, self.status],
+                             **PRIVATE)
+        self.sign_out.click(sign_out, [self.session], [self.session, self.status],
+                            api_name="reviewer_sign_out")
+
+
