@@ -18,6 +18,7 @@ from gradio_client import Client
 from helpers import launch_app
 
 from guard_app.exports import Downloads, LinkRefused
+from guard_app.labeled.logic import LIST_HEADERS
 from guard_app.moderate import logic as moderate
 from guard_app.moderate.examples import example_turns, write_swatches
 from guard_app.review import logic as review
@@ -131,7 +132,8 @@ def test_signing_out_ends_the_session_server_side_and_kills_its_links(served):
     # Whoever knows a signed-in session's hash is that reviewer, until it ends...
     stolen = Client(url, verbose=False)
     stolen.session_hash = alice.session_hash
-    assert [row[0] for row in stolen.predict(*FILTERS, api_name="/list_labels")[0]["data"]] == [1]
+    rows = stolen.predict(*FILTERS, api_name="/list_labels")[0]["data"]
+    assert [row[LIST_HEADERS.index("id")] for row in rows] == [1]
     link, folder = export(alice)
 
     alice.predict(api_name="/reviewer_sign_out")

@@ -38,7 +38,9 @@ TOOLS = {"moderate": "tool_moderate", "sweep": "tool_sweep", "prompt_guard": "to
 # gradio_client reads their parameters and fills the defaults a caller leaves out (it does not
 # for undocumented ones, which must be given every input), but not MCP tools.
 DOCUMENTED = frozenset({"moderate", "sweep", "category_scores", "attribution", "evaluate",
-                        "compare_runs", "run"})
+                        "compare_runs", "run", "queue_create", "queue_list", "queue_next",
+                        "queue_submit", "queue_skip", "queue_progress", "queue_from_run",
+                        "run_row"})
 PUBLIC = DOCUMENTED | frozenset(TOOLS.values())
 
 

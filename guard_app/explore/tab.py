@@ -33,6 +33,15 @@ def explore_call(action: str, slot: int, guard: Any, conversation: Any, excluded
     return gpu.attribution(*args, custom=gpu.plain_custom(custom))
 
 
+def _action(title: str, key: str, help_text: str, button: str) -> tuple[gr.Button, gr.HTML]:
+    """A sub-tab of one button and the HTML view it fills."""
+    with gr.Tab(title, id=key):
+        gr.Markdown(help_text)
+        clicked = gr.Button(button, variant="secondary", elem_id=f"gl-{key}")
+        shown = gr.HTML(view.empty_html(button), elem_id=f"gl-{key}-view")
+    return clicked, shown
+
+
 class ExplorePanel:
     """Three sub-tabs, each with one button and one HTML view."""
 
@@ -48,18 +57,11 @@ class ExplorePanel:
                                            elem_id="gl-sweep")
                 self.sweep_view = gr.HTML(view.empty_html("Sweep categories"),
                                           elem_id="gl-sweep-view")
-            with gr.Tab("Per-category scores", id="scores"):
-                gr.Markdown(view.SCORES_HELP)
-                self.scores = gr.Button("Score each category", variant="secondary",
-                                        elem_id="gl-scores")
-                self.scores_view = gr.HTML(view.empty_html("Score each category"),
-                                           elem_id="gl-scores-view")
-            with gr.Tab("Which turn, which image", id="attribution"):
-                gr.Markdown(view.ATTRIBUTION_HELP)
-                self.attribution = gr.Button("Find the turn and the image", variant="secondary",
-                                             elem_id="gl-attribution")
-                self.attribution_view = gr.HTML(view.empty_html("Find the turn and the image"),
-                                                elem_id="gl-attribution-view")
+            self.scores, self.scores_view = _action("Per-category scores", "scores",
+                                                    view.SCORES_HELP, "Score each category")
+            self.attribution, self.attribution_view = _action(
+                "Which turn, which image", "attribution", view.ATTRIBUTION_HELP,
+                "Find the turn and the image")
         self.views = [self.sweep_view, self.scores_view, self.attribution_view]
 
     def cleared(self) -> dict:
