@@ -50,4 +50,4 @@ class PageContext:
     @property
     def takes_images(self) -> bool:
         info = self.info
-        return info is None or info.multimodal
+        return info is None or info.capabilities.images

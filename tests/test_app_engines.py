@@ -21,6 +21,7 @@ from guard.testing.tiny import BENIGN, PICTURE, VIOLENT, WEAPON
 from guard.testing.tiny_text import TEXT_EXAMPLES, expected
 from guard_app.config import parse_options
 from guard_app.models import load_models
+from guard_app.moderate.logic import PageRun
 
 needs_llama_cpp = pytest.mark.skipif(
     importlib.util.find_spec("llama_cpp") is None,
@@ -45,7 +46,7 @@ def component(demo, elem_id):
 
 def run_state(out):
     """The run the handler keeps in its gr.State: the moderate() JSON, the prompt, the notes."""
-    return next(v for v in out.values() if isinstance(v, dict) and "result" in v)
+    return next(v for v in out.values() if isinstance(v, PageRun))
 
 
 # ---- options ------------------------------------------------------------------------------------
@@ -155,7 +156,7 @@ def test_run_on_llama_cpp_gives_the_trained_verdict(demo):
     _, answer = expected(TEXT_EXAMPLES["violent"], Family.LLAMA_GUARD_3)
     codes = [f"S{i}" for i in range(1, 15)]
     out = handler(demo, "run")([user(VIOLENT)], codes, [], 0.5, "86m")
-    result = run_state(out)["result"]
+    result = run_state(out).result
     assert (result["verdict"], [c["code"] for c in result["categories"]]) == ("unsafe", ["S1"])
     assert result["raw_output"].strip() == answer
     assert result["llama_guard"]["engine"] == "llama-cpp"
@@ -216,6 +217,6 @@ def test_a_llama_guard_2_model_gets_its_own_eleven_categories(tiny_text, tmp_pat
         assert "S8 Indiscriminate Weapons" in [label for label, _ in categories.choices]
         # Every one of the 11 ticked: nothing from Llama Guard 3/4's table is excluded.
         out = handler(demo, "run")([user(WEAPON)], categories.value, [], 0.5, None)
-        result = run_state(out)["result"]
+        result = run_state(out).result
         assert (result["verdict"], result["categories"], result["excluded"]) == (
             "unsafe", [{"code": "S8", "name": "Indiscriminate Weapons"}], [])

@@ -23,6 +23,7 @@ from guard.testing.tiny import WEAPON
 from guard_app.config import parse_options
 from guard_app.evaluate import logic as eval_view
 from guard_app.moderate import results
+from guard_app.moderate.logic import PageRun
 from guard_app.style import head
 from labels.runs import EvalResult, EvalRun, RunSettings
 
@@ -228,8 +229,8 @@ def test_a_1b_run_shows_a_1b_card_and_the_special_token_notice(tiny_text, tmp_pa
     card = weapon[component(demo, "gl-results")]
     assert "Llama Guard 3 1B · harmful content" in card and "<b>S9</b>" in card
     assert "gl-special-token-text" not in card
-    run = attack[next(k for k, v in attack.items() if isinstance(v, dict) and "result" in v)]
-    assert run["result"]["special_token_text"] is True
+    run = attack[next(k for k, v in attack.items() if isinstance(v, PageRun))]
+    assert run.result["special_token_text"] is True
     assert "gl-special-token-text" in attack[component(demo, "gl-results")]
 
 
@@ -247,14 +248,14 @@ def test_the_page_can_read_messages_as_llamafirewall_does(prompt_guard, tmp_path
     for firewall in (False, True):
         out = handler(demo, "run")(turns, [], [], 0.5, None, firewall)
         outputs[firewall] = (out[component(demo, "gl-results")],
-                             next(v for v in out.values() if isinstance(v, dict) and "result" in v))
+                             next(v for v in out.values() if isinstance(v, PageRun)))
     plain_card, plain = outputs[False]
     firewall_card, firewall = outputs[True]
-    assert plain["result"]["prompt_guard"]["preprocessing"] == "none"
-    assert firewall["result"]["prompt_guard"]["preprocessing"] == "llamafirewall"
+    assert plain.result["prompt_guard"]["preprocessing"] == "none"
+    assert firewall.result["prompt_guard"]["preprocessing"] == "llamafirewall"
     assert 'data-preprocessing="none"' in plain_card and "as written" in plain_card
     assert 'data-preprocessing="llamafirewall"' in firewall_card
-    assert firewall["result"]["prompt_guard"]["max_p_malicious"] > 0.9
+    assert firewall.result["prompt_guard"]["max_p_malicious"] > 0.9
     # Started with the option on, the page reads that way unless a visitor unticks it.
     on = app.build_demo(Guards(None, prompt_guard), tiny=True, swatch_dir=str(tmp_path),
                         prompt_guard_preprocessing="llamafirewall")

@@ -102,20 +102,20 @@ def test_every_example_loads_and_is_valid(swatches):
 def test_examples_give_their_known_answers(guards, swatches, name, verdict, codes,
                                            pg_max_above_half):
     run = moderate.run_guards(guards, None, example_turns(name, swatches), moderate.CODES, [], 0.5, None)
-    result = run["result"]
+    result = run.result
     assert (result["verdict"], [c["code"] for c in result["categories"]]) == (verdict, codes)
     assert (result["prompt_guard"]["max_p_malicious"] >= 0.5) is pg_max_above_half
-    assert run["prompt"].startswith("<|begin_of_text|>")
+    assert run.prompt.startswith("<|begin_of_text|>")
 
 
 def test_unticked_categories_are_excluded(guards):
     run = moderate.run_guards(guards, None, [user(VIOLENT)], [c for c in moderate.CODES if c != "S1"],
                          [], 0.5, None)
-    assert run["excluded"] == ["S1"]
-    assert run["result"]["verdict"] == "safe"
-    assert "S1: Violent Crimes" not in run["prompt"]
+    assert run.excluded == ["S1"]
+    assert run.result["verdict"] == "safe"
+    assert "S1: Violent Crimes" not in run.prompt
     empty = moderate.run_guards(guards, None, [user(BENIGN)], [], [], 0.5, None)
-    assert any("No category is ticked" in n for n in empty["notes"])
+    assert any("No category is ticked" in n for n in empty.notes)
 
 
 def test_custom_categories_go_into_the_prompt(guards):
@@ -126,8 +126,8 @@ def test_custom_categories_go_into_the_prompt(guards):
     with pytest.raises(GuardError, match="short name"):
         moderate.add_custom(custom, " ", "")
     run = moderate.run_guards(guards, None, [user(BENIGN)], moderate.CODES, custom, 0.5, None)
-    assert "S15: Medical misinformation.\nFalse health claims." in run["prompt"]
-    assert "S15" in run["result"]["enabled_categories"]
+    assert "S15: Medical misinformation.\nFalse health claims." in run.prompt
+    assert "S15" in run.result["enabled_categories"]
 
 
 def test_prompt_guard_choices_in_tiny_mode_map_to_one_model(guards):
@@ -136,8 +136,8 @@ def test_prompt_guard_choices_in_tiny_mode_map_to_one_model(guards):
     assert choices.get("22m") is guards.prompt_guard
     run = moderate.run_guards(Guards(guards.llama_guard, None), choices, [user(JAILBREAK)], moderate.CODES,
                          [], 0.5, "22m")
-    assert run["result"]["prompt_guard"]["messages"][0]["p_malicious"] > 0.5
-    assert run["pg_label"] == "22M (tiny test model)"
+    assert run.result["prompt_guard"]["messages"][0]["p_malicious"] > 0.5
+    assert run.pg_label == "22M (tiny test model)"
 
 
 def test_a_prompt_guard_that_fails_to_load_is_a_note_not_a_crash(guards):
@@ -147,8 +147,8 @@ def test_a_prompt_guard_that_fails_to_load_is_a_note_not_a_crash(guards):
     choices = PromptGuardChoices({"86m": "meta-llama/x"}, fail)
     run = moderate.run_guards(Guards(guards.llama_guard, None), choices, [user(BENIGN)], moderate.CODES,
                          [], 0.5, "86m")
-    assert "prompt_guard" not in run["result"]
-    assert run["notes"] == ["Prompt Guard 86m did not load: Could not load meta-llama/x: gated."]
+    assert "prompt_guard" not in run.result
+    assert run.notes == ["Prompt Guard 86m did not load: Could not load meta-llama/x: gated."]
     with pytest.raises(ModelLoadError, match="gated"):  # remembered, not retried
         choices.get("86m")
     with pytest.raises(ModelLoadError, match="No model is loaded"):
@@ -176,9 +176,9 @@ def test_load_all_loads_every_choice_once_and_keeps_failures(guards):
 def test_long_turn_reports_the_window_that_fired(guards):
     long_text = filler(600) + " " + JAILBREAK
     run = moderate.run_guards(guards, None, [user(long_text)], moderate.CODES, [], 0.5, None)
-    message = run["result"]["prompt_guard"]["messages"][0]
+    message = run.result["prompt_guard"]["messages"][0]
     assert (message["windows"], message["window"]) == (2, 1)
-    shown = results.results_html(run["result"], 0.5, run["turns"])
+    shown = results.results_html(run.result, 0.5, run.turns)
     assert "in 2 windows; window 2 (tokens 511-" in shown
 
 
@@ -291,8 +291,8 @@ def test_review_saves_a_label_and_lists_it(guards, swatches, tmp_path):
 
     run = moderate.run_guards(guards, None, example_turns("Conversation with an image", swatches),
                          moderate.CODES, [], 0.5, None)
-    assert review.default_label(run["result"], 0.5, True) == ("unsafe", ["S1"])
-    assert review.default_label(run["result"], 0.5, False) == ("safe", [])
+    assert review.default_label(run.result, 0.5, True) == ("unsafe", ["S1"])
+    assert review.default_label(run.result, 0.5, False) == ("safe", [])
     with Store(tmp_path / "labels.db") as store:
         with pytest.raises(InvalidLabel, match="marked the model right"):
             review.save_review(store, run, 0.5, reviewer="ana", model_right="right",

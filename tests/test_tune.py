@@ -438,6 +438,7 @@ def test_the_app_names_the_adapter_in_its_banner_and_in_saved_examples(tuned, tm
 
     from guard_app.config import parse_options
     from guard_app.models import load_models
+    from guard_app.moderate.logic import PageRun
     from guard_app.review import logic as review
 
     label = _adapter_label(tuned)
@@ -456,8 +457,8 @@ def test_the_app_names_the_adapter_in_its_banner_and_in_saved_examples(tuned, tm
     finally:
         demo.close()
     assert result["model"].endswith(f" + adapter {label}")
-    run = {"result": result, "turns": [{"role": "user", "text": BREAK_IN, "images": []}],
-           "excluded": [], "custom": []}
+    run = PageRun(result=result, prompt="", notes=[], excluded=[], custom=[],
+                  turns=[{"role": "user", "text": BREAK_IN, "images": []}])
     with Store(tmp_path / "labels.db") as store:
         saved = review.save_review(store, run, 0.5, reviewer="ana", model_right=None,
                                    label="unsafe", categories=["S2"], note="", max_images=5)
@@ -585,18 +586,20 @@ def test_tuning_is_off_where_it_cannot_work_safely(tmp_path):
     from types import SimpleNamespace
 
     from guard.core.categories import Family
+    from guard.engines.engine import Capabilities
     from guard.engines.loading import EngineOptions
     from guard_app.tune.logic import tuner_for
 
-    def Loaded():  # noqa: N802 (stands in for a loaded Llama Guard: only its family is read)
-        return SimpleNamespace(family=Family.LLAMA_GUARD_4)
+    def Loaded(adapters: bool = True):  # noqa: N802 (stands in for a loaded Llama Guard)
+        return SimpleNamespace(family=Family.LLAMA_GUARD_4,
+                               capabilities=Capabilities(adapters=adapters))
 
     with Store(tmp_path / "l.db") as store:
         transformers = EngineOptions()
         cases = {
             "the labels database": (None, transformers, Loaded(), {}),
             "transformers engine": (store, EngineOptions(engine="llama-cpp", gguf="x.gguf"),
-                                    Loaded(), {}),
+                                    Loaded(adapters=False), {}),
             "did not load": (store, transformers, None, {}),
             "ZeroGPU lends one per call": (store, transformers, Loaded(), {"zero_gpu": True}),
             "needs reviewer accounts": (store, transformers, Loaded(),

@@ -6,6 +6,7 @@ The conversation is built and checked here; the models run in one GPU call (guar
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from guard.core.categories import LLAMA_GUARD_4_CATEGORIES, Family, categories_for
@@ -14,13 +15,39 @@ from guard.core.errors import GuardError, ModelLoadError
 from guard.core.prompt_guard_text import check_preprocessing
 from guard.core.prompts import CustomCategory, check_custom, plan
 from guard.engines.engine import ModelInfo
-from guard.engines.service import Guards
+from guard.engines.service import Guards, Moderation
 from guard_app import gpu
 from guard_app.models import PromptGuardChoices
 from guard_app.moderate import editor
 
 CODES = tuple(c.code for c in LLAMA_GUARD_4_CATEGORIES)
 MAX_CUSTOM = 8
+
+
+@dataclass(frozen=True)
+class PageRun:
+    """One run of both guards as the page keeps it (in gr.State) and the Review panel saves it.
+
+    `result` is `Moderation.to_json()`: it crossed the GPU boundary as plain data, and it is
+    what the page shows as JSON; `moderation` is the same, typed.
+    """
+
+    result: dict[str, Any]
+    prompt: str  # the exact prompt Llama Guard saw ("" when it did not run)
+    notes: list[str]
+    turns: list[dict[str, Any]]  # the page's turns it ran on
+    excluded: list[str]
+    custom: list[dict[str, str]]  # the custom categories, {name, description}
+    pg_label: str = ""  # how the page named the Prompt Guard choice
+
+    @property
+    def moderation(self) -> Moderation:
+        return Moderation.from_json(self.result)
+
+    @property
+    def judged(self) -> bool:
+        """Whether Llama Guard gave a verdict (the Review panel has something to review)."""
+        return "p_unsafe" in self.result
 
 
 def engine_info(guards: Guards) -> ModelInfo | None:
@@ -68,7 +95,7 @@ def add_custom(custom: Sequence[dict[str, str]], name: str, description: str
 def run_guards(guards: Guards, prompt_guards: PromptGuardChoices | None, turns: list[dict],
                ticked: Sequence[str], custom: Sequence[dict[str, str]], threshold: float,
                pg_choice: str | None, *, max_images: int = MAX_IMAGES,
-               pg_preprocessing: str = "none") -> dict[str, Any]:
+               pg_preprocessing: str = "none") -> PageRun:
     """One run: the moderate() JSON, the prompt Llama Guard saw, and notes for the page.
 
     The conversation is built and checked here; the models run in one GPU call (guard_app.gpu).
@@ -98,11 +125,11 @@ def run_guards(guards: Guards, prompt_guards: PromptGuardChoices | None, turns: 
                           list(excluded), threshold, gpu.plain_custom(custom_cats),
                           prompt_guard=pg_key, use_prompt_guard=prompt_guard is not None,
                           pg_preprocessing=check_preprocessing(pg_preprocessing))
-    return {"result": result, "prompt": prompt_plan.prompt, "notes": notes,
-            "turns": [dict(t, images=list(t["images"])) for t in turns],
-            "excluded": list(excluded), "custom": list(custom),
-            "pg_label": (prompt_guards.labels.get(pg_choice, "") if prompt_guards and pg_choice
-                         else "")}
+    return PageRun(result=result, prompt=prompt_plan.prompt, notes=notes,
+                   turns=[dict(t, images=list(t["images"])) for t in turns],
+                   excluded=list(excluded), custom=list(custom),
+                   pg_label=(prompt_guards.labels.get(pg_choice, "") if prompt_guards and pg_choice
+                             else ""))
 
 
 def explore_inputs(guards: Guards, turns: list[dict], ticked: Sequence[str] | None,

@@ -10,7 +10,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-from guard.core.categories import Family, categories_for
+from guard.core.categories import Family, categories_for, custom_codes
 from guard.engines.prompt_guard import FIREWALL_THRESHOLD
 
 PROMPT_GUARD_CUTOFF = 0.5  # the classifier's own decision: malicious is the likelier class
@@ -188,13 +188,12 @@ def category_legend_html(family: Family | str = Family.LLAMA_GUARD_4) -> str:
 def custom_html(custom: Sequence[dict[str, str]],
                 family: Family | str = Family.LLAMA_GUARD_4) -> str:
     """The custom categories, numbered after the family's last code as the prompt numbers them."""
-    table = categories_for(family)
-    first = len(table) + 1
     if not custom:
+        last = categories_for(family)[-1].code
+        a, b = custom_codes(family, 2)
         return (f'<div class="gl-muted">No custom categories. They are added after '
-                f'{e(table[-1].code)} as S{first}, S{first + 1}, ... with your description in '
-                'the prompt.</div>')
-    items = "".join(f'<li><b>S{first + i}</b> {e(c["name"])}'
+                f'{e(last)} as {a}, {b}, ... with your description in the prompt.</div>')
+    items = "".join(f'<li><b>{code}</b> {e(c["name"])}'
                     f'{": " + e(c["description"]) if c["description"] else ""}</li>'
-                    for i, c in enumerate(custom))
+                    for code, c in zip(custom_codes(family, len(custom)), custom, strict=True))
     return f'<ul class="gl-custom">{items}</ul>'

@@ -232,8 +232,8 @@ class ModerateTab:
     def _show_results(self, run, threshold_value):
         if not run:
             return results.results_html(None, threshold_value)
-        return results.results_html(run["result"], threshold_value, run["turns"],
-                                    pg_label=run["pg_label"], notes=run["notes"],
+        return results.results_html(run.result, threshold_value, run.turns,
+                                    pg_label=run.pg_label, notes=run.notes,
                                     family=self.ctx.family)
 
     # ---- listeners ----
@@ -326,9 +326,9 @@ class ModerateTab:
             run = logic.run_guards(ctx.guards, ctx.prompt_guards, turn_list, ticked, custom_list,
                                    threshold_value, pg_choice, max_images=ctx.max_images,
                                    pg_preprocessing="llamafirewall" if firewall else "none")
-            for note in run["notes"]:
+            for note in run.notes:
                 gr.Warning(html.escape(note, quote=False))  # toasts render HTML
-            out = {self.last: run, self.prompt_view: run["prompt"], self.json_view: run["result"],
+            out = {self.last: run, self.prompt_view: run.prompt, self.json_view: run.result,
                    self.results_view: self._show_results(run, threshold_value)}
             if self.review is not None:
                 out.update(self.review.after_run(run, threshold_value))

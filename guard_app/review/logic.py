@@ -8,12 +8,15 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from guard.core.categories import choices
 from guard.core.prompts import CustomCategory
 from guard_app.exports import PREFIX
 from guard_app.moderate.editor import to_conversation
+
+if TYPE_CHECKING:
+    from guard_app.moderate.logic import PageRun
 from labels import ExampleFilter, ExampleInput, LabelInput, ModelOutput, SavedExample, Store, queues
 from labels.errors import InvalidLabel
 from labels.export import FORMATS, export
@@ -47,11 +50,11 @@ def default_label(result: dict[str, Any], threshold: float, model_right: bool
     return ("safe", []) if unsafe else ("unsafe", [])
 
 
-def save_review(store: Store, run: dict[str, Any], threshold: float, *, reviewer: str,
+def save_review(store: Store, run: PageRun | None, threshold: float, *, reviewer: str,
                 model_right: str | None, label: str | None, categories: Sequence[str],
                 note: str, max_images: int) -> SavedExample:
     """Store the judged conversation with the reviewer's label, in one transaction."""
-    result = run.get("result") or {}
+    result = run.result if run is not None else {}
     if "p_unsafe" not in result:
         raise InvalidLabel("There is no Llama Guard verdict to review. Run the guards first.")
     if label not in ("safe", "unsafe"):
@@ -67,10 +70,10 @@ def save_review(store: Store, run: dict[str, Any], threshold: float, *, reviewer
             f"You marked the model {model_right} but it said {said} and your label is {label}. "
             "Change one of them.")
     example = ExampleInput(
-        conversation=to_conversation(run["turns"], max_images), family=result["family"],
-        output=model_output(result, threshold), excluded=tuple(run["excluded"]),
-        custom=tuple(CustomCategory(c["name"], c["description"]) for c in run["custom"]),
-        prompt=run.get("prompt", ""))
+        conversation=to_conversation(run.turns, max_images), family=result["family"],
+        output=model_output(result, threshold), excluded=tuple(run.excluded),
+        custom=tuple(CustomCategory(c["name"], c["description"]) for c in run.custom),
+        prompt=run.prompt)
     return store.save_example(example, LabelInput(reviewer or "", label,
                                                   tuple(categories or ()), note or ""))
 

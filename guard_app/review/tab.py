@@ -9,6 +9,7 @@ import gradio as gr
 
 from guard.core.categories import Family, choices
 from guard_app.guarded import guarded, in_place  # escaped messages: toasts render HTML
+from guard_app.moderate.logic import PageRun
 from guard_app.review import logic as review
 from guard_app.review.queue_api import QueueApi
 from guard_app.signin import ReviewerBar
@@ -18,11 +19,11 @@ from labels.errors import InvalidLabel
 PRIVATE = {"api_visibility": "private"}
 
 
-def category_choices(run: dict[str, Any]) -> list[tuple[str, str]]:
+def category_choices(run: PageRun) -> list[tuple[str, str]]:
     """The codes the run's prompt offered, named as the run's family names them."""
-    result = run["result"]
+    result = run.result
     offered = dict((code, label) for label, code in choices(
-        result.get("family") or Family.LLAMA_GUARD_4, [c["name"] for c in run.get("custom", [])]))
+        result.get("family") or Family.LLAMA_GUARD_4, [c["name"] for c in run.custom]))
     return [(offered.get(code, code), code) for code in result.get("enabled_categories", [])]
 
 
@@ -49,8 +50,8 @@ class ReviewPanel:
             self.status = gr.HTML()
         self.outputs = [self.box, self.right, self.label, self.categories, self.status]
 
-    def after_run(self, run: dict[str, Any], threshold: float) -> dict:
-        if "p_unsafe" not in run["result"]:
+    def after_run(self, run: PageRun, threshold: float) -> dict:
+        if not run.judged:
             return {self.box: gr.Accordion(visible=False)}
         return {self.box: gr.Accordion(visible=True), self.right: None, self.label: None,
                 self.categories: gr.CheckboxGroup(choices=category_choices(run), value=[]),
@@ -60,7 +61,7 @@ class ReviewPanel:
         def prefill(run, threshold, right):
             if not run or right not in ("right", "wrong"):
                 return {self.label: gr.Radio(), self.categories: gr.CheckboxGroup()}
-            label, codes = review.default_label(run["result"], threshold, right == "right")
+            label, codes = review.default_label(run.result, threshold, right == "right")
             return {self.label: label, self.categories: codes}
 
         @guarded

@@ -165,12 +165,12 @@ def tuner_for(store: Store | None, engines: EngineOptions, llama_guard: Any, *, 
     if store is None or db is None:
         return None, ("Tuning reads the labels database, which is off on this server. Start the "
                       "app with --db PATH (or set GUARD_LAB_DB).")
-    if engines.engine != "transformers":
+    if llama_guard is None:
+        return None, "Llama Guard did not load on this server (see the banner), so it cannot be tuned."
+    if not llama_guard.capabilities.adapters:
         return None, (f"Tuning needs the transformers engine; this server runs Llama Guard on "
                       f"{engines.engine}. Tune with python -m guard.tune on a machine with the "
                       "checkpoint.")
-    if llama_guard is None:
-        return None, "Llama Guard did not load on this server (see the banner), so it cannot be tuned."
     if zero_gpu:
         return None, ("Tuning needs a GPU held for minutes; ZeroGPU lends one per call. Tune with "
                       "python -m guard.tune on a GPU machine, then start the Space with --adapter "
