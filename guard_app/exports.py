@@ -27,7 +27,7 @@ from guard_app.reviewers import duration
 
 # Under /gradio_api so that Gradio's Node front proxy (SSR mode) forwards it to Python too.
 ROUTE = "/gradio_api/guard-lab/export/{token}"
-PREFIX = "guard-lab-export-"  # review.export_file's temporary folders
+PREFIX = "guard-lab-export-"  # labeled.logic.export_file's temporary folders
 AGAIN = "Export again from the Labeled examples tab."
 
 

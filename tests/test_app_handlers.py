@@ -285,6 +285,7 @@ def test_models_that_fail_to_load_become_banner_messages(tmp_path):
 
 
 def test_review_saves_a_label_and_lists_it(guards, swatches, tmp_path):
+    from guard_app.labeled import logic as labeled
     from guard_app.review import logic as review
     from labels import Store
     from labels.errors import InvalidLabel
@@ -303,5 +304,5 @@ def test_review_saves_a_label_and_lists_it(guards, swatches, tmp_path):
         rows = review.list_rows(store, disagreement=True)
         assert [(r[0], r[3], r[4], r[7], r[9]) for r in rows] == [
             (saved.example_id, 1, "unsafe", "safe", "yes")]
-        path, count = review.export_file(store, "jsonl", tmp_path / "out")
+        path, count = labeled.export_file(store, "jsonl", folder=tmp_path / "out")
         assert count == 1 and Path(path).read_text().count("\n") == 1

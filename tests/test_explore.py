@@ -70,6 +70,6 @@ def test_category_scores_are_refused_on_an_engine_without_logits():
     from guard.engines.openai_engine import OpenAIGuard
     from guard.explore import NoCategoryScores
 
-    with OpenAIGuard("http://127.0.0.1:9/v1", "meta-llama/Llama-Guard-4-12B") as remote:
-        with pytest.raises(NoCategoryScores, match="transformers engine .* runs on openai"):
-            category_scores(remote, Conversation.build([user("Hello")]))
+    with (OpenAIGuard("http://127.0.0.1:9/v1", "meta-llama/Llama-Guard-4-12B") as remote,
+          pytest.raises(NoCategoryScores, match="transformers engine .* runs on openai")):
+        category_scores(remote, Conversation.build([user("Hello")]))

@@ -22,7 +22,6 @@ from PIL import Image
 
 from guard.core.categories import Family, categories_for
 from guard_app.exports import PREFIX
-from guard_app.review.logic import EXPORT_SUFFIX
 from labels import ExampleFilter, ExampleSummary, LabelInput, MetricInputs, Store, StoredExample
 from labels.content import code_key
 from labels.errors import InvalidLabel, LabelsError
@@ -314,18 +313,27 @@ def delete_label(store: Store, example_id: int, label_id: Any, reviewer: str, re
     return f"Deleted label #{number} ({label.reviewer}: {label.label}); the history keeps it."
 
 
-def export_file(store: Store, fmt: str, filters: ExampleFilter | None = None) -> tuple[str, int]:
-    """Write what `filters` lists (every page; all examples when None) to a fresh temporary
-    folder the caller hands to `exports.Downloads`; returns (path, count). The folder goes when
-    the export fails."""
+EXPORT_SUFFIX = {"jsonl": ".jsonl", "parquet": ".parquet", "llama-guard": ".jsonl"}
+
+
+def export_file(store: Store, fmt: str, filters: ExampleFilter | None = None,
+                folder: str | Path | None = None) -> tuple[str, int]:
+    """Write what `filters` lists (every page; all examples when None); returns (path, count).
+
+    With no `folder`, a fresh temporary one that the caller hands to `exports.Downloads`; it is
+    deleted here when the export fails.
+    """
     if fmt not in FORMATS:
         raise InvalidLabel(f"Unknown export format {fmt!r}. Use one of {', '.join(FORMATS)}.")
-    folder = Path(tempfile.mkdtemp(prefix=PREFIX))
+    fresh = folder is None
+    folder = Path(folder or tempfile.mkdtemp(prefix=PREFIX))
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"guard_lab_{fmt}_{time.strftime('%Y%m%d-%H%M%S')}{EXPORT_SUFFIX[fmt]}"
     try:
         count = export(store, fmt, path, filters if filters and describe(filters) else None)
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        if fresh:
+            shutil.rmtree(folder, ignore_errors=True)
         raise
     return str(path), count
 

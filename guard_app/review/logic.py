@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import html
-import shutil
-import tempfile
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from guard.core.categories import choices
 from guard.core.prompts import CustomCategory
-from guard_app.exports import PREFIX
 from guard_app.moderate.editor import to_conversation
 
 if TYPE_CHECKING:
     from guard_app.moderate.logic import PageRun
 from labels import ExampleFilter, ExampleInput, LabelInput, ModelOutput, SavedExample, Store, queues
 from labels.errors import InvalidLabel
-from labels.export import FORMATS, export
 
 LIST_HEADERS = ["id", "created", "preview", "images", "model", "p_unsafe", "model categories",
                 "gold labels", "reviewers", "disagreement"]
-EXPORT_SUFFIX = {"jsonl": ".jsonl", "parquet": ".parquet", "llama-guard": ".jsonl"}
 
 
 def model_output(result: dict[str, Any], threshold: float) -> ModelOutput:
@@ -87,27 +80,6 @@ def list_rows(store: Store, *, label: str = "any", category: str = "", disagreem
              "unsafe" if s.model_unsafe else "safe", round(s.p_unsafe, 3),
              ", ".join(s.model_categories), ", ".join(s.gold_labels), ", ".join(s.reviewers),
              "yes" if s.disagreement else ""] for s in store.list_examples(filters)]
-
-
-def export_file(store: Store, fmt: str, folder: str | Path | None = None) -> tuple[str, int]:
-    """Write an export to a fresh file; returns (path, number of examples).
-
-    With no `folder`, a new temporary one that the caller must delete (the page hands it to
-    `exports.Downloads`); it is deleted here when the export fails.
-    """
-    if fmt not in FORMATS:
-        raise InvalidLabel(f"Unknown export format {fmt!r}. Use one of {', '.join(FORMATS)}.")
-    fresh = folder is None
-    folder = Path(folder or tempfile.mkdtemp(prefix=PREFIX))
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"guard_lab_{fmt}_{time.strftime('%Y%m%d-%H%M%S')}{EXPORT_SUFFIX[fmt]}"
-    try:
-        count = export(store, fmt, path)
-    except BaseException:
-        if fresh:
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
-    return str(path), count
 
 
 # ---- review queues (labels.queues) as the page shows them ----
