@@ -13,7 +13,7 @@ from guard.core.conversation import MAX_IMAGES
 from guard.core.errors import GuardError
 from guard.core.prompt_guard_text import PREPROCESSING
 from guard.core.verdict import DEFAULT_THRESHOLD
-from guard.engines.loading import EngineOptions, add_engine_arguments, engine_options
+from guard.engines.loading import EngineOptions, add_engine_arguments, engine_options, truthy
 
 DEFAULT_PORT = 7860
 
@@ -51,10 +51,6 @@ class Options:
         return self.engines.tiny
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def _hf_login(environ: Mapping[str, str]) -> bool:
     """On a Space with `hf_oauth: true` in its README metadata (Spaces then set OAUTH_CLIENT_ID)."""
     return bool(environ.get("SPACE_ID") and environ.get("OAUTH_CLIENT_ID"))
@@ -85,7 +81,7 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                    help="labels database file (env GUARD_LAB_DB; default /data/guard_lab.db on "
                         "Spaces with persistent storage, else data/guard_lab.db)")
     p.add_argument("--no-labels", action="store_true",
-                   default=_truthy(environ.get("GUARD_LAB_NO_LABELS")),
+                   default=truthy(environ.get("GUARD_LAB_NO_LABELS")),
                    help="hide the labelling panels (env GUARD_LAB_NO_LABELS=1)")
     p.add_argument("--concurrency", type=int,
                    default=int(environ.get("GUARD_LAB_CONCURRENCY", 1)),
@@ -135,7 +131,7 @@ def parse_options(argv: Sequence[str] | None = None,
         p.error(f"GUARD_LAB_MAX_FILE_SIZE must look like 50mb or 800kb, got {max_file_size!r}")
     proxy = environ.get("GUARD_LAB_TRUST_PROXY")
     serving = Serving(queue_size=args.queue_size, per_visitor=args.per_visitor,
-                      trust_proxy=_truthy(proxy) if proxy is not None else on_space,
+                      trust_proxy=truthy(proxy) if proxy is not None else on_space,
                       state_ttl_s=state_ttl, max_file_size=max_file_size)
     try:
         engines = engine_options(args, environ)

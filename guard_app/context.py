@@ -10,6 +10,7 @@ from guard.core.categories import Family, categories_for
 from guard.engines.engine import ModelInfo
 from guard.engines.service import Guards
 from guard_app.models import PromptGuardChoices
+from guard_app.moderate.logic import engine_family, engine_info
 
 GPU = "gpu"  # the concurrency group of every interactive event that runs a model
 EVAL = "eval"  # batch evaluations: their own group, one at a time, so they never hold GPU's slot
@@ -34,14 +35,12 @@ class PageContext:
 
     @cached_property
     def info(self) -> ModelInfo | None:
-        engine = self.guards.llama_guard
-        return engine.describe() if engine is not None else None
+        return engine_info(self.guards)
 
-    @property
+    @cached_property
     def family(self) -> Family:
         """The loaded Llama Guard's family; Llama Guard 4's categories when none is loaded."""
-        info = self.info
-        return Family(info.family) if info is not None else Family.LLAMA_GUARD_4
+        return engine_family(self.guards)
 
     @property
     def codes(self) -> tuple[str, ...]:

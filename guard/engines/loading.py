@@ -76,14 +76,15 @@ def _int_or_none(value: str | None) -> int | None:
     return int(value) if value and value.strip() else None
 
 
-def _truthy(value: str | None) -> bool:
+def truthy(value: str | None) -> bool:
+    """How a GUARD_LAB_* switch reads: 1, true, yes or on (any case) is on."""
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def add_engine_arguments(p: argparse.ArgumentParser, environ: Mapping[str, str] = os.environ
                          ) -> None:
     """The flags that pick the models (each with its GUARD_LAB_* environment variable)."""
-    p.add_argument("--tiny", action="store_true", default=_truthy(environ.get("GUARD_LAB_TINY")),
+    p.add_argument("--tiny", action="store_true", default=truthy(environ.get("GUARD_LAB_TINY")),
                    help="run the tiny offline test models (env GUARD_LAB_TINY=1)")
     p.add_argument("--llama-guard", "--model", dest="llama_guard",
                    default=environ.get("GUARD_LAB_LLAMA_GUARD", DEFAULT_LLAMA_GUARD),
