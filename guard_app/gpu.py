@@ -20,7 +20,10 @@ call asks for a base that covers a cold start, plus a step per unit of batched w
 - evaluation (one call per batch of rows; the label store stays in the server): 20 s + 1 s per row;
 - Prompt Guard alone (the `prompt_guard` tool): 20 s + 1 s per text;
 
-all capped at `MAX_DURATION_S`. Off ZeroGPU (`spaces` not installed, or a Space on dedicated
+all capped at `MAX_DURATION_S`. Size. ZeroGPU lends half an RTX Pro 6000 Blackwell (`size="large"`,
+48 GB, the default and 1x quota) or a whole one (`"xlarge"`, 96 GB, 2x quota); Llama Guard 4 in
+bf16 (about 24 GB of weights) fits `large`, so every call asks for `GPU_SIZE` (GUARD_LAB_GPU_SIZE,
+default `large`). Off ZeroGPU (`spaces` not installed, or a Space on dedicated
 hardware, where `spaces.GPU` does nothing) the functions run in-process.
 """
 
@@ -48,6 +51,22 @@ except ImportError:
     spaces = None
 
 MAX_DURATION_S = 120
+GPU_SIZES = ("large", "xlarge")
+
+
+def gpu_size(environ: Any = None) -> str:
+    """The ZeroGPU size every call asks for: GUARD_LAB_GPU_SIZE, default `large` (48 GB)."""
+    import os
+
+    size = ((environ if environ is not None else os.environ).get("GUARD_LAB_GPU_SIZE")
+            or "large").strip().lower()
+    if size not in GPU_SIZES:
+        raise ValueError(f"GUARD_LAB_GPU_SIZE must be large (48 GB, enough for Llama Guard 4 in "
+                         f"bf16) or xlarge (96 GB, twice the quota), got {size!r}")
+    return size
+
+
+GPU_SIZE = gpu_size()
 # A conversation: [{"role", "text", "images": [png bytes, ...], "parts": [text, ...]}]; "parts"
 # only when a message had several text parts (guard.core.conversation.Turn).
 Plain = list[dict[str, Any]]
@@ -99,7 +118,9 @@ def on_gpu(duration: Callable[..., float]) -> Callable[[Callable], Callable]:
                 seconds = min(seconds, max(1, duration(*args, **kwargs) - 2))
             with limits.time_budget(seconds):
                 return fn(*args, **kwargs)
-        return spaces.GPU(duration=duration)(budgeted) if spaces is not None else budgeted
+        if spaces is None:
+            return budgeted
+        return spaces.GPU(duration=duration, size=GPU_SIZE)(budgeted)
     return wrap
 
 

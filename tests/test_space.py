@@ -1,8 +1,8 @@
 """The README's front matter is a Space configuration the Hub accepts, and that ZeroGPU runs.
 
 The rules are the Hub's (hub-docs, spaces-config-reference and spaces-zerogpu): known keys only,
-`short_description` at most 60 characters, the colours of the palette; ZeroGPU documents Python
-3.10 and 3.12 and torch 2.8.0-2.13.0. The versions are read from the lock, as the Space installs it.
+`short_description` at most 60 characters, the colours of the palette. The versions are read from
+the lock, as the Space installs it, and checked against ZeroGPU's own list (below).
 """
 
 from __future__ import annotations
@@ -27,8 +27,12 @@ ACCEPTED = {
     "custom_headers", "license", "preload_from_hub",
 }
 COLOURS = {"red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray"}
-ZEROGPU_PYTHON = {"3.10", "3.12"}
-ZEROGPU_TORCH = (Version("2.8.0"), Version("2.13.0"))
+# ZeroGPU's supported versions, as listed by huggingface/hub-docs docs/hub/spaces-zerogpu.md
+# (2026-08-22): "PyTorch 2.8.0, 2.9.1, 2.10.0, 2.11.0; Python 3.12.12 or 3.10.13". A Space that
+# pins a torch outside this list fails to build ("No candidate PyTorch version found for ZeroGPU").
+ZEROGPU_SOURCE = "huggingface/hub-docs docs/hub/spaces-zerogpu.md (2026-08-22)"
+ZEROGPU_PYTHON = {"3.10": "3.10.13", "3.12": "3.12.12"}
+ZEROGPU_TORCH = {Version(v) for v in ("2.8.0", "2.9.1", "2.10.0", "2.11.0")}
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +74,16 @@ def test_python_and_torch_are_what_zerogpu_documents(front):
     assert front["suggested_hardware"].startswith("zero-")
     assert re.fullmatch(r"3\.\d+", python) and python in ZEROGPU_PYTHON
     torch = locked("torch", python)
-    assert ZEROGPU_TORCH[0] <= torch <= ZEROGPU_TORCH[1], torch
+    assert torch in ZEROGPU_TORCH, f"torch {torch} is not in ZeroGPU's list ({ZEROGPU_SOURCE})"
     assert locked("torchvision", python).minor == torch.minor + 15  # the pair torch publishes
+
+
+def test_the_pyproject_pins_the_space_torch_zerogpu_lists():
+    """The intent (pyproject.toml) names the same torch as the lock, so .ci/lock keeps it."""
+    text = (REPO / "pyproject.toml").read_text()
+    pinned = re.findall(r'"torch==([\d.]+); python_version >= \'3\.12\'"', text)
+    assert [Version(v) for v in pinned] == [locked("torch", "3.12")]
+    assert "docs/hub/spaces-zerogpu.md" in text  # the source is named beside the pin
 
 
 def test_reviewers_sign_in_with_hugging_face(front):

@@ -60,6 +60,8 @@ def test_moderate_with_an_image(space):
     assert result["prompt_guard"]["messages"][0]["p_malicious"] < 0.5
     new = calls(log, "moderate")[before:]
     assert [(e["ok"], e["duration"]) for e in new] == [(True, 22)]  # 20 s + 2 s per image
+    # Half a GPU (48 GB) holds Llama Guard 4 in bf16: every call asks for the default size.
+    assert {e["size"] for e in log_entries(log)} == {"large"}
 
 
 def test_run_is_one_gpu_call_for_both_guards(space):
@@ -174,3 +176,11 @@ def test_text_parts_and_prompt_guard_preprocessing_cross_the_boundary(space):
     assert result["prompt_guard"]["preprocessing"] == "llamafirewall"
     assert result["prompt_guard"]["messages"][0]["preprocessing_changed_text"]
     assert [e["ok"] for e in calls(log, "moderate")[before:]] == [True]
+
+
+def test_the_gpu_size_is_large_unless_the_operator_asks_for_xlarge():
+    from guard_app.gpu import gpu_size
+
+    assert gpu_size({}) == "large" and gpu_size({"GUARD_LAB_GPU_SIZE": " XLarge "}) == "xlarge"
+    with pytest.raises(ValueError, match="large .*or xlarge"):
+        gpu_size({"GUARD_LAB_GPU_SIZE": "huge"})

@@ -5,10 +5,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+# The builds this repository ships (guard/testing/prebuilt/<folder>), made by the recipes here on
+# the machine of the commit that shipped them. `tests/test_tiny_shipped.py` rebuilds each one and
+# compares: byte-equal where this machine's build is deterministic like that one's, else the
+# same known answers.
+SHIPPED_DIR = Path(__file__).resolve().parent / "prebuilt"
+MARKER = "guard_lab_tiny.json"
+log = logging.getLogger("guard.testing")
 
 # Llama 3's and Llama 4's pre-tokenizer pattern: "\n\n" stays one token, as in the real models
 # (llama.cpp's "llama-bpe" splits text the same way).
@@ -72,3 +82,44 @@ def content_key(*parts: Any) -> str:
     """A digest of everything a build is made from (its recipe version and training data), so
     a cached build is reused only when nothing it was made from changed."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def built_key(folder: Path) -> str | None:
+    """The content key a build folder was made from (its marker), or None when it has none."""
+    marker = folder / MARKER
+    try:
+        return json.loads(marker.read_text()).get("key")
+    except (OSError, ValueError):
+        return None
+
+
+def provide(folder: Path, key: str, build: Callable[[Path], None], *, what: str,
+            use_shipped: bool = True) -> str:
+    """Make `folder` hold the build of `key`: kept when it has it already, else copied from the
+    build this repository ships when that one has the same key (milliseconds), else built here
+    by training (about a minute on two cores). Returns which: "cached", "shipped" or "built".
+
+    The caller holds the folder's lock; the marker is written last, so an interrupted copy or
+    build is redone.
+    """
+    if built_key(folder) == key:
+        return "cached"
+    shipped = SHIPPED_DIR / folder.name
+    if use_shipped and built_key(shipped) == key:
+        log.info("%s: copying the prebuilt model shipped in %s", what, shipped.parent.name)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+            staging = Path(tmp) / "model"
+            shutil.copytree(shipped, staging, ignore=shutil.ignore_patterns(MARKER))
+            if folder.exists():
+                shutil.rmtree(folder)
+            shutil.move(str(staging), folder)
+        how = "shipped"
+    else:
+        log.info("%s: training it on this machine (about a minute on two cores; the shipped "
+                 "build was made from another recipe)" if use_shipped and shipped.is_dir() else
+                 "%s: training it on this machine (about a minute on two cores)", what)
+        build(folder)
+        how = "built"
+    (folder / MARKER).write_text(json.dumps({"key": key}))
+    return how

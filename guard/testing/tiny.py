@@ -10,7 +10,6 @@ demo. Both are trained just long enough to give the answers in `LLAMA_GUARD_EXAM
 from __future__ import annotations
 
 import fcntl
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +18,11 @@ from PIL import Image
 
 from guard.core.conversation import Conversation, Turn
 from guard.core.prompts import render
+from guard.testing._tiny_common import content_key, provide
 
-# Bump when the training of the Llama Guard 4 or Prompt Guard stand-in changes (examples,
-# their rendered prompts, the builders): a cached build of another version is rebuilt.
+# Bump when the builders change (model shapes, training steps): a cached or shipped build of
+# another version is rebuilt. A change of the examples or their rendered prompts changes the
+# content key by itself.
 RECIPE_VERSION = "1"
 LLAMA_GUARD_DIR = "llama-guard-4-tiny"
 PROMPT_GUARD_DIR = "prompt-guard-2-tiny"
@@ -127,30 +128,49 @@ def filler(n_words: int, seed: int = 0) -> str:
     return " ".join(rng.choice(FILLER_WORDS) for _ in range(n_words))
 
 
-def build_tiny_models(root: str | Path) -> tuple[Path, Path]:
-    """Build (or reuse) both tiny models under `root`; returns (llama_guard_dir, prompt_guard_dir)."""
+def build_tiny_models(root: str | Path, *, use_shipped: bool = True) -> tuple[Path, Path]:
+    """Both tiny models under `root`: (llama_guard_dir, prompt_guard_dir).
+
+    Each is reused when `root` holds the build of the current recipe, else copied from the build
+    this repository ships (guard/testing/prebuilt) when that is of the current recipe, else
+    trained here (`use_shipped=False` always trains: the test that the recipe still makes the
+    shipped files).
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     lg_dir, pg_dir = root / LLAMA_GUARD_DIR, root / PROMPT_GUARD_DIR
     # Tests, the app and benchmarks may build at the same time: one builder, the others wait.
     with open(root / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        _build_missing(lg_dir, pg_dir)
+        provide(lg_dir, llama_guard_key(), _build_llama_guard, what="tiny Llama Guard 4",
+                use_shipped=use_shipped)
+        _refresh_chat_template(lg_dir)
+        provide(pg_dir, prompt_guard_key(), _build_prompt_guard, what="tiny Prompt Guard 2",
+                use_shipped=use_shipped)
     return lg_dir, pg_dir
 
 
-def _build_missing(lg_dir: Path, pg_dir: Path) -> None:
-    if not _is_built(lg_dir):
-        from guard.testing._tiny_llama import build_llama_guard
+def llama_guard_key() -> str:
+    """What the tiny Llama Guard 4 is made from: its recipe, examples and training corpus."""
+    return content_key("llama-guard-4-tiny", RECIPE_VERSION,
+                       [(e.answer, e.excluded) for e in LLAMA_GUARD_EXAMPLES.values()],
+                       _lg_corpus())
 
-        build_llama_guard(lg_dir, LLAMA_GUARD_EXAMPLES, _lg_corpus())
-        _mark_built(lg_dir)
-    _refresh_chat_template(lg_dir)
-    if not _is_built(pg_dir):
-        from guard.testing._tiny_deberta import build_prompt_guard
 
-        build_prompt_guard(pg_dir, _pg_training_texts())
-        _mark_built(pg_dir)
+def prompt_guard_key() -> str:
+    return content_key("prompt-guard-2-tiny", RECIPE_VERSION, _pg_training_texts())
+
+
+def _build_llama_guard(folder: Path) -> None:
+    from guard.testing._tiny_llama import build_llama_guard
+
+    build_llama_guard(folder, LLAMA_GUARD_EXAMPLES, _lg_corpus())
+
+
+def _build_prompt_guard(folder: Path) -> None:
+    from guard.testing._tiny_deberta import build_prompt_guard
+
+    build_prompt_guard(folder, _pg_training_texts())
 
 
 def _refresh_chat_template(folder: Path) -> None:
@@ -164,15 +184,6 @@ def _refresh_chat_template(folder: Path) -> None:
     staging = folder / "chat_template.jinja.new"
     staging.write_text(CHAT_TEMPLATE, encoding="utf-8")
     staging.replace(path)
-
-
-def _is_built(folder: Path) -> bool:
-    marker = folder / "guard_lab_tiny.json"
-    return marker.is_file() and json.loads(marker.read_text()).get("recipe") == RECIPE_VERSION
-
-
-def _mark_built(folder: Path) -> None:
-    (folder / "guard_lab_tiny.json").write_text(json.dumps({"recipe": RECIPE_VERSION}))
 
 
 def _lg_corpus() -> list[str]:

@@ -26,7 +26,7 @@ from typing import Any
 
 from guard.core.categories import Family, categories_for
 from guard.core.prompts import ANSWER_PREFIX, render
-from guard.testing._tiny_common import content_key, fit, train_llama_tokenizer
+from guard.testing._tiny_common import content_key, fit, provide, train_llama_tokenizer
 from guard.testing.tiny import LLAMA_GUARD_EXAMPLES, GuardExample
 
 RECIPE_VERSION = "3"
@@ -70,21 +70,25 @@ def expected(example: GuardExample, family: Family | str) -> tuple[tuple[str, ..
     return to_family(example.excluded, family), label + ("\n" + ",".join(codes) if codes else "")
 
 
-def build_tiny_text_model(root: str | Path) -> TinyTextModel:
-    """Build (or reuse) the stand-in under `root`; safe when several processes build at once."""
+def build_tiny_text_model(root: str | Path, *, use_shipped: bool = True) -> TinyTextModel:
+    """The stand-in under `root`: reused, copied from the shipped build of the same recipe
+    (guard/testing/prebuilt), or trained here (`use_shipped=False` always trains); safe when
+    several processes ask at once."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     folder = root / TEXT_DIR
     built = TinyTextModel(folder, folder / "gguf" / "model-f32.gguf",
                           folder / "gguf" / "model-q8_0.gguf")
-    key = content_key(RECIPE_VERSION, MAX_STEPS, LEARNING_RATE, _samples())
     with open(root / ".build-text.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        marker = folder / "guard_lab_tiny.json"
-        if not (marker.is_file() and json.loads(marker.read_text()).get("key") == key):
-            _build(folder)
-            marker.write_text(json.dumps({"recipe": RECIPE_VERSION, "key": key}))
+        provide(folder, text_model_key(), _build, what="tiny Llama Guard 3 and its GGUF files",
+                use_shipped=use_shipped)
     return built
+
+
+def text_model_key() -> str:
+    """What the stand-in is made from: its recipe and every training prompt and answer."""
+    return content_key(RECIPE_VERSION, MAX_STEPS, LEARNING_RATE, _samples())
 
 
 def _build(out_dir: Path) -> None:

@@ -41,12 +41,16 @@ def _log(entry: dict[str, Any]) -> None:
             f.write(json.dumps(entry) + "\n")
 
 
-def GPU(task: Callable | None = None, *, duration: Any = 60, **_: Any) -> Any:  # noqa: N802
+def GPU(task: Callable | None = None, *, duration: Any = 60, size: str | None = None,  # noqa: N802
+        **_: Any) -> Any:
+    if size not in (None, "large", "xlarge"):  # ZeroGPU's two sizes (spaces.zero.api.GPUSize)
+        raise ValueError(f"size {size!r} is not large or xlarge")
+
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def handler(*args: Any, **kwargs: Any) -> Any:
             seconds = duration(*args, **kwargs) if callable(duration) else duration
-            entry = {"function": fn.__name__, "duration": seconds, "ok": False}
+            entry = {"function": fn.__name__, "duration": seconds, "size": size, "ok": False}
             try:
                 if not isinstance(seconds, int | float) or not 0 < seconds <= 300:
                     raise ValueError(f"{fn.__name__}: duration {seconds!r} is not 1-300 s")
