@@ -11,6 +11,7 @@ ones give, with p_unsafe within 0.05.
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
@@ -63,6 +64,13 @@ def test_a_fresh_cache_copies_the_shipped_models_without_training(tmp_path, monk
     for folder in (lg_dir, pg_dir, text_dir):
         assert files(folder) == files(_tiny_common.SHIPPED_DIR / folder.name)
         assert built_key(folder) == built_key(_tiny_common.SHIPPED_DIR / folder.name)
+
+    # A build of the same key trained here (other threads round differently) is replaced by
+    # the shipped one, so every machine runs the same weights.
+    (lg_dir / "model.safetensors").write_bytes(b"trained here")
+    (lg_dir / MARKER).write_text(json.dumps({"key": llama_guard_key(), "source": "built"}))
+    build_tiny_models(tmp_path)
+    assert files(lg_dir) == files(_tiny_common.SHIPPED_DIR / LLAMA_GUARD_DIR)
 
 
 def _rebuilt_like_shipped(folder) -> None:

@@ -86,11 +86,14 @@ def content_key(*parts: Any) -> str:
 
 def built_key(folder: Path) -> str | None:
     """The content key a build folder was made from (its marker), or None when it has none."""
-    marker = folder / MARKER
+    return _marker(folder).get("key")
+
+
+def _marker(folder: Path) -> dict[str, Any]:
     try:
-        return json.loads(marker.read_text()).get("key")
+        return json.loads((folder / MARKER).read_text())
     except (OSError, ValueError):
-        return None
+        return {}
 
 
 def provide(folder: Path, key: str, build: Callable[[Path], None], *, what: str,
@@ -102,10 +105,14 @@ def provide(folder: Path, key: str, build: Callable[[Path], None], *, what: str,
     The caller holds the folder's lock; the marker is written last, so an interrupted copy or
     build is redone.
     """
-    if built_key(folder) == key:
-        return "cached"
     shipped = SHIPPED_DIR / folder.name
-    if use_shipped and built_key(shipped) == key:
+    ship = use_shipped and built_key(shipped) == key
+    cached = _marker(folder)
+    # A build trained here may differ from the shipped one in its last bits (other threads,
+    # another CPU): where a shipped build of this key exists, only a copy of it counts.
+    if cached.get("key") == key and (cached.get("source") == "shipped" or not ship):
+        return "cached"
+    if ship:
         log.info("%s: copying the prebuilt model shipped in %s", what, shipped.parent.name)
         folder.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
@@ -121,5 +128,5 @@ def provide(folder: Path, key: str, build: Callable[[Path], None], *, what: str,
                  "%s: training it on this machine (about a minute on two cores)", what)
         build(folder)
         how = "built"
-    (folder / MARKER).write_text(json.dumps({"key": key}))
+    (folder / MARKER).write_text(json.dumps({"key": key, "source": how}))
     return how
