@@ -3,9 +3,13 @@
 A fresh clone copies guard/testing/prebuilt instead of training (seconds instead of minutes), so
 the shipped files must stay what the recipes in guard/testing make: same content key (nothing
 the models are made from changed since they were shipped), and a rebuild here gives the same
-files. Training is deterministic on one machine; another CPU may round differently, so where the
-weights are not byte-equal the rebuilt models must still give every known answer the shipped
-ones give, with p_unsafe within 0.05.
+files. The Llama Guard builds are deterministic on one machine (the Llama Guard 4 weights were
+byte-equal on two machines of this kind); another CPU may round differently, so where weights
+are not byte-equal the rebuilt model must give every known answer the shipped one gives, with
+p_unsafe within 0.05. The Prompt Guard tokenizer is not reproducible even on one machine
+(`tokenizers`' WordPiece trainer numbers equally frequent characters in hash order), so its
+token ids and weights differ between builds: the rebuilt Prompt Guard must label every known
+example as the shipped one does and as it is labelled.
 """
 
 from __future__ import annotations
@@ -77,8 +81,9 @@ def _rebuilt_like_shipped(folder) -> None:
     ours, shipped = files(folder), files(SHIPPED_DIR / folder.name)
     assert set(ours) == set(shipped), folder.name
     other = {name for name in ours if ours[name] != shipped[name]}
-    # Configs, tokenizers and templates carry no arithmetic: always byte-equal.
-    assert {name.rsplit("/", 1)[-1] for name in other} <= WEIGHTS, (folder.name, other)
+    # Configs and templates carry no arithmetic: always byte-equal; so are the BPE tokenizers.
+    may_differ = WEIGHTS | ({"tokenizer.json"} if folder.name == PROMPT_GUARD_DIR else set())
+    assert {name.rsplit("/", 1)[-1] for name in other} <= may_differ, (folder.name, other)
     if other:
         print(f"\n{folder.name}: {sorted(other)} differ from the shipped bytes on this machine; "
               "comparing answers instead")
@@ -137,5 +142,4 @@ def _same_prompt_guard_scores(rebuilt, shipped) -> None:
     scores = [[s.p_malicious for s in PromptGuard.load(folder, device="cpu").score_many(texts)]
               for folder in (rebuilt, shipped)]
     for (text, label), ours, theirs in zip(PROMPT_GUARD_EXAMPLES.values(), *scores, strict=True):
-        assert (ours >= 0.5) == (theirs >= 0.5) == bool(label), text
-        assert abs(ours - theirs) <= 0.05
+        assert (ours >= 0.5) == (theirs >= 0.5) == bool(label), (text, ours, theirs)
