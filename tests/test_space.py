@@ -93,13 +93,15 @@ def test_reviewers_sign_in_with_hugging_face(front):
 
 
 def test_the_lock_is_within_the_supported_ranges():
-    """The start-up check passes on the lock of this interpreter, and 5.24.0 stays excluded."""
+    """The start-up check passes on the lock of this interpreter; 5.24.0 and 5.25.0 (both break
+    Llama 4) stay excluded."""
     versions = {name: str(locked(name, "3.11")) for name in ("torch", "transformers", "gradio")}
     assert problems(installed=versions) == []
     assert not supported_ranges()["transformers"].specifier.contains("5.24.0")
+    assert not supported_ranges()["transformers"].specifier.contains("5.25.0")
 
 
 def test_the_version_check_names_a_version_outside_the_range():
     found = problems(installed={"torch": "2.14.1", "transformers": "5.24.0", "gradio": "5.0.0"})
-    assert found == ["transformers 5.24.0 (tested: !=5.24.0,<6,>=5.0)",
+    assert found == ["transformers 5.24.0 (tested: !=5.24.0,!=5.25.0,<6,>=5.0)",
                      "gradio 5.0.0 (tested: <7,>=6.0)"]
