@@ -11,7 +11,6 @@ from pathlib import Path
 from guard.cli_edge import run_command
 from guard.core.categories import Family, parse_codes
 from guard.core.conversation import load_conversation_file
-from guard.core.errors import GuardError
 from guard.core.prompt_guard_text import PREPROCESSING
 from guard.core.prompts import render
 from guard.engines import loading
@@ -33,12 +32,15 @@ def _parser() -> argparse.ArgumentParser:
                    choices=[f.value for f in Family])
     c = sub.add_parser("classify", help="run Llama Guard and Prompt Guard, print one JSON object")
     c.add_argument("conversation", type=Path)
-    c.add_argument("--exclude", default="")
-    c.add_argument("--threshold", type=float, default=0.5)
+    c.add_argument("--exclude", default=None)
+    c.add_argument("--threshold", type=float, default=None, help="flag p_unsafe >= this (0.5)")
+    c.add_argument("--policy", metavar="FILE",
+                   help="a policy JSON file (python -m labels policy export NAME > FILE): its "
+                        "categories, threshold and Prompt Guard settings, and its decision")
     add_model_arguments(c)
     c.add_argument("--include-assistant", action="store_true",
                    help="also score assistant messages with Prompt Guard")
-    c.add_argument("--prompt-guard-preprocessing", choices=PREPROCESSING, default="none",
+    c.add_argument("--prompt-guard-preprocessing", choices=PREPROCESSING, default=None,
                    help="how Prompt Guard reads each message: none (as given, the model card's "
                         "recipe) or llamafirewall (spacing tricks such as 'I g n o r e' "
                         "collapsed first, as Meta's LlamaFirewall scanner does)")
@@ -57,16 +59,19 @@ def _run(args: argparse.Namespace) -> int:
         conversation = load_conversation_file(args.conversation)
         sys.stdout.write(render(conversation, parse_codes(args.exclude), args.family))
         return 0
-    if not 0.0 <= args.threshold <= 1.0:
-        raise GuardError(f"--threshold must be between 0 and 1, got {args.threshold}.")
+    policy = loading.policy_of_flags(args.policy, exclude=args.exclude,
+                                     threshold=args.threshold,
+                                     preprocessing=args.prompt_guard_preprocessing)
     conversation = load_conversation_file(args.conversation)
-    guards = load_guards(args)
+    options = loading.engine_options(args, os.environ)
+    guards = loading.load_guards(loading.with_policy(options, policy))
+    loading.check_policy(guards, policy)
     from guard.engines.service import moderate
 
-    moderation = moderate(guards, conversation, parse_codes(args.exclude),
-                          threshold=args.threshold, include_assistant=args.include_assistant,
-                          prompt_guard_preprocessing=args.prompt_guard_preprocessing)
-    print(json.dumps(moderation.to_json(), indent=2))
+    moderation = moderate(guards, conversation, policy.excluded, threshold=policy.threshold,
+                          custom=policy.custom, include_assistant=args.include_assistant,
+                          prompt_guard_preprocessing=policy.prompt_guard.preprocessing)
+    print(json.dumps(policy.apply(moderation.to_json()), indent=2))
     return 0
 
 

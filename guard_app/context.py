@@ -32,6 +32,7 @@ class PageContext:
     swatches: dict[str, str]  # the example pictures, written once
     prompt_guard_preprocessing: str
     bar: Any = None  # the reviewer bar (guard_app.signin.ReviewerBar) when labelling is on
+    policies: Any = None  # guard_app.policies.PolicyBook: saved policies and the default one
 
     @cached_property
     def info(self) -> ModelInfo | None:

@@ -66,7 +66,10 @@ def gpu_size(environ: Any = None) -> str:
     return size
 
 
-GPU_SIZE = gpu_size()
+try:
+    GPU_SIZE = gpu_size()
+except ValueError as exc:  # read when the app starts: one line, then exit
+    raise SystemExit(f"error: {exc}") from None
 # A conversation: [{"role", "text", "images": [png bytes, ...], "parts": [text, ...]}]; "parts"
 # only when a message had several text parts (guard.core.conversation.Turn).
 Plain = list[dict[str, Any]]

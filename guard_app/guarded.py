@@ -9,6 +9,7 @@ messages can quote what a visitor typed or what the database holds.
 
 from __future__ import annotations
 
+import errno
 import functools
 import html
 import logging
@@ -23,6 +24,35 @@ from labels.errors import LabelsError
 log = logging.getLogger("guard_lab")
 UNEXPECTED = ("Something went wrong on the server while doing this; it has been logged. Try "
               "again, and if it happens again, reload the page.")
+
+
+# Faults of the server's disk, not of the code: the person is told plainly (nothing was saved,
+# what to do) instead of "Something went wrong". The label store turns its own into
+# labels.store.DatabaseFault; these are the ones that reach here from anywhere else.
+DISK_FULL = ("The server's disk is full, so this was not saved (nothing saved before is lost). "
+             "Try again once space is freed; tell the server's operator if it lasts.")
+READ_ONLY = ("The server cannot write this: its storage is read-only, so nothing was saved. "
+             "Tell the server's operator.")
+_SQLITE_FULL, _SQLITE_READONLY = 13, 8
+
+
+def plain_refusal(exc: BaseException) -> str | None:
+    """The plain message for a fault that is not a bug (a full or read-only disk, text that
+    cannot be encoded), or None for any other error."""
+    if isinstance(exc, UnicodeEncodeError) and "surrogate" in exc.reason:
+        # Whatever field it came in (a name, a note, a search): guard.core refuses it in
+        # conversations and datasets with its place; anywhere else it is this.
+        return (f"Something you sent holds U+{ord(exc.object[exc.start]):04X}, a lone UTF-16 "
+                "surrogate: half of a character, not text, so it cannot be stored or judged. "
+                "Remove it and try again.")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DISK_FULL
+    if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+        return READ_ONLY
+    code = getattr(exc, "sqlite_errorcode", None)  # sqlite3.Error, without importing it
+    if isinstance(code, int):
+        return {_SQLITE_FULL: DISK_FULL, _SQLITE_READONLY: READ_ONLY}.get(code & 0xFF)
+    return None
 
 
 def error(message: str) -> gr.Error:
@@ -42,9 +72,13 @@ def guarded(fn: Callable) -> Callable:
         except (GuardError, LabelsError) as exc:
             log.info("refused %s: %s", fn.__name__, str(exc)[:300].replace("\n", " "))
             raise error(str(exc)) from None
-        except Exception:
-            log.exception("unexpected error in %s", fn.__name__)
-            raise error(UNEXPECTED) from None
+        except Exception as exc:
+            plain = plain_refusal(exc)
+            if plain is None:
+                log.exception("unexpected error in %s", fn.__name__)
+                raise error(UNEXPECTED) from None
+            log.warning("refused %s: %s", fn.__name__, exc)
+            raise error(plain) from None
     return wrapper
 
 

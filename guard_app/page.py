@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,17 +18,22 @@ from guard.core.prompt_guard_text import check_preprocessing
 from guard.core.verdict import DEFAULT_THRESHOLD
 from guard.engines.engine import ModelInfo
 from guard.engines.service import Guards
-from guard_app import fair, gpu
+from guard_app import fair, gpu, kept_session, uploads
 from guard_app.api import mcp, moderations
 from guard_app.api.tab import ApiTab
 from guard_app.config import Serving
 from guard_app.context import EVAL, GPU, PageContext
 from guard_app.evaluate import logic as eval_logic
+from guard_app.evaluate import sweep as eval_sweep
 from guard_app.models import PROMPT_GUARD, PromptGuardChoices
 from guard_app.moderate import logic, results
 from guard_app.moderate.examples import write_swatches
 from guard_app.moderate.tab import ModerateTab
+from guard_app.policies import PolicyBook
 from guard_app.style import CSS, head
+
+DECODE = "decode"  # the concurrency group of events that decode an uploaded image
+DECODES = frozenset({"attach_image"})  # outside a model run (runs decode in theirs)
 
 
 def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = None,
@@ -36,7 +43,8 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
                swatch_dir: str | None = None, data_dir: str | Path | None = None,
                reviewers: Any = None, serving: Serving | None = None,
                api_key: str | None = None, prompt_guard_preprocessing: str = "none",
-               tuner: Any = None, tune_off: str = "") -> gr.Blocks:
+               tuner: Any = None, tune_off: str = "", reviewers_off: str = "",
+               default_policy: Any = None, notices: tuple[str, ...] = ()) -> gr.Blocks:
     """The whole page over already loaded models (and optionally a `labels.Store`).
 
     `prompt_guard_preprocessing` is how Prompt Guard reads messages unless a visitor changes
@@ -45,6 +53,9 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
     `data_dir` holds the public evaluation sets; None looks in the default place. `serving`
     holds the limits of a public server (queue, per visitor, state lifetime, upload size).
     `tuner` runs the Tune tab (guard_app.tune.logic.tuner_for); `tune_off` says why it is off.
+    `reviewers_off` says why reviewing is off and how to turn it on (a banner; config.py).
+    `default_policy` (a guard.core.policy.Policy) is enforced wherever no policy is named.
+    `notices` are warnings for everyone, each a banner (labels that vanish at restart).
     """
     if prompt_guards is None and guards.prompt_guard is not None:
         prompt_guards = PromptGuardChoices.fixed(guards.prompt_guard, tiny=tiny)
@@ -58,12 +69,14 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
         ttl=serving.state_ttl_s,
         swatches=write_swatches(swatch_dir or tempfile.mkdtemp(prefix="guard-lab-swatches-")),
         prompt_guard_preprocessing=check_preprocessing(prompt_guard_preprocessing))
+    ctx = replace(ctx, policies=PolicyBook(store, ctx.family, default_policy, threshold))
     # Uploads (and the files the app writes into Gradio's cache) go when the state that holds
     # them may have expired; checked every ten minutes.
     with gr.Blocks(title="Guard Lab", delete_cache=(600, ctx.ttl)) as demo:
-        _header(ctx, dict(failures or {}))
+        _header(ctx, dict(failures or {}), reviewers_off, notices)
         if store is not None:  # the bar sits under the banner, above the tabs
             ctx = replace(ctx, bar=_reviewer_bar(reviewers))
+            ctx.bar.visitor = lambda request: fair.visitor(request, trust_proxy=serving.hops)
         with gr.Tabs() as tabs:
             with gr.Tab("Moderate", id="moderate"):
                 moderate = ModerateTab(ctx, demo)
@@ -84,7 +97,8 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
     return _serve(demo, ctx, serving, api_key)
 
 
-def _header(ctx: PageContext, failures: dict[str, str]) -> None:
+def _header(ctx: PageContext, failures: dict[str, str], reviewers_off: str = "",
+            notices: tuple[str, ...] = ()) -> None:
     family = ctx.family
     loaded = {}
     if ctx.info is not None:
@@ -94,6 +108,12 @@ def _header(ctx: PageContext, failures: dict[str, str]) -> None:
     gr.Markdown(f"# Guard Lab\nCheck a conversation with Meta's **{family.label}** "
                 "(harmful content) and **Prompt Guard 2** (jailbreaks and prompt injection).")
     gr.HTML(results.banner_html(ctx.tiny, failures, loaded, family), elem_id="gl-banner")
+    if reviewers_off:
+        gr.HTML(f'<div class="gl-banner gl-banner-error">{html.escape(reviewers_off)}</div>',
+                elem_id="gl-reviewers-off")
+    for n, notice in enumerate(notices):
+        gr.HTML(f'<div class="gl-banner gl-banner-error">{html.escape(notice)}</div>',
+                elem_id=f"gl-notice-{n}")
 
 
 def engine_line(info: ModelInfo) -> str:
@@ -106,6 +126,7 @@ def _wire(demo: gr.Blocks, ctx: PageContext, moderate: ModerateTab, browser: Any
     moderate.wire()
     if browser is not None:
         ctx.bar.wire()
+        kept_session.wire(demo, ctx.bar)  # the sign-in survives a reload
         browser.wire()
     if tune is not None:
         from guard_app.tune import tab as tune_tab
@@ -115,7 +136,8 @@ def _wire(demo: gr.Blocks, ctx: PageContext, moderate: ModerateTab, browser: Any
         evaluation.wire(demo, ctx.guards, moderate.categories,
                         lambda ticked: logic.excluded_codes(ticked, ctx.family),
                         concurrency=1, concurrency_id=EVAL,
-                        judge_batch=eval_logic.gpu_judge(ctx.slot))
+                        judge_batch=eval_logic.gpu_judge(ctx.slot),
+                        variant_judge=eval_sweep.gpu_judge(ctx.slot))
     api.wire()
     mcp.publish_only(demo)  # the page's plumbing leaves the API page and MCP
 
@@ -124,13 +146,21 @@ def _serve(demo: gr.Blocks, ctx: PageContext, serving: Serving, api_key: str | N
            ) -> gr.Blocks:
     """The queue with its limits, the fair share per visitor, and /v1/moderations."""
     demo.queue(default_concurrency_limit=None, max_size=serving.queue_size)
-    share = fair.install(demo, groups=(GPU, EVAL), per_visitor=serving.per_visitor,
-                         trust_proxy=serving.trust_proxy)
-    demo.guard_lab_serving = serving  # launch() reads the upload limit from here
+    for fn in demo.fns.values():  # decoding an upload: a few at once, on the visitor's share
+        if fn.api_name in DECODES:
+            fn.concurrency_id, fn.concurrency_limit = DECODE, serving.decode_concurrency
+    share = fair.install(demo, groups=(GPU, EVAL, DECODE), per_visitor=serving.per_visitor,
+                         trust_proxy=serving.hops,
+                         sessions_per_visitor=serving.sessions_per_visitor,
+                         session_ttl=serving.state_ttl_s)
+    if serving.max_file_size is None:
+        serving = replace(serving, max_file_size=uploads.largest_file(labels=ctx.store is not None))
+    demo.guard_lab_serving = serving  # launch() reads the upload limits from here
     demo.guard_lab_moderations = moderations.Moderations(  # launch() installs its route
         ctx.guards, ctx.slot, share, family=ctx.family, threshold=ctx.threshold,
         max_images=ctx.max_images, concurrency=ctx.concurrency,
-        queue_size=serving.queue_size, api_key=api_key)
+        queue_size=serving.queue_size, api_key=api_key,
+        decode_concurrency=serving.decode_concurrency, policies=ctx.policies)
     return demo
 
 
@@ -153,7 +183,8 @@ def _eval_tab(ctx: PageContext, data_dir: str | Path | None):
     builtins = eval_logic.builtin_sets(data_dir if data_dir is not None
                                        else eval_logic.default_data_dir())
     return EvalTab(ctx.store, builtins=builtins, category_choices=choices(ctx.family),
-                   codes=ctx.codes, threshold=ctx.threshold, family=ctx.family, bar=ctx.bar)
+                   codes=ctx.codes, threshold=ctx.threshold, family=ctx.family, bar=ctx.bar,
+                   policies=ctx.policies)
 
 
 def _tune_tab(tuner: Any, tune_off: str, bar: Any):
@@ -172,14 +203,15 @@ def _labels_tab(ctx: PageContext):
     return LabelsBrowser(ctx.store, ctx.bar, ctx.family)
 
 
-def launch(demo: gr.Blocks, *, family: Family | str = Family.LLAMA_GUARD_4, **kwargs: Any):
+def launch(demo: gr.Blocks, *, family: Family | str = Family.LLAMA_GUARD_4,
+           on_ready: Callable[[], None] | None = None, **kwargs: Any):
     """Start the server with the page's style (Gradio 6 takes css, head and theme here), its
     MCP server (/gradio_api/mcp/) and POST /v1/moderations on the same FastAPI app.
 
     `family` is the loaded Llama Guard's: the category tooltips come from its table.
     """
     serving = getattr(demo, "guard_lab_serving", None) or Serving()
-    kwargs.setdefault("max_file_size", serving.max_file_size)
+    kwargs.setdefault("max_file_size", serving.max_file_size or uploads.largest_file())
     kwargs.setdefault("mcp_server", True)
     hold = not kwargs.pop("prevent_thread_lock", False)
     # Gradio creates its FastAPI app inside launch(): start without blocking, add the route,
@@ -195,6 +227,12 @@ def launch(demo: gr.Blocks, *, family: Family | str = Family.LLAMA_GUARD_4, **kw
     served = getattr(demo, "server_app", None)  # the FastAPI app launch() serves
     if served_moderations is not None and served is not None:
         served_moderations.install_routes(served)
+    if served is not None:  # the per-visitor upload quota, and uploads nobody holds swept
+        demo.guard_lab_uploads = uploads.install(
+            demo, served, quota=serving.upload_quota, ttl_s=serving.upload_ttl_s,
+            visitor=lambda request: fair.visitor(request, trust_proxy=serving.hops))
+    if on_ready is not None:
+        on_ready()
     if hold:
         demo.block_thread()
     return started

@@ -3,8 +3,9 @@
 Pure: no gradio. With accounts, a sign-in opens a server-side session and the page keeps only its
 opaque token; every handler that reads or writes labels passes that token (and, on Spaces, the
 OAuth username) to `ReviewerGate.who`, so the API endpoints refuse exactly as the page does, and
-an expired or signed-out token is worth nothing. Failed sign-ins are limited per reviewer name and
-per client address.
+an expired or signed-out token is worth nothing. Failed sign-ins are limited per reviewer name from
+one visitor, and per visitor (guard_app.fair.visitor): a name locked by one visitor's guesses
+stays open to every other visitor, so no single attacker can lock the reviewers out.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from enum import Enum
 from labels.errors import LabelsError
 
 ENV = "GUARD_LAB_REVIEWERS"
+LEADS_ENV = "GUARD_LAB_LEADS"  # reviewers who also adjudicate: 'carol,dave'
 EXPIRED = "Your reviewer session has expired; sign in again."
 
 
@@ -53,6 +55,19 @@ def parse_accounts(text: str | None) -> dict[str, str]:
             raise ValueError(f"{ENV}: every entry needs a name, as in 'alice:secret', got {item!r}")
         accounts[name] = secret
     return accounts
+
+
+def parse_leads(text: str | None, accounts: Mapping[str, str], *, on_space: bool
+                ) -> frozenset[str]:
+    """'carol, dave' -> the leads. With accounts (or a Space's list of reviewers) each lead must
+    be one of them: a lead signs in as a reviewer does."""
+    leads = frozenset(n.strip() for n in (text or "").split(",") if n.strip())
+    unknown = sorted(leads - set(accounts)) if accounts else []
+    if unknown:
+        where = "Hugging Face users in" if on_space else "accounts in"
+        raise ValueError(f"{LEADS_ENV}: {', '.join(unknown)} must be among the reviewer "
+                         f"{where} {ENV}; add them there too.")
+    return leads
 
 
 def duration(seconds: float) -> str:
@@ -184,11 +199,17 @@ class FailureLimit:
             self._failures.pop(key, None)
 
 
+def _pair(name: str, address: str) -> str:
+    """The key of one visitor's failures for one name."""
+    return f"{address}\0{name}"
+
+
 @dataclass(frozen=True)
 class ReviewerGate:
     mode: Mode = Mode.OPEN
     accounts: Mapping[str, str] = field(default_factory=dict, repr=False)
     limits: Limits = field(default_factory=Limits)
+    leads: frozenset[str] = frozenset()  # who resolves disagreements and deletes any label
     clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
     sessions: Sessions = field(init=False, repr=False, compare=False)
     by_account: FailureLimit = field(init=False, repr=False, compare=False)
@@ -209,16 +230,22 @@ class ReviewerGate:
                     environ: Mapping[str, str] | None = None) -> ReviewerGate:
         """`limits` None: the defaults, overridden by GUARD_LAB_SESSION_TTL and the like."""
         accounts = dict(accounts or {})
+        environ = os.environ if environ is None else environ
         if limits is None:
-            limits = Limits.from_env(os.environ if environ is None else environ)
+            limits = Limits.from_env(environ)
+        leads = parse_leads(environ.get(LEADS_ENV), accounts, on_space=on_space)
         if on_space:
-            return cls(Mode.SPACE, accounts, limits)
+            return cls(Mode.SPACE, accounts, limits, leads)
         if any(accounts.values()):
-            return cls(Mode.ACCOUNTS, accounts, limits)
+            return cls(Mode.ACCOUNTS, accounts, limits, leads)
         if accounts:
             raise ValueError(f"{ENV}: give each reviewer a password, as in 'alice:secret' "
                              "(names alone only make sense on a Hugging Face Space with hf_oauth: true)")
-        return cls(Mode.OPEN, limits=limits)
+        return cls(Mode.OPEN, limits=limits, leads=leads)
+
+    def is_lead(self, name: str | None) -> bool:
+        """Whether `name` (as `who` returned it) is a lead."""
+        return bool(name) and name in self.leads
 
     @property
     def restricted(self) -> bool:
@@ -227,7 +254,8 @@ class ReviewerGate:
 
     def _check_limits(self, name: str, address: str) -> None:
         window = duration(self.limits.failure_window)
-        for counter, key, whose in ((self.by_account, name, "for this reviewer name"),
+        for counter, key, whose in ((self.by_account, _pair(name, address),
+                                     "for this reviewer name"),
                                     (self.by_address, address, "from your address")):
             wait = counter.wait(key)
             if wait > 0:
@@ -240,8 +268,9 @@ class ReviewerGate:
                 address: str | None = None) -> str:
         """A new session token when the password matches; the same refusal for any mismatch.
 
-        Refused without looking at the password once the name or the address (the client's IP)
-        has failed too often, so guessing stops being worth it.
+        Refused without looking at the password once this visitor (`address`, from
+        guard_app.fair.visitor) has failed too often, for this name or for any, so guessing
+        stops being worth it; other visitors are not refused for it.
         """
         if self.mode is not Mode.ACCOUNTS:
             raise NotAReviewer("This server has no reviewer passwords to sign in with.")
@@ -252,10 +281,10 @@ class ReviewerGate:
         # Compare even for an unknown name, so timing tells nothing about which names exist.
         ok = hmac.compare_digest((password or "").encode(), (expected or "\0").encode())
         if not (ok and name in self.accounts and expected):
-            self.by_account.fail(name)
+            self.by_account.fail(_pair(name, address))
             self.by_address.fail(address)
             raise NotAReviewer("Wrong reviewer name or password.")
-        self.by_account.clear(name)
+        self.by_account.clear(_pair(name, address))
         return self.sessions.open(name)
 
     def sign_out(self, session: str | None) -> None:

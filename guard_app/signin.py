@@ -18,8 +18,11 @@ def _username(profile: Any) -> str | None:
 
 
 def _address(request: Any) -> str | None:
-    client = getattr(request, "client", None)
-    return getattr(client, "host", None) or None
+    """The visitor as every limit tells them apart (guard_app.fair.visitor; the page sets
+    `ReviewerBar.visitor` to the server's proxy setting)."""
+    from guard_app.fair import visitor
+
+    return visitor(request) if request is not None else None
 
 
 SHORTCUTS = ("**Keyboard shortcuts:** Ctrl+Enter save the label form in view · Alt+U / Alt+F "
@@ -34,19 +37,23 @@ class ReviewerBar:
 
     Handlers ask `who(...)` with the session, the typed name and the OAuth profile, so the gate
     holds for API calls too, not only on the page. The session state holds only the gate's
-    opaque token; when Gradio drops the state (an hour after the tab closed) the token is signed
-    out server-side too.
+    opaque token, which the browser also keeps (guard_app.kept_session) so that a reload stays
+    signed in until the token expires or the reviewer signs out.
     """
 
     def __init__(self, gate: ReviewerGate):
         self.gate = gate
+        self.visitor = _address  # request -> who, for the sign-in limits (page.py sets it)
         # No time_to_live: the gate's table decides expiry, so the reviewer reads "expired"
-        # rather than "sign in"; Gradio still drops the state an hour after the tab closes.
-        self.session = gr.State(None, delete_callback=gate.sign_out)
+        # rather than "sign in". No sign-out when Gradio drops the state either: the browser
+        # keeps the token across reloads (guard_app.kept_session) until it expires or the
+        # reviewer signs out.
+        self.session = gr.State(None)
         self.password = None
         titles = {Mode.OPEN: "Reviewer", Mode.ACCOUNTS: "Reviewer sign-in",
                   Mode.SPACE: "Reviewer sign-in"}
-        with gr.Accordion(titles[gate.mode], open=gate.mode is Mode.OPEN, elem_id="gl-reviewer"):
+        with gr.Accordion(titles[gate.mode], open=gate.mode is Mode.OPEN,
+                          elem_id="gl-reviewer") as self.panel:
             if gate.mode is Mode.SPACE:
                 gr.Markdown("Reviewers sign in with their Hugging Face account to label, browse, "
                             "export and measure. Anyone can run the models.")
@@ -80,7 +87,7 @@ class ReviewerBar:
 
         @guarded
         def sign_in(name, password, session, request: gr.Request):
-            token = self.gate.sign_in(name, password, address=_address(request))
+            token = self.gate.sign_in(name, password, address=self.visitor(request))
             self.gate.sign_out(session)  # this page's previous sign-in, if any, ends here
             who = self.gate.who("review", session=token)
             lasts = duration(self.gate.limits.session_ttl)

@@ -106,22 +106,66 @@ def head(family: Family | str = Family.LLAMA_GUARD_4) -> str:
 
 
 # Review shortcuts (listed where they work): Alt plus a key clicks a button found by elem_id;
-# Ctrl+Enter submits the visible label form; Enter in the message box adds the turn.
+# the label keys and Ctrl+Enter act on the label form in use (the focused one, else the only one
+# on the screen; when unclear, nothing changes and a hint says why); Enter in the message box
+# adds the turn.
 # `code` rather than `key`, because Alt+R types a character on macOS keyboards.
 SHORTCUTS_SCRIPT = r"""<script>
 (() => {
-  const BUTTONS = {KeyR: '#gl-run', KeyS: '#gl-save-label', KeyN: '#gl-next-example',
-                   KeyP: '#gl-prev-example', KeyQ: '#gl-queue-start', KeyK: '#gl-queue-skip'};
+  const BUTTONS = {KeyR: '#gl-run', KeyN: '#gl-next-example', KeyP: '#gl-prev-example',
+                   KeyQ: '#gl-queue-start'};
+  // Keys that act on one label form: its own buttons, never another form's.
+  const FORM_BUTTONS = {KeyS: ['#gl-review', '#gl-save-label'],
+                        KeyK: ['#gl-queue', '#gl-queue-skip'],
+                        KeyB: ['#gl-queue', '#gl-queue-back']};
   const CHOICES = {KeyW: 'Wrong', KeyG: 'Right'};  // "The model was" in the Review panel
   const LABELS = {KeyU: 'unsafe', KeyF: 'safe'};
-  const FORMS = ['#gl-queue', '#gl-open', '#gl-review'];  // queue, Labeled examples, Review
-  const SUBMIT = ['#gl-queue-submit', '#gl-edit-save', '#gl-save-label'];
+  // queue, Labeled examples, Review: each form with its submit button
+  const SUBMIT = {'gl-queue': '#gl-queue-submit', 'gl-open': '#gl-edit-save',
+                  'gl-review': '#gl-save-label'};
   const shown = (el) => el && el.offsetParent !== null;
-  const first = (selectors) => selectors.map((s) => document.querySelector(s)).find(shown);
-  const form = () => FORMS.map((s) => document.querySelector(s))
-    .find((f) => f && [...f.querySelectorAll('input[type=radio]')].some(shown));
-  function pick(group, text) {
-    const label = [...document.querySelectorAll(group + ' label')]
+  const inView = (el) => {
+    if (!shown(el)) return false;
+    const r = el.getBoundingClientRect();
+    return r.bottom > 0 && r.top < window.innerHeight && r.height > 0;
+  };
+  // A form counts where its label choice is: shown and on the screen.
+  const choice = (f) => f.querySelector('[id$="-label"]');
+  const forms = () => Object.keys(SUBMIT).map((id) => document.getElementById(id))
+    .filter((f) => f && shown(choice(f)));
+  function hint(text) {
+    let box = document.getElementById('gl-shortcut-hint');
+    if (!box) {
+      box = document.createElement('div');
+      box.id = 'gl-shortcut-hint';
+      box.setAttribute('role', 'status');
+      box.style.cssText = 'position:fixed;bottom:16px;right:16px;z-index:1000;max-width:420px;' +
+        'padding:8px 12px;border-radius:8px;background:#fff4e5;border:1px solid #f0b46b;' +
+        'color:#6b3b00;font-size:0.9rem;box-shadow:0 2px 8px rgba(0,0,0,.15)';
+      document.body.appendChild(box);
+    }
+    box.textContent = text;
+    box.style.display = 'block';
+    clearTimeout(box.timer);
+    box.timer = setTimeout(() => { box.style.display = 'none'; }, 5000);
+  }
+  // The form the reviewer is using: the one holding the focus, if it is on the screen; else
+  // the only one on the screen. None (and a hint) when that is not clear: a shortcut never
+  // changes a form out of view.
+  function activeForm() {
+    const open = forms();
+    const focused = document.activeElement && open.find((f) => f.contains(document.activeElement));
+    if (focused && inView(choice(focused))) return focused;
+    const visible = open.filter((f) => inView(choice(f)));
+    if (visible.length === 1) return visible[0];
+    hint(visible.length ? 'Shortcut not applied: ' + visible.length + ' label forms are on ' +
+         'the screen. Click into the one you mean (or scroll the other away), then press it ' +
+         'again.' : 'Shortcut not applied: no label form is on the screen. Scroll to the form ' +
+         'you mean, then press it again.');
+    return null;
+  }
+  function pick(box, part, text) {
+    const label = [...box.querySelectorAll('[id$="' + part + '"] label')]
       .find((l) => shown(l) && l.textContent.trim().split(' ')[0] === text);
     if (label) label.click();
     return label;
@@ -136,29 +180,40 @@ SHORTCUTS_SCRIPT = r"""<script>
     }
     if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) {
       // Before the focused element sees it: Gradio's checkboxes toggle on Enter.
-      const submit = first(SUBMIT);
-      if (submit) { event.preventDefault(); event.stopPropagation(); submit.click(); }
+      event.preventDefault(); event.stopPropagation();
+      const box = activeForm();
+      const submit = box && document.querySelector(SUBMIT[box.id]);
+      if (shown(submit)) submit.click();
       return;
     }
     if (!event.altKey || event.ctrlKey || event.metaKey) return;
-    let target = null;
-    if (BUTTONS[event.code]) target = document.querySelector(BUTTONS[event.code]);
-    if (CHOICES[event.code]) {
-      target = [...document.querySelectorAll('#gl-review-right label')]
-        .find((label) => label.textContent.trim() === CHOICES[event.code]);
-    }
-    const box = form();
-    if (box && (LABELS[event.code] || /^Digit\d$/.test(event.code))) {
-      event.preventDefault();
-      if (LABELS[event.code]) { pick('#' + box.id + ' [id$=label]', LABELS[event.code]); return; }
-      let n = Number(event.code.slice(5)) || 10;
-      if (event.shiftKey) n += 10;
-      pick('#' + box.id + ' [id$=categories]', 'S' + n);
+    const code = event.code;
+    if (BUTTONS[code]) {
+      const target = document.querySelector(BUTTONS[code]);
+      if (shown(target)) { event.preventDefault(); target.click(); }
       return;
     }
-    if (!shown(target)) return;
+    const formKey = LABELS[code] || CHOICES[code] || FORM_BUTTONS[code] || /^Digit\d$/.test(code);
+    if (!formKey) return;
     event.preventDefault();
-    target.click();
+    const box = activeForm();
+    if (!box) return;
+    if (FORM_BUTTONS[code]) {
+      const [owner, button] = FORM_BUTTONS[code];
+      const target = document.querySelector(button);
+      if ('#' + box.id === owner && shown(target)) target.click();
+      else hint('Shortcut not applied: it belongs to another form than the one you are using.');
+      return;
+    }
+    if (CHOICES[code]) {
+      if (box.id === 'gl-review') pick(box, '-right', CHOICES[code]);
+      else hint('Shortcut not applied: "the model was" is in Review this result.');
+      return;
+    }
+    if (LABELS[code]) { pick(box, '-label', LABELS[code]); return; }
+    let n = Number(code.slice(5)) || 10;
+    if (event.shiftKey) n += 10;
+    pick(box, '-categories', 'S' + n);
   }, true);  // capture: the page's shortcuts come first
   // The next item comes into view with its label form, and the form takes the focus.
   let lastItem = null;

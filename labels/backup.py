@@ -405,3 +405,18 @@ def _duration(seconds: float) -> str:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+def vanishing_labels_warning(db_path: str | Path | None, environ: Mapping[str, str] = os.environ,
+                             bucket_dir: str | Path = "/data") -> str:
+    """On a Space, the words for the banner when labels would vanish at the next restart: the
+    database is not on a mounted Storage Bucket and no backup is configured. "" otherwise
+    (labels off, a local machine, a bucket, or backups)."""
+    if db_path is None or not environ.get("SPACE_ID") or environ.get(REPO_VAR, "").strip():
+        return ""
+    bucket = Path(bucket_dir)
+    if Path(db_path).resolve().is_relative_to(bucket.resolve()) and bucket.is_dir():
+        return ""
+    return (f"Labels saved here vanish when this Space restarts: {Path(db_path).name} is on the "
+            f"Space's own disk. Attach a Storage Bucket as a volume at {bucket} (Space settings), "
+            f"or set {REPO_VAR} to a dataset repository for backups.")

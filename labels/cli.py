@@ -15,6 +15,7 @@ from pathlib import Path
 
 from guard.core.errors import GuardError
 from labels import queues
+from labels.cli_final import add_disagreement_commands, add_labels_option, run_disagreements
 from labels.errors import LabelsError
 from labels.export import FORMATS, export, import_jsonl
 from labels.filters import ReviewFilter
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("--db", required=True, help="the Guard Lab database")
     exporter.add_argument("--format", required=True, choices=FORMATS)
     exporter.add_argument("out", help="the file to write")
+    add_labels_option(exporter)
     filters = exporter.add_argument_group("filters (export only the examples that match)")
     filters.add_argument("--label", help="some reviewer labelled it safe or unsafe")
     filters.add_argument("--category", help="some reviewer named this code")
@@ -47,8 +49,29 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--json", action="store_true", help="print JSON instead of a table")
     metrics.add_argument("--target-fpr", type=float, default=0.05,
                          help="false-positive rate for the suggested threshold (default 0.05)")
+    add_labels_option(metrics)
     add_queue_commands(commands)
+    add_disagreement_commands(commands)
+    add_policy_commands(commands)
     return parser
+
+
+def add_policy_commands(commands: argparse._SubParsersAction) -> None:
+    policy = commands.add_parser("policy", help="policies: save a file as a new version, list, "
+                                 "show, export")
+    sub = policy.add_subparsers(dest="policy_command", required=True)
+    save = sub.add_parser("save", help="save a JSON policy file as the next version of its name")
+    save.add_argument("file", help="a policy JSON file (see the README's Policies)")
+    save.add_argument("--db", required=True)
+    save.add_argument("--by", default="", help="who saves it (recorded)")
+    listing = sub.add_parser("list", help="every saved policy and its latest version")
+    listing.add_argument("--db", required=True)
+    listing.add_argument("--json", action="store_true")
+    for name, text in (("show", "a policy's versions and its latest (or NAME@N) in full"),
+                       ("export", "print a policy version as a file `save` and --policy read")):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("name", metavar="NAME[@VERSION]")
+        command.add_argument("--db", required=True)
 
 
 def add_queue_commands(commands: argparse._SubParsersAction) -> None:
@@ -91,6 +114,8 @@ def add_queue_commands(commands: argparse._SubParsersAction) -> None:
     submit.add_argument("--verdict", required=True, help="safe or unsafe")
     submit.add_argument("--categories", default="", help="codes such as S1,S10 (unsafe only)")
     submit.add_argument("--note", default="")
+    submit.add_argument("--none-fits", action="store_true",
+                        help="unsafe, and none of the family's categories fits")
 
 
 def format_report(report: MetricsReport) -> str:
@@ -123,11 +148,13 @@ def run(args: argparse.Namespace) -> str:
         raise LabelsError(f"No database at {args.db}. Check the --db path.")
     if args.command == "queue" and creates and not Path(args.file).is_file():
         raise LabelsError(f"No file at {args.file}. Check the --file path.")
+    if args.command == "policy":
+        return run_policy(args)
     with Store(args.db) as store:
         if args.command == "queue":
             return run_queue(store, args)
         if args.command == "export":
-            count = export(store, args.format, args.out, export_filter(args))
+            count = export(store, args.format, args.out, export_filter(args), labels=args.labels)
             return f"Wrote {count} {'rows' if args.format == 'llama-guard' else 'examples'} " \
                    f"to {args.out}"
         if args.command == "import":
@@ -135,7 +162,9 @@ def run(args: argparse.Namespace) -> str:
             return (f"Imported {result.examples_added} examples ({result.examples_skipped} "
                     f"already there) and {result.labels_added} labels "
                     f"({result.labels_skipped} already there)")
-        report = evaluate(store.metric_inputs(), target_fpr=args.target_fpr)
+        if args.command == "disagreements":
+            return run_disagreements(store, args)
+        report = evaluate(store.metric_inputs(labels=args.labels), target_fpr=args.target_fpr)
         return json.dumps(report.to_json(), indent=2) if args.json else format_report(report)
 
 
@@ -146,6 +175,36 @@ def export_filter(args: argparse.Namespace) -> ReviewFilter | None:
     if args.reviewers_disagree:
         values["reviewers_disagree"] = True
     return ReviewFilter(**values) if values else None
+
+
+def run_policy(args: argparse.Namespace) -> str:
+    from guard.core.policy import read_policy_file
+    from labels import policies
+
+    command = args.policy_command
+    policy = read_policy_file(args.file) if command == "save" else None  # before the database
+    with Store(args.db) as store:
+        if policy is not None:
+            saved = policies.save(store, policy, by=args.by)
+            if not saved.new:
+                return f"Unchanged: {saved.policy.label} already says this (no new version)."
+            return f"Saved {saved.policy.label}."
+        if command == "list":
+            found = policies.list_policies(store)
+            if args.json:
+                return json.dumps([p.to_json() for p in found], indent=2)
+            return "\n".join(f"{p.label}  ({p.versions} version{'s' * (p.versions != 1)}, "
+                             f"last saved {p.updated_at})" for p in found) or \
+                "No policies yet. Save one with `python -m labels policy save FILE --db DB`."
+        saved = policies.get_saved(store, args.name)
+        if command == "export":
+            return json.dumps(saved.policy.to_json(), indent=2)
+        history = policies.versions(store, saved.policy.name)
+        lines = [f"{saved.policy.label} (saved {saved.created_at}"
+                 f"{' by ' + saved.created_by if saved.created_by else ''})",
+                 "versions: " + ", ".join(str(v.policy.version) for v in history),
+                 json.dumps(saved.policy.to_json(), indent=2)]
+        return "\n".join(lines)
 
 
 def run_queue(store: Store, args: argparse.Namespace) -> str:
@@ -170,7 +229,7 @@ def run_queue(store: Store, args: argparse.Namespace) -> str:
         return json.dumps(result.to_json(), indent=2) if args.json else result.sentence
     if command == "submit":
         outcome = queues.submit(store, args.queue, args.item, args.reviewer, args.verdict,
-                                args.categories, args.note)
+                                args.categories, args.note, none_fits=args.none_fits)
     else:
         outcome = queues.skip(store, args.queue, args.item, args.reviewer)
     if args.json:

@@ -18,7 +18,7 @@ from guard.core.errors import GuardError
 from guard.core.images import load_image
 from guard.core.prompts import CustomCategory, active_categories, render
 from labels.errors import InvalidExample, InvalidLabel
-from labels.records import LABEL_VALUES, SAFE, ExampleInput, ImageBlob, LabelInput
+from labels.records import LABEL_VALUES, SAFE, UNSAFE, ExampleInput, ImageBlob, LabelInput
 
 MAX_NOTE_CHARS = 10_000
 MAX_REVIEWER_CHARS = 100
@@ -145,7 +145,14 @@ def check_label(label: LabelInput, allowed: Sequence[str]) -> LabelInput:
             f"Use codes the model was asked about: {', '.join(allowed)}.")
     if value == SAFE and codes:
         raise InvalidLabel("A safe label cannot name categories. Remove them or label it unsafe.")
-    return LabelInput(reviewer, value, tuple(sorted(codes, key=code_key)), label.note)
+    none_fits = bool(label.none_fits)
+    if none_fits and (value == SAFE or codes):
+        raise InvalidLabel("'None fits' goes only with an unsafe label that names no category. "
+                           "Untick it, or remove the categories.")
+    if value == UNSAFE and not codes and not none_fits:
+        raise InvalidLabel("An unsafe label names what it breaks: tick at least one category, "
+                           "or tick 'none fits' when none of the family's categories does.")
+    return LabelInput(reviewer, value, tuple(sorted(codes, key=code_key)), label.note, none_fits)
 
 
 @dataclass(frozen=True)
@@ -185,6 +192,9 @@ def prepare_example(example: ExampleInput,
         "prompt_guard_model": output.prompt_guard_model,
         "prompt_guard_revision": output.prompt_guard_revision,
         "prompt_guard_scores": json.dumps(dict(output.prompt_guard_scores)),
+        "judged": int(bool(output.judged)),
+        "policy": output.policy or None,
+        "source": None if not example.source else canonical_json(example.source),
     }
     allowed = allowed_codes(family, excluded, custom, bool(blobs))
     return PreparedExample(row["content_hash"], row, tuple(blobs), allowed)

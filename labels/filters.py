@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ class ReviewFilter(ExampleFilter):
     """
 
     reviewers_disagree: bool | None = None
+    exclude_ids: tuple[int, ...] = ()  # examples left out (a blind reader's, say)
 
 
 # Labels are normalised on the way in (sorted codes, one JSON spelling), so comparing the
@@ -62,6 +64,10 @@ def where_clause(filters: ExampleFilter, quote_fts: Callable[[str], str]
     elif reviewers_disagree is False:
         clauses.append("(SELECT count(*) FROM labels l WHERE l.example_id = e.id AND "
                        f"l.deleted_at IS NULL) >= 2 AND NOT {_REVIEWERS_DISAGREE}")
+    exclude = getattr(filters, "exclude_ids", ())
+    if exclude:
+        clauses.append("e.id NOT IN (SELECT value FROM json_each(:exclude_ids))")
+        params["exclude_ids"] = json.dumps(sorted(int(i) for i in exclude))
     if filters.model is not None:
         clauses.append("e.model = :model")
         params["model"] = filters.model

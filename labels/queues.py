@@ -16,9 +16,12 @@ meanwhile, so an item never ends with more labels than its overlap.
 Resubmitting an item you labelled updates your label (an "edit" in the example's history);
 submitting an item you skipped labels it while it still needs labels.
 
-Items with no model answer (failed rows, imported conversations) are saved as examples with
-model_label "" and p_unsafe 0, since an example must hold an answer; their model id
-("unjudged" for imports unless named) keeps them apart in Measure's model filter.
+Items with no model answer (failed rows, imported conversations) are saved as examples the
+model did not judge (`judged` 0): shown as "not judged" and left out of model metrics.
+
+Each labelled example records where it came from (`source`): the run and row or the file and
+line, the dataset and its own gold label when it had one, and the queue. An item's labels settle
+its example's final label (labels/final.py) once the queue's overlap is reached.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ from labels.content import (
     prepare_example,
 )
 from labels.errors import InvalidLabel, LabelsError, NotFound
-from labels.records import SAFE, UNSAFE, ExampleInput, LabelInput, ModelOutput
+from labels.final import settle
+from labels.records import SAFE, UNSAFE, ExampleInput, LabelInput, ModelOutput, StoredLabel
 from labels.runs import EvalResult, Runs
 from labels.store import Store, now
 
@@ -270,7 +274,8 @@ def create_from_file(store: Store, name: str, path: str | Path, *, format: str =
             "content_hash": content_hash(family, messages, excluded, table, model, ""),
             "model": model, "verdict": None, "categories": "[]", "p_unsafe": None,
             "threshold": 0.5, "raw_output": "", "error": None, "run_id": None, "row_id": None,
-            "source": json.dumps({"file": Path(path).name, "line": row.line, "id": row.row_id})})
+            "source": json.dumps({"file": Path(path).name, "line": row.line, "id": row.row_id,
+                                  **_gold(row.gold, row.categories)})})
     source = {"kind": "file", "file": str(path), "format": format, "sha256": dataset.sha256}
     if not items:
         raise QueueError(f"{Path(path).name} has no conversation left to label "
@@ -340,6 +345,13 @@ def _run_conversations(run: str, stored_path: str, path: str | None, format: str
             else:
                 out[row.row_id] = messages
     return out, unreadable
+
+
+def _gold(gold: bool | None, categories: Sequence[str]) -> dict[str, Any]:
+    """The dataset's own label of a row, when it has one (XSTest's, say)."""
+    if gold is None:
+        return {}
+    return {"gold": UNSAFE if gold else SAFE, "gold_categories": list(categories)}
 
 
 def _run_item(r: EvalResult, messages: list[dict[str, Any]], run_id: int, run: str,
@@ -426,6 +438,18 @@ def _queue(row: Mapping[str, Any]) -> Queue:
                  items=row["items"], complete=row["complete"])
 
 
+def blind_examples(store: Store, reader: str) -> frozenset[int]:
+    """The examples `reader` must not see others' labels of: each belongs to an open queue item
+    that they have neither labelled nor skipped (blind until done). Leads are not asked."""
+    with store._lock:
+        rows = store.db.execute(
+            "SELECT DISTINCT e.id FROM queue_items i JOIN examples e "
+            "ON e.content_hash = i.content_hash WHERE i.closed_at IS NULL AND NOT EXISTS "
+            "(SELECT 1 FROM queue_outcomes o WHERE o.item_id = i.id AND o.reviewer = ?)",
+            [(reader or "").strip()]).fetchall()
+    return frozenset(r[0] for r in rows)
+
+
 # Working a queue
 
 
@@ -486,16 +510,20 @@ _MINE = "SELECT 1 FROM queue_outcomes o WHERE o.item_id = i.id AND o.reviewer = 
 
 
 def submit(store: Store, queue: str, item_id: int, reviewer: str, verdict: str,
-           categories: Sequence[str] | str = (), note: str = "") -> Outcome:
-    """Save the reviewer's label of an item as a labeled example, and record it in the queue."""
+           categories: Sequence[str] | str = (), note: str = "", *,
+           none_fits: bool = False) -> Outcome:
+    """Save the reviewer's label of an item as a labeled example, and record it in the queue.
+
+    An unsafe label names a category, or says that none fits (`none_fits`)."""
     reviewer, item_id = _reviewer(reviewer), _item_id(item_id)
     with store._lock:
         q = _queue_row(store, queue)
         row = _item_row(store, q, item_id)
     codes = _check_codes(q, verdict, categories)
-    example = _example(q, row)
+    example = _example(store, q, row)
     prepared = prepare_example(example)
-    label = check_label(LabelInput(reviewer, verdict, codes, note), prepared.allowed)
+    label = check_label(LabelInput(reviewer, verdict, codes, note, bool(none_fits)),
+                        prepared.allowed)
     with store._write():
         row = _item_row(store, q, item_id)
         mine = _outcome(store, item_id, reviewer)
@@ -504,8 +532,10 @@ def submit(store: Store, queue: str, item_id: int, reviewer: str, verdict: str,
             raise QueueError(f"Item {item_id} has all its {q['overlap']} label(s) already "
                              "(your hold on it lapsed). Take the next item.")
         example_id, _ = store._insert_example(prepared)
+        store.db.execute("UPDATE examples SET source = ? WHERE id = ? AND source IS NULL",
+                         [prepared.row["source"], example_id])
         label_id, action = store._put_label(example_id, label, bool(prepared.row["model_unsafe"]),
-                                            reason=f"queue {q['name']}")
+                                            reason=f"queue {q['name']}", settle_now=False)
         store.db.execute(
             "INSERT INTO queue_outcomes (item_id, reviewer, queue_id, status, example_id, "
             "label_id, at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (item_id, reviewer) DO UPDATE "
@@ -523,7 +553,32 @@ def submit(store: Store, queue: str, item_id: int, reviewer: str, verdict: str,
             _count(store, q["id"], reviewer, labelled=1, skipped=-was_skipped)
         store.db.execute("DELETE FROM queue_leases WHERE item_id = ? AND reviewer = ?",
                          [item_id, reviewer])
+        # After the outcome, so that the rule sees this queue's overlap.
+        settle(store.db, example_id, now(), by=reviewer)
     return Outcome(item_id, reviewer, LABELLED, example_id, label_id, action)
+
+
+def previous(store: Store, queue: str, reviewer: str, *, before: int | None = None
+             ) -> tuple[QueueItem, StoredLabel] | None:
+    """Undo: the item the reviewer labelled last in this queue (or, with `before`, the one they
+    labelled before that item), with their label, to change by submitting it again (the
+    history keeps both). None when there is nothing further back."""
+    reviewer = _reviewer(reviewer)
+    with store._lock:
+        q = _queue_row(store, queue)
+        sql = ("SELECT item_id, label_id FROM queue_outcomes WHERE queue_id = :q AND "
+               "reviewer = :r AND status = 'labelled'")
+        args: dict[str, Any] = {"q": q["id"], "r": reviewer}
+        if before is not None:
+            mark = _outcome(store, _item_id(before), reviewer)
+            if mark is not None:
+                sql += " AND (at < :at OR (at = :at AND item_id < :i))"
+                args.update(at=mark["at"], i=mark["item_id"])
+        row = store.db.execute(sql + " ORDER BY at DESC, item_id DESC LIMIT 1", args).fetchone()
+        if row is None:
+            return None
+        item = _item(q, _item_row(store, q, row[0]), "")
+    return item, store.get_label(row[1])
 
 
 def skip(store: Store, queue: str, item_id: int, reviewer: str) -> Outcome:
@@ -654,7 +709,29 @@ def _check_codes(q: Mapping[str, Any], verdict: str, categories: Sequence[str] |
     return codes
 
 
-def _example(q: Mapping[str, Any], row: Mapping[str, Any]) -> ExampleInput:
+def _provenance(store: Store, q: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
+    """Where an item came from: its row of a run or a file, the dataset (with its own gold
+    label when it has one) and the queue."""
+    source = {**json.loads(row["source"]), "queue": q["name"], "item_id": row["id"]}
+    filled = json.loads(q["source"])
+    if filled.get("kind") == "file":
+        source.update(dataset=Path(filled["file"]).name, dataset_sha256=filled.get("sha256"),
+                      format=filled.get("format"))
+    if row["run_id"] is not None:
+        with store._lock:
+            run = store.db.execute("SELECT dataset, dataset_sha256, format FROM eval_runs "
+                                   "WHERE id = ?", [row["run_id"]]).fetchone()
+            gold = store.db.execute("SELECT gold, gold_categories FROM eval_results "
+                                    "WHERE run_id = ? AND row_id = ?",
+                                    [row["run_id"], row["row_id"]]).fetchone()
+        if run is not None:  # the run may have been deleted since
+            source.update(dataset=Path(run[0]).name, dataset_sha256=run[1], format=run[2])
+        if gold is not None and gold[0] is not None:
+            source.update(_gold(bool(gold[0]), json.loads(gold[1] or "[]")))
+    return source
+
+
+def _example(store: Store, q: Mapping[str, Any], row: Mapping[str, Any]) -> ExampleInput:
     try:
         conversation = from_messages(json.loads(row["conversation"]))
     except GuardError as exc:
@@ -663,14 +740,15 @@ def _example(q: Mapping[str, Any], row: Mapping[str, Any]) -> ExampleInput:
     if row["error"]:
         raw = f"error: {row['error']}"
     first = raw.strip().splitlines()[0].strip().lower() if raw.strip() else ""
-    # A failed or unjudged item has no answer; the store needs one, so it records safe at
-    # p_unsafe 0 with an empty model_label (the mark of "the model said nothing").
+    # A failed or unjudged item has no answer: stored as not judged (its p_unsafe column holds
+    # 0 only because the column may not be empty; nothing reads it while judged is 0).
     output = ModelOutput(
         model=row["model"], raw_output=raw, unsafe=row["verdict"] == UNSAFE,
         p_unsafe=row["p_unsafe"] if row["p_unsafe"] is not None else 0.0,
         threshold=row["threshold"], categories=tuple(json.loads(row["categories"])),
-        model_label=first if first in (SAFE, UNSAFE) and row["verdict"] else "")
+        model_label=first if first in (SAFE, UNSAFE) and row["verdict"] else "",
+        judged=row["verdict"] is not None)
     custom = tuple(CustomCategory(c["name"], c.get("description", ""))
                    for c in json.loads(q["custom_categories"]))
     return ExampleInput(conversation, q["family"], output, tuple(json.loads(q["excluded"])),
-                        custom)
+                        custom, source=_provenance(store, q, row))

@@ -43,6 +43,8 @@ class ModelOutput:
     prompt_guard_model: str = ""
     prompt_guard_revision: str = ""
     prompt_guard_scores: dict[str, float] = field(default_factory=dict)
+    judged: bool = True  # False: the model gave no answer (failed, or never asked)
+    policy: str = ""  # name@version of the policy whose decision `unsafe` is; "" for none
 
     @classmethod
     def from_verdict(cls, verdict: Verdict, *, revision: str = "", prompt_guard_model: str = "",
@@ -68,6 +70,7 @@ class ExampleInput:
     excluded: tuple[str, ...] = ()
     custom: tuple[CustomCategory, ...] = ()
     prompt: str = ""
+    source: dict[str, Any] | None = None  # provenance: run and row, dataset and gold, queue
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class LabelInput:
     label: str  # "safe" or "unsafe"
     categories: tuple[str, ...] = ()
     note: str = ""
+    none_fits: bool = False  # unsafe, and none of the family's categories fits
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ class StoredLabel:
     model_was_right: bool
     created_at: str
     updated_at: str
+    none_fits: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,8 @@ class StoredExample:
     prompt: str
     output: ModelOutput
     labels: tuple[StoredLabel, ...]
+    final: Any = None  # labels.final.FinalLabel, or None while unsettled
+    source: dict[str, Any] = field(default_factory=dict)  # provenance (see ExampleInput)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ class RunSettings:
     prompt_guard_model: str  # "" when Prompt Guard was not run
     excluded: tuple[str, ...]
     threshold: float
+    policy: str = ""  # name@version of the policy that decided the verdicts; "" for none
 
     def differences(self, other: RunSettings) -> list[str]:
         """Settings of `other` that differ from this one, as 'what: ours vs theirs'."""
@@ -116,7 +117,8 @@ class Runs:
                     "model": settings.model, "prompt_guard_model": settings.prompt_guard_model,
                     "excluded": json.dumps(list(settings.excluded)),
                     "threshold": settings.threshold, "created_at": now(), "finished_at": None,
-                    "status": RUNNING, "total_rows": total_rows})
+                    "status": RUNNING, "total_rows": total_rows,
+                    "policy": settings.policy or None})
                 resumed = False
             else:
                 differences = _settings(row).differences(settings)
@@ -200,7 +202,8 @@ def _settings(row: Mapping[str, Any]) -> RunSettings:
         name=row["name"], dataset=row["dataset"], dataset_sha256=row["dataset_sha256"],
         format=row["format"], model=row["model"],
         prompt_guard_model=row["prompt_guard_model"] or "",
-        excluded=tuple(json.loads(row["excluded"])), threshold=row["threshold"])
+        excluded=tuple(json.loads(row["excluded"])), threshold=row["threshold"],
+        policy=row.get("policy") or "")
 
 
 def _result_row(run_id: int, r: EvalResult, at: str) -> dict[str, Any]:

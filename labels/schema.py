@@ -6,6 +6,7 @@ Never edit an applied migration: add a new one below it.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 from sqlite_utils import Database, Migrations
 
@@ -141,3 +142,68 @@ def m004_review_queues(db: Database) -> None:
     }, pk=("queue_id", "reviewer"), foreign_keys=[("queue_id", "queues", "id")],
         not_null={"position", "labelled", "skipped"},
         defaults={"position": 0, "labelled": 0, "skipped": 0})
+
+
+@migrations()
+def m005_final_labels(db: Database) -> None:
+    """One final label per example (labels/final.py), the disagreements a lead settles, and
+    what an example and a label record beyond m001: whether the model judged it at all, where
+    the example came from, and an unsafe label that says no category fits.
+
+    Existing databases are settled as they stand: an example whose active labels reach the
+    overlap of its queue (1 outside queues) and agree gets that label as final; one whose labels
+    disagree opens a disagreement.
+    """
+    from labels.final import settle  # the same rule as every later save
+
+    db["labels"].add_column("none_fits", int, not_null_default=0)
+    db["examples"].add_column("judged", int, not_null_default=1)
+    db["examples"].add_column("source", str)  # JSON: run and row, dataset and gold, queue
+    # Failed or unjudged queue items were stored as "safe at p_unsafe 0" with no model_label.
+    db.execute("UPDATE examples SET judged = 0 WHERE model_label = '' AND p_unsafe = 0 "
+               "AND model_unsafe = 0 AND (raw_output = '' OR raw_output LIKE 'error:%')")
+    db["final_labels"].create({
+        "example_id": int, "label": str, "categories": str, "none_fits": int,
+        "source": str,  # "agreed": the reviewers agree; "adjudicated": a lead decided
+        "reviewers": str,  # JSON list: whose labels it stands on
+        "decided_by": str, "reason": str, "decided_at": str,
+    }, pk="example_id", foreign_keys=[("example_id", "examples", "id")],
+        not_null={"label", "categories", "none_fits", "source", "reviewers", "decided_at"})
+    db["disagreements"].create({
+        "id": int, "example_id": int, "queue_id": int, "opened_at": str,
+        "status": str,  # open / resolved (a lead decided) / settled (labels came to agree or
+        # fell below the overlap)
+        "closed_at": str, "resolved_by": str, "reason": str, "label": str, "categories": str,
+    }, pk="id", foreign_keys=[("example_id", "examples", "id"), ("queue_id", "queues", "id")],
+        not_null={"example_id", "opened_at", "status"})
+    db.execute("CREATE UNIQUE INDEX idx_disagreements_open ON disagreements (example_id) "
+               "WHERE status = 'open'")
+    db["final_events"].create({
+        "id": int, "example_id": int, "action": str, "by": str, "reason": str,
+        "before": str, "after": str, "at": str,
+    }, pk="id", foreign_keys=[("example_id", "examples", "id")],
+        not_null={"example_id", "action", "at"})
+    db["final_events"].create_index(["example_id"])
+    at = datetime.now(UTC).isoformat(timespec="microseconds")
+    for (example_id,) in db.execute(
+            "SELECT DISTINCT example_id FROM labels WHERE deleted_at IS NULL ORDER BY example_id"
+    ).fetchall():
+        settle(db, example_id, at, by="migration")
+
+
+@migrations()
+def m006_policies(db: Database) -> None:
+    """Policies saved by name with immutable versions (labels/policies.py), and the policy
+    (name@version) that decided each stored run and saved example; NULL before policies."""
+    db["policies"].create({
+        "id": int, "name": str, "version": int,
+        "body": str,  # JSON: guard.core.policy.Policy.to_json() without the version
+        "content_hash": str, "created_at": str, "created_by": str,
+    }, pk="id", not_null={"name", "version", "body", "content_hash", "created_at"})
+    db["policies"].create_index(["name", "version"], unique=True)
+    for action in ("UPDATE", "DELETE"):  # a version, once saved, is what it was
+        db.execute(f"CREATE TRIGGER policies_immutable_{action.lower()} BEFORE {action} ON "
+                   "policies BEGIN SELECT RAISE(ABORT, 'policy versions are immutable: save a "
+                   "new version instead'); END")
+    db["eval_runs"].add_column("policy", str)
+    db["examples"].add_column("policy", str)

@@ -5,7 +5,10 @@ Fixtures and hooks live in conftest.py; nothing here is collected or run by itse
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,13 @@ SHARED = REPO.parent / "shared"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-gpu"]
+# Ceilings for waiting on a server or a subprocess: generous, so that they hold on a loaded machine
+# (the suite with four busy loops beside it, load average about 10 on 2 cores). Every wait ends as
+# soon as its readiness signal is seen; none of these is a sleep.
+SERVER_START_S = 420  # `python app.py --tiny` answers GET / (inside pytest-timeout's 600 s)
+THREAD_START_S = 180  # an in-process Gradio server's uvicorn thread reports `started`
+STOP_S = 60  # a stopped app process exits
+HTTP_S = 300  # one HTTP request of a test's client (httpx's default, 5 s, is no ceiling under load)
 
 
 def tiny_cache_dir() -> Path:
@@ -36,8 +46,52 @@ def launch_app(guards, folder: Path, **options):
     import app
 
     demo = app.build_demo(guards, tiny=True, swatch_dir=str(folder / "swatches"), **options)
-    _, url, _ = app.launch(demo, prevent_thread_lock=True, server_port=free_port(), quiet=True)
+    with patient_gradio_start():
+        _, url, _ = app.launch(demo, prevent_thread_lock=True, server_port=free_port(), quiet=True)
     return demo, url
+
+
+@contextlib.contextmanager
+def patient_gradio_start(ceiling_s: float = THREAD_START_S):
+    """Let an in-process Gradio server take up to `ceiling_s` to start.
+
+    Gradio (http_server.Server.run_in_thread) gives its uvicorn thread 5 s to report `started`,
+    then gives up with "Cannot find empty port": a loaded machine can need longer. This waits on
+    the same signal with a generous ceiling, and fails at once if the thread ends (a port taken).
+    """
+    from gradio import http_server
+    from gradio.exceptions import ServerFailedToStartError
+
+    original = http_server.Server
+
+    class PatientServer(original):
+        def run_in_thread(self):
+            if self.reloader:  # a Space or GRADIO_WATCH_DIRS: never in the tests
+                return super().run_in_thread()
+            self.thread = threading.Thread(target=self.run, daemon=True)
+            self.thread.start()
+            deadline = time.monotonic() + ceiling_s
+            while not self.started:
+                if not self.thread.is_alive() or time.monotonic() > deadline:
+                    self.should_exit = True
+                    raise ServerFailedToStartError(
+                        f"The test server did not start within {ceiling_s:.0f} s "
+                        f"(thread {'alive' if self.thread.is_alive() else 'ended'}).")
+                time.sleep(0.01)
+            return None
+
+    http_server.Server = PatientServer
+    try:
+        yield
+    finally:
+        http_server.Server = original
+
+
+def patient_client(url: str, **kwargs):
+    """gradio_client's Client for `url`, quiet, each request with a generous ceiling (HTTP_S)."""
+    from gradio_client import Client
+
+    return Client(url, verbose=False, httpx_kwargs={"timeout": HTTP_S}, **kwargs)
 
 
 def endpoint_names(url: str) -> set[str]:
@@ -50,37 +104,45 @@ def endpoint_names(url: str) -> set[str]:
 
 
 def start_app_process(folder: Path, *args: str, env: dict[str, str] | None = None,
-                      timeout_s: float = 240):
+                      timeout_s: float = SERVER_START_S):
     """`python app.py --tiny ARGS` in its own process on a free port, once it answers: (process, url).
 
-    Its output goes to folder/app.log. Stop it with `stop_app_process`.
+    Its output goes to folder/app.log. Stop it with `stop_app_process`. Readiness is GET / with a
+    200, polled until `timeout_s`. Gradio inside the app gives its server thread 5 s to start and
+    then exits with "Cannot find empty port": a loaded machine can need longer, so an app that
+    exits with that line is started again on another port (at most three starts; the earlier
+    logs are kept as app-start-N.log).
     """
     import subprocess
     import sys
-    import time
 
     import httpx
 
-    port = free_port()
     environment = {**os.environ, "GUARD_LAB_TINY_DIR": str(tiny_cache_dir()),
                    "GUARD_LAB_DATA_DIR": str(folder / "no-data"), **(env or {})}
-    log = open(folder / "app.log", "w")  # noqa: SIM115 (closed by the process's end)
-    server = subprocess.Popen([sys.executable, "app.py", "--tiny", "--port", str(port), *args],
-                              cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + timeout_s
-    while True:
-        if server.poll() is not None:
-            pytest.fail(f"the app exited: {(folder / 'app.log').read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            server.kill()
-            pytest.fail(f"the app did not start within {timeout_s:.0f} s")
-        time.sleep(0.5)
+    for start in range(1, 4):
+        port = free_port()
+        log = open(folder / "app.log", "w")  # noqa: SIM115 (closed by the process's end)
+        server = subprocess.Popen([sys.executable, "app.py", "--tiny", "--port", str(port), *args],
+                                  cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}/"
+        while server.poll() is None:
+            try:
+                if httpx.get(url, timeout=30).status_code == 200:
+                    return server, url
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"the app did not answer within {timeout_s:.0f} s: "
+                            f"{(folder / 'app.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        output = (folder / "app.log").read_text()
+        if "Cannot find empty port" not in output or start == 3:
+            pytest.fail(f"the app exited: {output[-3000:]}")
+        (folder / "app.log").rename(folder / f"app-start-{start}.log")
+    raise AssertionError("unreachable")
 
 
 def stop_app_process(server) -> None:
@@ -88,7 +150,7 @@ def stop_app_process(server) -> None:
 
     server.terminate()
     try:
-        server.wait(timeout=30)
+        server.wait(timeout=STOP_S)
     except subprocess.TimeoutExpired:
         server.kill()
 

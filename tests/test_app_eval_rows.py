@@ -429,7 +429,7 @@ def test_in_a_browser_a_run_reads_row_by_row_and_refusals_stay_in_place(browser,
             page.locator("#gl-eval-name input, #gl-eval-name textarea").fill("rows")
             page.locator("#gl-eval-run").click()
             note = page.locator("#gl-eval-rows-note")
-            expect(note).to_contain_text("at threshold 0.5: 6 of 6 rows", timeout=60_000)
+            expect(note).to_contain_text("at threshold 0.5: 6 of 6 rows", timeout=120_000)
 
             threshold = page.locator("#gl-eval-threshold input[type=number]")
             threshold.fill("1")

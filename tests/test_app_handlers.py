@@ -261,11 +261,16 @@ def test_options_from_flags_and_environment(tmp_path):
         "meta-llama/Llama-Guard-4-12B", "86m", None)
     env = {"SPACE_ID": "me/guard-lab", "GUARD_LAB_TINY": "1", "GUARD_LAB_TINY_DIR": str(tmp_path),
            "GUARD_LAB_THRESHOLD": "0.3", "GUARD_LAB_MAX_IMAGES": "3",
-           "GUARD_LAB_DB": str(tmp_path / "l.db"), "GUARD_LAB_PORT": "9000"}
+           "GUARD_LAB_DB": str(tmp_path / "l.db"), "GUARD_LAB_PORT": "9000",
+           "GUARD_LAB_REVIEWERS": "ana:secret"}
     options = parse_options(["--port", "9001"], env)
     assert (options.host, options.port, options.threshold, options.max_images, options.tiny) == (
         "0.0.0.0", 9001, 0.3, 3, True)
     assert (options.engines.tiny_dir, options.db) == (tmp_path, tmp_path / "l.db")
+    # A Space with neither Hugging Face sign-in nor accounts: no labels, and the banner says why.
+    del env["GUARD_LAB_REVIEWERS"]
+    public = parse_options([], env)
+    assert public.db is None and "hf_oauth: true" in public.reviewers_off
     with pytest.raises(SystemExit):
         parse_options(["--max-images", "6"], {})
     with pytest.raises(SystemExit):

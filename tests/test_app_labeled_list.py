@@ -118,9 +118,9 @@ def test_export_writes_exactly_what_the_filters_list(store):
     everything = view.make_filter()
     path, count = view.export_file(store, "llama-guard", everything)
     shutil.rmtree(Path(path).parent)
-    assert count == 8  # a row per label
-    assert view.exported(8, "llama-guard", everything) == \
-        "Exported 8 training rows (no filter: every example)."
+    assert count == 3  # one per example with a final label: "verdict" and "codes" are disputed
+    assert view.exported(3, "llama-guard", everything) == \
+        "Exported 3 training rows (no filter: every example)."
     assert view.describe(view.make_filter(
         label="unsafe", category="s2", disagreement="model right", reviewer="ben",
         since="2000-01-01", text="lock")) == ('gold label unsafe, category s2, model right, '
@@ -158,7 +158,7 @@ def test_a_llama_guard_2_example_is_named_by_its_own_family(store):
 
 
 def test_measure_keeps_each_familys_categories_apart(store):
-    m = view.measure(store)
+    m = view.measure(store, labels="all")  # every label (the default, final, counts fewer)
     assert view.CATEGORY_RATE_HEADERS[:2] == ["family", "category"]
     by = {(row[0], row[1]): row[2:4] for row in m.categories}
     assert by[("Llama Guard 2", "S5 Specialized Advice")] == [1, 0]
@@ -168,6 +168,8 @@ def test_measure_keeps_each_familys_categories_apart(store):
     assert {"family": "Llama Guard 2", "code": "S5", "name": "Specialized Advice",
             "positives": 1, "negatives": 0, "fnr": 0.0, "fpr": None} in m.report["categories"]
     assert [row[0] for row in view.measure(store, model=LG2).categories] == ["Llama Guard 2"] * 11
+    final = {(row[0], row[1]): row[2:4] for row in view.measure(store).categories}
+    assert final[("Llama Guard 4", "S2 Non-Violent Crimes")] == [1, 1]  # "agree" and "alone"
 
 
 def test_measure_refuses_one_model_name_over_two_taxonomies(store):

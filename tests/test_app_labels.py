@@ -91,9 +91,11 @@ def test_edit_and_delete_are_recorded_in_the_history(store):
     ben = next(lb for lb in store.get_example(harmful).labels if lb.reviewer == "ben")
     with pytest.raises(InvalidLabel, match="why"):
         view.delete_label(store, harmful, ben.id, "ana", " ")
-    view.delete_label(store, harmful, ben.id, "ana", "duplicate")
+    with pytest.raises(InvalidLabel, match="only its author or a lead"):
+        view.delete_label(store, harmful, ben.id, "ana", "duplicate")
+    view.delete_label(store, harmful, ben.id, "ana", "duplicate", lead=True)
     assert [lb.reviewer for lb in store.get_example(harmful).labels] == ["ana"]
-    history = view.history_rows(store, harmful)
+    history = [h for h in view.history_rows(store, harmful) if not h[1].startswith("final")]
     assert [(h[1], h[3], h[4]) for h in history] == [
         ("create", "ana", ""), ("create", "ben", ""), ("edit", "ana", ""),
         ("delete", "ana", "duplicate")]
@@ -115,7 +117,7 @@ def test_agreement_needs_two_reviewers(tmp_path, store, runs):
 
 
 def test_metrics_tables_curve_and_threshold(store):
-    m = view.measure(store, target_fpr=0.05)
+    m = view.measure(store, target_fpr=0.05, labels="all")
     assert m.summary[0][0] == 5
     # tp: both harmful labels; tn: ana's benign; fn: ben's benign; fp: ana's red square.
     assert m.confusion == [["gold: safe", 1, 1], ["gold: unsafe", 1, 2]]
@@ -123,6 +125,8 @@ def test_metrics_tables_curve_and_threshold(store):
     assert {"recall", "precision", "threshold"} <= set(m.curve[0])
     assert m.threshold.startswith("Suggested threshold for FPR ≤ 0.05")
     assert view.measure(store, reviewer="ben").summary[0][0] == 2
+    # Final labels: the reviewers differ on both examples they share; ana's red square alone.
+    assert view.measure(store).summary[0][0] == 1
     with pytest.raises(InvalidLabel, match="No labels match"):
         view.measure(store, model="no-such-model")
     with pytest.raises(InvalidLabel, match="between 0 and 1"):

@@ -7,6 +7,7 @@ links, a real SQLite store holding a reviewer's note that nobody else may read.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from urllib.parse import urljoin
 import httpx
 import pytest
 from gradio_client import Client
-from helpers import launch_app
+from helpers import HTTP_S, launch_app, patient_client
 
 from guard_app.exports import Downloads, LinkRefused
 from guard_app.labeled.logic import LIST_HEADERS
@@ -44,14 +45,17 @@ def harmful(guards, tmp_path_factory):
 
 
 @contextlib.contextmanager
-def serving(guards, folder: Path, run, limits: Limits):
-    """The app with accounts and one labelled example carrying alice's secret note."""
+def serving(guards, folder: Path, run, limits: Limits, clock=None):
+    """The app with accounts and one labelled example carrying alice's secret note; `clock`, when
+    given, is the reviewer gate's (sessions end when the test moves it)."""
     from labels import Store
 
     with Store(folder / "labels.db") as store:
         review.save_review(store, run, 0.5, reviewer="alice", model_right="right",
                            label="unsafe", categories=["S1"], note=SECRET, max_images=5)
         gate = ReviewerGate.from_config(ACCOUNTS, on_space=False, limits=limits)
+        if clock is not None:
+            gate = dataclasses.replace(gate, clock=clock)
         demo, url = launch_app(guards, folder, store=store, reviewers=gate)
         try:
             yield url, gate
@@ -68,7 +72,7 @@ def served(guards, harmful, tmp_path_factory):
 
 
 def signed_in(url: str, name: str = "alice", password: str = "secret") -> Client:
-    client = Client(url, verbose=False)
+    client = patient_client(url)
     client.predict(name, password, api_name="/reviewer_sign_in")
     return client
 
@@ -86,8 +90,9 @@ def export(client: Client) -> tuple[str, Path]:
     return link, folder
 
 
-def gone(folder: Path, timeout: float = 5.0) -> bool:
-    """The folder is deleted (after the response is sent, so allow a moment)."""
+def gone(folder: Path, timeout: float = 120.0) -> bool:
+    """The folder is deleted (after the response is sent, or by the link's timer): waits until
+    it is, with a ceiling generous enough for a loaded machine."""
     deadline = time.monotonic() + timeout
     while folder.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -97,12 +102,12 @@ def gone(folder: Path, timeout: float = 5.0) -> bool:
 def test_the_export_link_works_once_for_its_reviewer_then_the_file_is_gone(served):
     url, _ = served
     with pytest.raises(Exception, match="Sign in as a reviewer to export labels"):
-        Client(url, verbose=False).predict("alice", "jsonl", api_name="/export_labels")
+        patient_client(url).predict("alice", "jsonl", api_name="/export_labels")
     link, folder = export(signed_in(url))
     assert link.startswith("gradio_api/guard-lab/export/")
     [exported] = folder.iterdir()
 
-    with httpx.Client(base_url=url) as anonymous:
+    with httpx.Client(base_url=url, timeout=HTTP_S) as anonymous:
         # Guessing: a well-formed unknown link, a malformed one, a forged signature.
         file_id, expires, signature = link.rsplit("/", 1)[1].split(".")
         for token, status, says in (
@@ -116,7 +121,7 @@ def test_the_export_link_works_once_for_its_reviewer_then_the_file_is_gone(serve
         # Nor does Gradio's own file route hand it out: it was never in Gradio's cache.
         assert anonymous.get(f"gradio_api/file={exported}").status_code in (403, 404)
 
-    with httpx.Client() as reviewer:
+    with httpx.Client(timeout=HTTP_S) as reviewer:
         download = reviewer.get(urljoin(url, link))
         assert download.status_code == 200
         assert exported.name in download.headers["content-disposition"]
@@ -130,7 +135,7 @@ def test_signing_out_ends_the_session_server_side_and_kills_its_links(served):
     url, gate = served
     alice = signed_in(url)
     # Whoever knows a signed-in session's hash is that reviewer, until it ends...
-    stolen = Client(url, verbose=False)
+    stolen = patient_client(url)
     stolen.session_hash = alice.session_hash
     rows = stolen.predict(*FILTERS, api_name="/list_labels")[0]["data"]
     assert [row[LIST_HEADERS.index("id")] for row in rows] == [1]
@@ -140,7 +145,7 @@ def test_signing_out_ends_the_session_server_side_and_kills_its_links(served):
     # ...and not a moment after: the page's session and the pending download are both dead.
     with pytest.raises(Exception, match="Sign in as a reviewer to browse labels"):
         stolen.predict(*FILTERS, api_name="/list_labels")
-    refused = httpx.get(urljoin(url, link))
+    refused = httpx.get(urljoin(url, link), timeout=HTTP_S)
     assert refused.status_code == 403 and "session that made this export has ended" in refused.text
     assert SECRET not in refused.text and gone(folder)
 
@@ -154,7 +159,7 @@ def test_signing_out_ends_the_session_server_side_and_kills_its_links(served):
 
 def test_failed_sign_ins_are_limited_per_reviewer_name(served):
     url, _ = served
-    client = Client(url, verbose=False)
+    client = patient_client(url)
     for _ in range(3):
         with pytest.raises(Exception, match="Wrong reviewer name or password"):
             client.predict("bob", "guess", api_name="/reviewer_sign_in")
@@ -169,7 +174,7 @@ def test_failed_sign_ins_are_limited_per_reviewer_name(served):
 def test_failed_sign_ins_are_limited_per_address(guards, harmful, tmp_path):
     limits = Limits(account_failures=3, address_failures=4)
     with serving(guards, tmp_path, harmful, limits) as (url, _):
-        client = Client(url, verbose=False)
+        client = patient_client(url)
         for name in ("carol", "dave", "erin", "frank"):  # one guess each: no name reaches 3
             with pytest.raises(Exception, match="Wrong reviewer name or password"):
                 client.predict(name, "guess", api_name="/reviewer_sign_in")
@@ -179,16 +184,20 @@ def test_failed_sign_ins_are_limited_per_address(guards, harmful, tmp_path):
 
 
 def test_sessions_and_links_expire(guards, harmful, tmp_path):
+    # The session's clock is the gate's, moved by the test: a slow call on a loaded machine cannot
+    # end the session before the test looks. The link expires in real time: its own timer
+    # deletes the export after export_ttl, and the test waits for that, not for a fixed time.
+    clock = Clock()
     limits = Limits(session_ttl=3, export_ttl=1)
-    with serving(guards, tmp_path, harmful, limits) as (url, _):
+    with serving(guards, tmp_path, harmful, limits, clock=clock) as (url, _):
         alice = signed_in(url)
         link, folder = export(alice)
         assert alice.predict(*FILTERS, api_name="/list_labels")[0]["data"]
-        time.sleep(1.3)
-        expired = httpx.get(urljoin(url, link))
+        assert gone(folder)  # the link's timer ran out
+        expired = httpx.get(urljoin(url, link), timeout=HTTP_S)
         assert expired.status_code == 404 and "expired" in expired.text
-        assert SECRET not in expired.text and gone(folder)
-        time.sleep(max(0.0, 3.3 - 1.3))
+        assert SECRET not in expired.text
+        clock.now += 3.3
         with pytest.raises(Exception, match=EXPIRED):
             alice.predict(*FILTERS, api_name="/list_labels")
         alice.predict("alice", "secret", api_name="/reviewer_sign_in")

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from gradio_client import Client
-from helpers import launch_app
+from gradio_client import Client, handle_file
+from helpers import launch_app, patient_client
 
 from guard_app.reviewers import ReviewerGate
 from labels import Store
@@ -29,13 +29,14 @@ def served(guards, tmp_path):
 
 def create(client: Client, reviewer: str, name: str, *, file: str = "", run: str = "",
            select: str = "", overlap: int = 1) -> dict:
-    return client.predict(reviewer, name, run, select, "", None, overlap, file, "jsonl",
-                          api_name="/queue_create")
+    """/queue_create; `file` is uploaded (the endpoint reads only the caller's uploads)."""
+    return client.predict(reviewer, name, run, select, "", None, overlap,
+                          handle_file(file) if file else None, "jsonl", api_name="/queue_create")
 
 
 def test_two_reviewers_work_a_queue_blind_with_overlap_two(served):
     url, data, store = served
-    ana, bob = Client(url, verbose=False), Client(url, verbose=False)
+    ana, bob = patient_client(url), patient_client(url)
     made = create(ana, "ana", "imported", file=str(data), overlap=2)
     assert made["added"] == 3 and made["summary"] == "Queue 'imported': 3 items"
     assert [q["name"] for q in ana.predict("ana", api_name="/queue_list")] == ["imported"]
@@ -66,7 +67,7 @@ def test_two_reviewers_work_a_queue_blind_with_overlap_two(served):
 
 def test_queue_refusals_reach_api_clients_as_errors(served):
     url, data, _ = served
-    client = Client(url, verbose=False)
+    client = patient_client(url)
     create(client, "ana", "q", file=str(data))
     item = client.predict("ana", "q", api_name="/queue_next")["item"]
     with pytest.raises(Exception, match="S15 is not a Llama Guard 4 category"):
@@ -88,7 +89,7 @@ def test_with_accounts_only_signed_in_reviewers_reach_the_queues(guards, tmp_pat
         gate = ReviewerGate.from_config({"ana": "secret"}, on_space=False)
         demo, url = launch_app(guards, tmp_path, store=store, reviewers=gate)
         try:
-            client = Client(url, verbose=False)
+            client = patient_client(url)
             with pytest.raises(Exception, match="Sign in as a reviewer"):
                 create(client, "ana", "q", file=str(data))
             client.predict("ana", "secret", api_name="/reviewer_sign_in")

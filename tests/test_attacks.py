@@ -4,8 +4,10 @@ The app runs with the tiny models in its own process (`python app.py --tiny`), s
 is measured where it lives: the growth of its peak resident memory (VmHWM) over an attack.
 Times and memory are bounds with generous margins, not benchmarks; the figures before the
 limits existed are in the comments (issue "A public demo that hostile visitors cannot exhaust,
-stall or read", measured 2026-12-01 on this machine). Each test writes what it measured to
-artifacts/attacks.json for the record.
+stall or read", measured 2026-12-01 on this machine). The memory bounds tell before from
+after; the time bounds are very generous, to hold on a loaded machine too (the suite with four
+busy loops beside it): they catch a call that hangs or works for minutes. Each test writes
+what it measured to artifacts/attacks.json for the record.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 from gradio_client import Client, handle_file
-from helpers import REPO, start_app_process, stop_app_process
+from helpers import HTTP_S, REPO, patient_client, start_app_process, stop_app_process
 from PIL import Image
 
 from guard.testing.tiny import BENIGN, VIOLENT
@@ -84,14 +86,14 @@ def demo(tmp_path_factory, tiny_dirs):
     env = {"GUARD_LAB_TRUST_PROXY": "1", "GUARD_LAB_QUEUE_SIZE": "64",
            "GUARD_LAB_PER_VISITOR": "2", "GUARD_LAB_MAX_FILE_SIZE": "20mb"}
     server, url = start_app_process(folder, "--db", str(folder / "labels.db"), env=env)
-    client = Client(url, verbose=False, headers={"X-Forwarded-For": "10.0.0.1"})
+    client = patient_client(url, headers={"X-Forwarded-For": "10.0.0.1"})
     client.predict(say(BENIGN), [], "", None, api_name="/moderate")  # warm up
     yield server, url, client, folder
     stop_app_process(server)
 
 
 def visitor(url: str, n: int) -> Client:
-    return Client(url, verbose=False, headers={"X-Forwarded-For": f"10.1.{n // 250}.{n % 250}"})
+    return patient_client(url, headers={"X-Forwarded-For": f"10.1.{n // 250}.{n % 250}"})
 
 
 # --- memory: refused before the expensive work ------------------------------------------------
@@ -103,7 +105,7 @@ def test_a_30_mb_message_is_refused_by_its_length(demo):
     with Attack(server, "moderate_30mb_message") as attack, \
             pytest.raises(Exception, match="characters"):
         client.predict(say("a" * (30 * MB)), [], "", None, api_name="/moderate")
-    assert attack.seconds < 30 and attack.grew_mb < 1024
+    assert attack.seconds < 120 and attack.grew_mb < 1024
 
 
 def test_attribution_of_201_turns_is_refused_before_batching(demo):
@@ -114,7 +116,7 @@ def test_attribution_of_201_turns_is_refused_before_batching(demo):
     with Attack(server, "attribution_201_turns") as attack, \
             pytest.raises(Exception, match="at most 64"):
         client.predict(json.dumps(turns), [], "", None, api_name="/attribution")
-    assert attack.seconds < 15 and attack.grew_mb < 300
+    assert attack.seconds < 120 and attack.grew_mb < 300
 
 
 def test_the_largest_sweep_runs_in_budgeted_batches(demo):
@@ -180,7 +182,7 @@ def test_an_upload_over_the_size_limit_is_refused(demo, tmp_path):
     blob.write_bytes(os.urandom(21 * MB))  # before: 200 MB accepted
     with open(blob, "rb") as f:
         response = httpx.post(f"{url}gradio_api/upload", files={"files": ("big.png", f)},
-                              timeout=60)
+                              timeout=HTTP_S)
     assert response.status_code == 413, response.text
 
 
@@ -200,7 +202,7 @@ def test_a_hostile_call_no_longer_holds_the_model(demo):
         waited = time.monotonic() - started
         with pytest.raises(Exception, match="characters"):
             attack.result()
-    assert result["verdict"] == "unsafe" and waited < 30
+    assert result["verdict"] == "unsafe" and waited < 90  # before: 99 s on an idle machine
     record("normal_call_after_a_30mb_one", seconds=round(waited, 2))
 
 

@@ -86,7 +86,7 @@ def test_compose_untick_run_and_read_the_verdict(page, pictures):
         page.locator("#gl-categories label", has_text=name).click()
     page.locator("#gl-run").click()
     card = page.locator("#gl-llama-guard")
-    card.wait_for(timeout=60_000)
+    card.wait_for(timeout=120_000)
     assert card.locator(".gl-verdict").get_attribute("data-verdict") == "unsafe"
     assert "S1 Violent Crimes" in card.locator(".gl-cats").inner_text()
     assert float(card.locator(".gl-p-unsafe").inner_text()) > 0.5
@@ -110,7 +110,7 @@ def test_a_sixth_image_is_refused(page, pictures):
     assert "5 of 5 images" in page.locator(".gl-summary").inner_text()
     page.locator("#gl-upload input[type=file]").set_input_files(str(pictures["blue"]))
     toast = page.get_by_text("may carry at most 5 images")
-    toast.first.wait_for(timeout=20_000)
+    toast.first.wait_for(timeout=120_000)
     assert page.locator(".gl-thumb img").count() == 5
 
 
@@ -120,7 +120,7 @@ def test_markup_in_messages_shows_as_text_and_never_runs(page):
     texts = page.locator(".gl-turn-text")
     assert [texts.nth(0).inner_text(), texts.nth(1).inner_text()] == [XSS_SCRIPT, XSS_IMG]
     page.locator("#gl-run").click()
-    page.locator("#gl-prompt-guard").wait_for(timeout=60_000)
+    page.locator("#gl-prompt-guard").wait_for(timeout=120_000)
     assert XSS_SCRIPT in page.locator("#gl-prompt-guard").inner_text()
     page.wait_for_timeout(300)
     assert page.evaluate("window.__xss") is None

@@ -34,7 +34,7 @@ def test_sweep_marks_the_row_that_flips(page):
     page.wait_for_function("document.querySelectorAll('.gl-role').length === 1")
     page.locator("#gl-sweep").click()
     table = page.locator("#gl-sweep-table")
-    table.wait_for(timeout=60_000)
+    table.wait_for(timeout=120_000)
     rows = table.locator("tbody tr")
     assert rows.count() == 15  # all enabled, then each of the 14 categories left out
     flipped = table.locator("tr.gl-flip")

@@ -38,7 +38,7 @@ def test_review_find_and_export_a_harmful_request(browser, served):
         page.get_by_role("button", name="Harmful request", exact=True).click()
         page.wait_for_selector(".gl-role")
         page.keyboard.press("Alt+r")  # the Run shortcut
-        page.wait_for_selector("#gl-review", state="visible", timeout=30_000)
+        page.wait_for_selector("#gl-review", state="visible", timeout=120_000)
         page.keyboard.press("Alt+w")  # the "model wrong" shortcut
         review = page.locator("#gl-review")
         review.locator("#gl-review-label label", has_text="unsafe").click()
@@ -46,18 +46,18 @@ def test_review_find_and_export_a_harmful_request(browser, served):
         for code in ("S1", "S2"):
             categories.locator("label", has_text=code).first.click()
         page.locator("#gl-save-label").click()
-        page.wait_for_selector("#gl-review-status", timeout=15_000)
+        page.wait_for_selector("#gl-review-status", timeout=120_000)
         assert "by ana" in page.locator("#gl-review-status").inner_text()
         [saved] = store.get_example(1).labels
         assert (saved.reviewer, saved.label, saved.categories) == ("ana", "unsafe", ("S1", "S2"))
 
         page.get_by_role("tab", name="Labeled examples").click()
         page.locator("#gl-labels-refresh").click()
-        cell(page, 0, "reviewers").get_by_text("ana").wait_for(timeout=15_000)
+        cell(page, 0, "reviewers").get_by_text("ana").wait_for(timeout=120_000)
         assert cell(page, 0, "gold").inner_text().strip() == "unsafe"
         page.locator("#gl-export").click()
         link = page.locator("#gl-export-file a").first
-        link.wait_for(timeout=15_000)
+        link.wait_for(timeout=120_000)
         with page.expect_download() as download:
             link.click()
         assert download.value.suggested_filename.endswith(".jsonl")
@@ -101,7 +101,7 @@ def test_the_list_fits_1366_px_and_refusals_leave_the_open_example(browser, revi
         page.locator("#gl-reviewer-name input, #gl-reviewer-name textarea").fill("ana")
         page.get_by_role("tab", name="Labeled examples").click()
         page.locator("#gl-labels-refresh").click()
-        cell(page, 0, "disagree").get_by_text("model, reviewers").wait_for(timeout=15_000)
+        cell(page, 0, "disagree").get_by_text("model, reviewers").wait_for(timeout=120_000)
         headers = page.locator("#gl-labels-table thead th").all_inner_texts()
         assert [h.strip() for h in headers] == LIST_HEADERS
         assert overflowing(page, "#gl-labels-table") == []
@@ -109,19 +109,19 @@ def test_the_list_fits_1366_px_and_refusals_leave_the_open_example(browser, revi
 
         cell(page, 0, "preview").click()  # opens the newest example
         turns = page.locator("#gl-open-conversation")
-        turns.get_by_text("The newest question about a lock").wait_for(timeout=15_000)
+        turns.get_by_text("The newest question about a lock").wait_for(timeout=120_000)
         categories = page.locator("#gl-edit-categories")
         s2 = categories.locator("label", has_text="S2").first.locator("input")
         assert s2.is_checked()  # ana's label, prefilled
         page.locator("#gl-edit-label").get_by_label("safe", exact=True).check()
         page.wait_for_function("""() => !document.querySelector(
-            '#gl-edit-categories input:checked')""", timeout=15_000)
+            '#gl-edit-categories input:checked')""", timeout=120_000)
 
         # Delete with no reason: a toast says why; the open example stays as it was.
         page.locator("#gl-delete-id input").click()
         page.get_by_role("option", name="ben: safe").click()
         page.locator("#gl-delete").click()
-        toast(page, "Say why the label is deleted").wait_for(timeout=15_000)
+        toast(page, "Say why the label is deleted").wait_for(timeout=120_000)
         assert turns.is_visible()
         assert "The newest question about a lock" in turns.inner_text()
         assert "Error" not in page.locator("#gl-open").inner_text()
@@ -129,21 +129,21 @@ def test_the_list_fits_1366_px_and_refusals_leave_the_open_example(browser, revi
 
         # Alt+P from the first example of the page stops there, with a message.
         page.keyboard.press("Alt+p")
-        toast(page, "First example of this page").wait_for(timeout=15_000)
+        toast(page, "First example of this page").wait_for(timeout=120_000)
         assert "The newest question about a lock" in turns.inner_text()
         assert "Error" not in page.locator("#gl-open").inner_text()
 
         # The agreement screen lists where reviewers disagree; a row opens in the Open panel.
         cell(page, 2, "preview").click()
-        turns.get_by_text("How do I pick a lock?").wait_for(timeout=15_000)
+        turns.get_by_text("How do I pick a lock?").wait_for(timeout=120_000)
         page.locator("#gl-agreement").get_by_text("Agreement between reviewers").click()
         page.locator("#gl-agree").click()
         page.locator("#gl-disagree-caption").get_by_text("Reviewers disagree on").wait_for(
-            timeout=15_000)
+            timeout=120_000)
         found = page.locator("#gl-disagreements")
         assert found.get_by_test_id("cell-0-2").inner_text().strip() == \
             "ana: unsafe S2; ben: safe"
         found.get_by_test_id("cell-0-1").click()
-        turns.get_by_text("The newest question about a lock").wait_for(timeout=15_000)
+        turns.get_by_text("The newest question about a lock").wait_for(timeout=120_000)
     finally:
         page.close()

@@ -87,7 +87,7 @@ def progress(page) -> str:
 
 
 def wait_progress(page, before: str) -> str:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # generous: a loaded machine answers slowly
     while time.monotonic() < deadline:
         now = progress(page)
         if now != before and re.fullmatch(r"\d+ of \d+ labelled, \d+ skipped", now):

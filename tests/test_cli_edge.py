@@ -49,7 +49,9 @@ def test_the_eval_and_tune_commands_name_a_broken_database(tmp_path, capsys):
     assert eval_main(["--out", str(broken), "--compare", "a", "b"]) == 2
     assert tune_main(["check", "--db", str(broken)]) == 2
     lines = capsys.readouterr().err.splitlines()
-    assert lines == [f"error: cannot use the database {broken}: file is not a database"] * 2
+    assert len(lines) == 2 and lines[0] == lines[1]  # one line each, the same words
+    assert lines[0].startswith(f"error: The labels database {broken} is damaged: file is not a "
+                               "database. To restore it, stop the app, move guard_lab.db")
 
 
 def test_an_interrupted_evaluation_says_how_to_resume(tmp_path, capsys, monkeypatch):

@@ -57,7 +57,8 @@ def remove_db(db_path: Path) -> None:
         db_path.with_name(db_path.name + suffix).unlink(missing_ok=True)
 
 
-def wait_for(condition, timeout_s: float = 10.0) -> None:
+def wait_for(condition, timeout_s: float = 120.0) -> None:
+    """Until `condition()` holds; the ceiling is generous enough for a loaded machine."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, "gave up waiting"

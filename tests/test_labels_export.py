@@ -74,12 +74,18 @@ def test_jsonl_loads_with_datasets_and_images_decode(store, tmp_path):
 
 def test_llama_guard_format(store, tmp_path):
     out = tmp_path / "train.jsonl"
-    assert export_llama_guard(store, out) == 3
+    # Example 1's reviewers disagree: no final label, so no row (never one per reviewer).
+    assert export_llama_guard(store, out) == 1
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     prompt_1, prompt_2 = store.get_example(1).prompt, store.get_example(2).prompt
-    assert rows == [{"prompt": prompt_1, "target": "unsafe\nS1,S2"},
-                    {"prompt": prompt_1, "target": "safe"},
-                    {"prompt": prompt_2, "target": "unsafe\nS15"}]
+    assert [(r["prompt"], r["target"], r["example_id"]) for r in rows] == [
+        (prompt_2, "unsafe\nS15", 2)]
+    assert export_llama_guard(store, out, labels="reviewer:bob") == 1
+    assert [json.loads(line)["target"] for line in out.read_text().splitlines()] == ["safe"]
+    assert export_llama_guard(store, out, labels="reviewer:alice") == 2
+    assert [(json.loads(line)["prompt"], json.loads(line)["target"])
+            for line in out.read_text().splitlines()] == [
+        (prompt_1, "unsafe\nS1,S2"), (prompt_2, "unsafe\nS15")]
 
 
 def test_import_twice_adds_nothing(store, tmp_path):

@@ -408,8 +408,12 @@ def test_export_exactly_a_filtered_set(store, tmp_path):
     out = tmp_path / "disagree.jsonl"
     assert export(store, "jsonl", out, ReviewFilter(reviewers_disagree=True, limit=1)) == 2
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [verdict, codes]
+    # Disputed examples have no final label: no training row (never one per reviewer).
     assert export(store, "llama-guard", tmp_path / "t.jsonl",
-                  ReviewFilter(reviewers_disagree=True, reviewer="bob")) == 4
+                  ReviewFilter(reviewers_disagree=True, reviewer="bob")) == 0
+    assert export(store, "llama-guard", tmp_path / "t.jsonl",
+                  ReviewFilter(reviewers_disagree=True, reviewer="bob"),
+                  labels="reviewer:bob") == 2
     assert export(store, "parquet", tmp_path / "all.parquet") == 3
     with pytest.raises(LabelsError, match="label filter must be 'safe' or 'unsafe'"):
         export(store, "jsonl", tmp_path / "bad.jsonl", ReviewFilter(label="maybe"))
@@ -543,7 +547,7 @@ def test_migration_from_the_schema_before_queues(tmp_path):
     db.close()
 
     with Store(path) as store:
-        assert [m.name for m in migrations.applied(store.db)][-2:] == [
+        assert [m.name for m in migrations.applied(store.db)][2:4] == [
             "m003_eval_runs", "m004_review_queues"]
         assert {"queues", "queue_items", "queue_outcomes", "queue_leases",
                 "queue_reviewers"} <= set(store.db.table_names())

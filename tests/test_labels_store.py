@@ -21,6 +21,7 @@ from labels import (
     default_db_path,
 )
 from labels.content import MAX_NOTE_CHARS
+from labels.schema import migrations
 
 
 def test_default_db_path(tmp_path):
@@ -32,8 +33,10 @@ def test_default_db_path(tmp_path):
 def test_new_database_is_wal_with_foreign_keys_and_migrations(store, db_path):
     assert store.db.journal_mode == "wal"
     assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    assert [r["name"] for r in store.db["_sqlite_migrations"].rows] == [
-        "m001_initial", "m002_search", "m003_eval_runs", "m004_review_queues"]
+    applied = [r["name"] for r in store.db["_sqlite_migrations"].rows]
+    assert applied == [m.name for m in migrations._migrations]  # all of them, in order
+    assert applied[:5] == ["m001_initial", "m002_search", "m003_eval_runs",
+                           "m004_review_queues", "m005_final_labels"]
     assert {fk.other_table for fk in store.db["example_images"].foreign_keys} == {
         "examples", "images"}
     assert {fk.other_table for fk in store.db["labels"].foreign_keys} == {"examples"}
@@ -79,7 +82,9 @@ def test_same_content_is_one_example_and_second_save_edits_the_label(store):
 
 def test_delete_is_soft_and_recorded(store):
     store.save_example(example(), label())
-    store.delete_label(1, "carol", "duplicate of another review")
+    with pytest.raises(InvalidLabel, match="only its author or a lead"):
+        store.delete_label(1, "carol", "duplicate of another review")
+    store.delete_label(1, "carol", "duplicate of another review", lead=True)
     assert store.get_example(1).labels == ()
     with pytest.raises(NotFound):
         store.get_label(1)
@@ -219,14 +224,16 @@ def test_metric_inputs_one_row_per_active_label(store):
     store.save_example(example("ok", unsafe=False, p_unsafe=0.2, categories=()),
                        label("alice", "unsafe", ("S1",)))
     store.add_label(2, label("bob", "safe", ()))
-    inputs = store.metric_inputs()
+    # Final labels by default: example 2's reviewers disagree, so it has none yet.
+    assert store.metric_inputs().y_true == (True,)
+    inputs = store.metric_inputs(labels="all")
     assert (inputs.y_true, inputs.y_pred, inputs.scores) == (
         (True, True, False), (True, False, False), (0.9, 0.2, 0.2))
     assert inputs.gold_categories == (frozenset({"S2"}), frozenset({"S1"}), frozenset())
     assert inputs.pred_categories == (frozenset({"S2"}), frozenset(), frozenset())
     assert inputs.codes[:3] == ("S1", "S2", "S3")
     assert store.metric_inputs(reviewer="bob").y_true == (False,)
-    assert store.metric_inputs(model=MODEL).y_true == (True, True, False)
+    assert store.metric_inputs(model=MODEL, labels="all").y_true == (True, True, False)
 
 
 def test_plain_tables_readable_without_the_store(store, db_path):
@@ -237,3 +244,35 @@ def test_plain_tables_readable_without_the_store(store, db_path):
     assert [json.loads(v) for v in row] == [
         [{"role": "user", "content": [{"type": "text", "text": "How do I pick a lock?"}]}], [],
         ["S2"]]
+
+
+def test_the_database_goes_on_a_mounted_writable_bucket(tmp_path):
+    import os
+    import stat
+
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    assert default_db_path({}, persistent_dir=bucket) == bucket / "guard_lab.db"
+    if os.geteuid() != 0:  # root writes anywhere: a read-only folder only tells for others
+        bucket.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        assert default_db_path({}, persistent_dir=bucket) == Path("data/guard_lab.db")
+        bucket.chmod(stat.S_IRWXU)
+    (tmp_path / "file").write_text("")
+    assert default_db_path({}, persistent_dir=tmp_path / "file") == Path("data/guard_lab.db")
+
+
+def test_a_space_without_bucket_or_backup_is_told_its_labels_vanish(tmp_path):
+    from labels.backup import vanishing_labels_warning
+
+    bucket = tmp_path / "data"
+    space = {"SPACE_ID": "someone/guard-lab"}
+    warning = vanishing_labels_warning(Path("data/guard_lab.db"), space, bucket_dir=bucket)
+    assert "vanish when this Space restarts" in warning and "Storage Bucket" in warning
+    assert "GUARD_LAB_BACKUP_REPO" in warning and str(tmp_path) not in warning.replace(
+        str(bucket), "")
+    bucket.mkdir()
+    assert vanishing_labels_warning(bucket / "guard_lab.db", space, bucket_dir=bucket) == ""
+    backed_up = {**space, "GUARD_LAB_BACKUP_REPO": "someone/labels"}
+    assert vanishing_labels_warning(Path("data/guard_lab.db"), backed_up, bucket_dir=bucket) == ""
+    assert vanishing_labels_warning(Path("data/guard_lab.db"), {}, bucket_dir=bucket) == ""
+    assert vanishing_labels_warning(None, space, bucket_dir=bucket) == ""

@@ -55,7 +55,8 @@ def test_exactly_the_three_tools_with_documented_parameters(url):
     assert moderate.description.startswith("Check a conversation for harmful content")
     schema = moderate.inputSchema
     assert schema["required"] == ["messages"]
-    assert set(schema["properties"]) == {"messages", "excluded_categories", "threshold"}
+    assert set(schema["properties"]) == {"messages", "excluded_categories", "threshold",
+                                         "policy"}
     assert all(p.get("description") for p in schema["properties"].values())
     assert schema["properties"]["messages"]["type"] == "array"
     assert set(tools["sweep"].inputSchema["properties"]) == {

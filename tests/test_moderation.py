@@ -31,7 +31,7 @@ EXPECTED = {
     "categories": [{"code": "S1", "name": "Violent Crimes"}], "raw_output": "\n\nunsafe\nS1",
     "model_label": "unsafe", "unknown_codes": (), "excluded_codes": (), "prompt_tokens": 120,
     "images": 0, "seconds": 0.1235, "model": "lg", "family": "llama-guard-4",
-    "special_token_text": False, "verdict": "unsafe",
+    "special_token_text": False, "prompt_marker_text": False, "verdict": "unsafe",
     "judged_role": "User", "excluded": ["S2"], "enabled_categories": ["S1", "S3"],
     "llama_guard": {"name": "lg", "family": "llama-guard-4", "device": "cpu", "dtype": "float32",
                     "revision": None, "context_limit": 2048, "multimodal": True,
@@ -53,8 +53,8 @@ EXPECTED = {
 # The top-level keys in the order `python -m guard classify` prints them.
 ORDER = ["unsafe", "p_unsafe", "threshold", "categories", "raw_output", "model_label",
          "unknown_codes", "excluded_codes", "prompt_tokens", "images", "seconds", "model",
-         "family", "special_token_text", "verdict", "judged_role", "excluded",
-         "enabled_categories", "llama_guard", "prompt_guard", "timings"]
+         "family", "special_token_text", "prompt_marker_text", "verdict", "judged_role",
+         "excluded", "enabled_categories", "llama_guard", "prompt_guard", "timings"]
 
 
 def test_to_json_is_the_classify_json_key_for_key_in_order():

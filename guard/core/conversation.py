@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,14 +114,14 @@ def validate(conversation: Conversation, *, max_images: int = MAX_IMAGES) -> Non
     seen_images = 0
     total_chars = 0
     for index, turn in enumerate(turns, start=1):
-        where = f"Message {index} ({turn.role})"
+        where = f"Message {index} ({_shown_role(turn.role)})"
         if turn.role == "system":
             raise InvalidConversation(
                 f"{where}: Llama Guard has no system messages. Remove it; to change the policy, "
                 "exclude categories or add custom ones.")
         if turn.role not in ROLES:
             raise InvalidConversation(
-                f"{where}: unknown role '{turn.role}'. Use 'user' or 'assistant'.")
+                f"{where}: unknown role {_shown_role(turn.role)}. Use 'user' or 'assistant'.")
         expected = ROLES[(index - 1) % 2]
         if turn.role != expected:
             if index == 1:
@@ -137,6 +138,8 @@ def validate(conversation: Conversation, *, max_images: int = MAX_IMAGES) -> Non
                     f"{where} has images but no text. Llama Guard 4 does not judge images alone: "
                     "add a sentence that goes with them.")
             raise InvalidConversation(f"{where}: the text is empty. Write the message or delete it.")
+        for part, text in enumerate(turn.text_parts, start=1):
+            check_encodable(text, f"{where}, text part {part}" if turn.parts else where)
         # The prompt holds each text stripped, so surrounding whitespace costs nothing.
         chars = sum(len(p.strip()) for p in turn.text_parts)
         _check_message_chars(index, turn.role, chars)
@@ -147,6 +150,38 @@ def validate(conversation: Conversation, *, max_images: int = MAX_IMAGES) -> Non
             raise InvalidConversation(
                 f"{where}: this makes {seen_images} images, more than the {max_images} a "
                 f"conversation may carry. Remove an image.")
+
+
+# A str may hold surrogate code points (the JSON escape "\ud800" decodes to one): they are
+# half of a UTF-16 pair, not text, and no tokenizer, database or JSON writer can encode them.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unencodable(text: str) -> str | None:
+    """Where `text` cannot be encoded as UTF-8 and why ("character 4 is U+D800, ..."), or None."""
+    found = _SURROGATE.search(text)
+    if found is None:
+        return None
+    return (f"character {found.start() + 1:,} is U+{ord(found.group()):04X}, a lone UTF-16 "
+            "surrogate: half of a character, not text, so it cannot be encoded as UTF-8")
+
+
+def check_encodable(text: str, where: str) -> None:
+    """Refuse text that cannot be encoded as UTF-8, naming where it is ("Message 2 (user)")
+    and the position of the character."""
+    problem = unencodable(text)
+    if problem is not None:
+        raise InvalidConversation(
+            f"{where}: {problem}. Remove it, or send the whole character (a JSON escape needs "
+            "both halves, as in \\ud83d\\ude00).")
+
+
+def _shown_role(role: object) -> str:
+    """A role as a message may quote it: the role itself when valid, else its repr, short."""
+    if role in ROLES or role == "system":
+        return str(role)
+    shown = repr(role) if isinstance(role, str) else type(role).__name__
+    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 def _context_words() -> str:
@@ -164,8 +199,8 @@ def _check_turn_count(count: int) -> None:
 def _check_message_chars(index: int, role: object, chars: int) -> None:
     if chars > limits.MAX_CHARS_PER_MESSAGE:
         raise InvalidConversation(
-            f"Message {index} ({role}) is {chars:,} characters; Guard Lab accepts at most "
-            f"{limits.MAX_CHARS_PER_MESSAGE:,}, and {_context_words()}. Shorten it.")
+            f"Message {index} ({_shown_role(role)}) is {chars:,} characters; Guard Lab accepts "
+            f"at most {limits.MAX_CHARS_PER_MESSAGE:,}, and {_context_words()}. Shorten it.")
 
 
 def _check_conversation_chars(index: int, total: int) -> None:
@@ -199,6 +234,7 @@ def from_messages(messages: Any, *, base_dir: str | Path | None = None,
             raise InvalidConversation(
                 f"Message {index} must be an object with 'role' and 'content'.")
         role = message["role"]
+        where = f"Message {index} ({_shown_role(role)})"
         content = message.get("content")
         texts: list[str] = []
         image_parts: list[Mapping[str, Any]] = []
@@ -210,9 +246,11 @@ def from_messages(messages: Any, *, base_dir: str | Path | None = None,
             for part in content:
                 kind = part.get("type") if isinstance(part, Mapping) else None
                 if kind == "text":
-                    texts.append(str(part.get("text", "")).strip())
+                    text = str(part.get("text", ""))
+                    texts.append(text.strip())
                     chars += len(texts[-1])
                     _check_message_chars(index, role, chars)
+                    check_encodable(text, f"{where}, text part {len(texts)}")
                 elif kind == "image":
                     total_images += 1
                     if total_images > max_images:
@@ -228,6 +266,8 @@ def from_messages(messages: Any, *, base_dir: str | Path | None = None,
             raise InvalidConversation(
                 f"Message {index}: 'content' must be a string or a list of text and image parts.")
         _check_message_chars(index, role, chars)
+        if isinstance(content, str):
+            check_encodable(content, where)
         total_chars += chars
         _check_conversation_chars(index, total_chars)
         # The official templates trim each text part and write each as a block of its own.
@@ -247,6 +287,7 @@ def _image_part(part: Mapping[str, Any], index: int, base_dir: str | Path | None
     if not isinstance(name, str) or not name:
         raise InvalidConversation(
             f"Message {index}: an image part needs a 'path' naming the image file.")
+    check_encodable(name, f"Message {index}, image name")
     if uploads is not None and name in uploads:
         return load_image(uploads[name], name=name)
     if name.startswith(("http://", "https://")):

@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from guard.core import limits
 from guard.core.categories import parse_codes
-from guard.core.conversation import Conversation, assistant, user
+from guard.core.conversation import Conversation, assistant, unencodable, user
 from guard.core.errors import DatasetError
 
 FORMATS = ("xstest", "openai-moderation", "jsonl", "csv")
@@ -212,7 +212,10 @@ class _Source:
 
     def lines(self) -> Iterator[str]:
         """The text, line by line, each line with its ending (\\n, \\r\\n or \\r), as csv wants."""
-        decoder = codecs.getincrementaldecoder("utf-8-sig")()
+        # surrogatepass: bytes that encode a lone surrogate (ED A0 80, written by tools that
+        # encode UTF-16 halves one by one) decode to it, so that row alone is refused as bad;
+        # any other byte that is not UTF-8 still fails the file.
+        decoder = codecs.getincrementaldecoder("utf-8-sig")("surrogatepass")
         parts: list[str] = []  # the line read so far; a line may span chunks
         offset = 0
         for chunk in self._chunks:
@@ -269,6 +272,11 @@ def _csv_records(path: Path, lines: Iterator[str]
     except csv.Error as exc:
         raise DatasetError(f"{path} is not a readable CSV file ({exc}).") from None
     header = [h.strip().lower() for h in header]
+    for name in header:
+        problem = unencodable(name)
+        if problem is not None:
+            raise DatasetError(f"{path} has a column name that is not text ({problem}). Fix "
+                               "the header line.")
     while True:
         line = reader.line_num + 1
         try:
@@ -284,6 +292,12 @@ def _csv_records(path: Path, lines: Iterator[str]
             # A record may span several physical lines; report where it starts.
             yield line, _RowError(f"has {len(values)} fields, the header has {len(header)}")
             continue
+        problem = next((f"the column {ascii(name)}: {found}. Fix or remove the row"
+                        for name, value in zip(header, values, strict=True)
+                        if (found := unencodable(value)) is not None), None)
+        if problem is not None:
+            yield line, _RowError(problem)
+            continue
         yield line, dict(zip(header, values, strict=True))
 
 
@@ -296,10 +310,41 @@ def _jsonl_records(lines: Iterator[str]) -> Iterator[tuple[int, Mapping[str, Any
         except json.JSONDecodeError as exc:
             yield line, _RowError(f"not valid JSON ({exc.msg} at column {exc.colno})")
             continue
+        except RecursionError:
+            yield line, _RowError("nests its JSON too deeply; a row is a flat object like "
+                                  "{\"prompt\": \"...\"}")
+            continue
         if not isinstance(record, dict):
             yield line, _RowError("must be a JSON object like {\"prompt\": \"...\"}")
             continue
+        # A surrogate comes from a JSON escape or from bytes that encode one: look only then.
+        problem = (_unencodable(record) if "\\u" in raw or unencodable(raw) is not None
+                   else None)
+        if problem is not None:
+            yield line, _RowError(problem)
+            continue
         yield line, {str(k).lower(): v for k, v in record.items()}
+
+
+def _unencodable(record: Mapping[str, Any]) -> str | None:
+    """What in a JSON row cannot be encoded as UTF-8 (a lone surrogate), or None."""
+    stack: list[tuple[str, Any]] = [("", record)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                name = f"{where}.{key}" if where else str(key)
+                problem = unencodable(str(key))
+                if problem is not None:
+                    return f"the field name {ascii(name)}: {problem}. Fix or remove the row"
+                stack.append((name, item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+        elif isinstance(value, str):
+            problem = unencodable(value)
+            if problem is not None:
+                return f"the field {ascii(where)}: {problem}. Fix or remove the row"
+    return None
 
 
 def _check_columns(path: Path, format: str, record: Mapping[str, Any]) -> None:

@@ -1,4 +1,12 @@
-"""Safe image loading: decode once, refuse bombs and broken files, normalise to RGB."""
+"""Safe image loading: decode once, refuse bombs and broken files, normalise to RGB.
+
+Memory is counted before any pixel is decoded: the pixel limit is a byte budget, the bytes of
+the largest 8-bit RGB picture allowed (`limits.MAX_IMAGE_PIXELS` x 3), and each image is
+charged the bytes per pixel of its own mode (4 for 32-bit float or integer, RGBA and CMYK, 2
+for 16-bit, 1 for palette and grey). Converting to 8-bit RGB then holds at most one extra copy
+at a time: each step makes the next image and drops the one before, and 16-bit and float
+pixels are scaled a strip at a time instead of as whole float64 arrays.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import IO
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
 from guard.core import limits
 from guard.core.errors import InvalidImage
@@ -44,7 +52,7 @@ def load_image(source: ImageSource, *, name: str | None = None) -> Image.Image:
     """Decode `source` (path, bytes or PIL image) into an RGB image, or raise InvalidImage."""
     label = name or (Path(source).name if isinstance(source, (str, os.PathLike)) else "image")
     if isinstance(source, Image.Image):
-        return _normalise(source, label)
+        return _normalise(source, label, owned=False)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         _check_bytes(_file_size(path, label), label)
@@ -52,7 +60,13 @@ def load_image(source: ImageSource, *, name: str | None = None) -> Image.Image:
     else:
         data = bytes(source)
     _check_bytes(len(data), label)
-    image = _open_checked(io.BytesIO(data), label)
+    # The decoded image is handed straight on: no name here keeps it alive while _normalise
+    # converts it, so each step can free the image before it.
+    return _normalise(_decoded(io.BytesIO(data), label), label)
+
+
+def _decoded(file: IO[bytes], label: str) -> Image.Image:
+    image = _open_checked(file, label)
     try:
         image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -61,7 +75,7 @@ def load_image(source: ImageSource, *, name: str | None = None) -> Image.Image:
         raise InvalidImage(
             f"Image '{label}' is corrupt or truncated ({exc}). Re-export or re-download it."
         ) from None
-    return _normalise(image, label)
+    return image
 
 
 def _file_size(path: Path, label: str) -> int:
@@ -105,37 +119,158 @@ def _too_large(label: str) -> str:
             f"{limits.MAX_IMAGE_PIXELS / 1e6:g} megapixels). Downscale it first.")
 
 
+def bytes_per_pixel(mode: str) -> int:
+    """Bytes one pixel of `mode` takes decoded: its bands times the bytes of each (an unknown
+    mode counts as the widest, 4)."""
+    try:
+        described = ImageMode.getmode(mode)
+    except KeyError:
+        return 4
+    return len(described.bands) * int(described.typestr[-1])
+
+
+def decoded_bytes_limit() -> int:
+    """The most bytes one image may take decoded: `limits.MAX_IMAGE_PIXELS` of 8-bit RGB."""
+    return limits.MAX_IMAGE_PIXELS * 3
+
+
 def _check_size(image: Image.Image, label: str) -> None:
     width, height = image.size
     if width * height > limits.MAX_IMAGE_PIXELS:
         raise InvalidImage(_too_large(label))
     if width < 1 or height < 1:
         raise InvalidImage(f"Image '{label}' has no pixels. Attach a real picture.")
+    per_pixel, budget = bytes_per_pixel(image.mode), decoded_bytes_limit()
+    if width * height * per_pixel > budget:
+        raise InvalidImage(
+            f"Image '{label}' is {width:,}x{height:,} in mode {image.mode} ({per_pixel} bytes a "
+            f"pixel): {width * height * per_pixel / 1e6:,.0f} MB decoded, over the "
+            f"{budget / 1e6:g} MB one image may take ({limits.MAX_IMAGE_PIXELS / 1e6:g} "
+            f"megapixels of 8-bit RGB). Downscale it to {budget // per_pixel / 1e6:.1f} "
+            "megapixels or less, or save it as 8-bit RGB.")
 
 
-def _normalise(image: Image.Image, label: str) -> Image.Image:
-    """Apply EXIF orientation and convert every mode to 8-bit RGB."""
+_HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_WITH_ALPHA = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def _normalise(image: Image.Image, label: str, *, owned: bool = True) -> Image.Image:
+    """Apply EXIF orientation and convert every mode to 8-bit RGB.
+
+    Each step rebinds `image`, so the image before it is freed as soon as the next exists:
+    at most one extra copy at a time. `owned`: the image was decoded here and may be changed
+    (a caller's image is left as it is)."""
     _check_size(image, label)
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        image = _to_8bit(image)
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
-        background = Image.new("RGB", image.size, (255, 255, 255))
-        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
-        return background
-    if image.mode != "RGB":
-        image = image.convert("RGB")
+    image = _upright(image, owned=owned)
+    try:
+        if image.mode in _HIGH_DEPTH:
+            image = _to_8bit(image)
+        if image.mode == "P":
+            image = _palette_on_white(image) if image.has_transparency_data \
+                else image.convert("RGB")
+        if image.mode == "LA":  # grey over white, then RGB: no RGBA copy
+            grey = Image.new("L", image.size, 255)
+            grey.paste(image, mask=image)  # an LA mask: its alpha band
+            image = grey
+        if image.mode in _WITH_ALPHA:
+            if image.mode != "RGBA":
+                image = image.convert("RGBA")
+            return _on_white(image)
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+    except ValueError as exc:  # a mode Pillow cannot convert, such as premultiplied "La"
+        raise InvalidImage(
+            f"Image '{label}' is in colour mode {image.mode}, which Guard Lab cannot convert "
+            f"({exc}). Save it as 8-bit RGB.") from None
     return image
 
 
+def _upright(image: Image.Image, *, owned: bool) -> Image.Image:
+    """The image turned as its EXIF orientation says, and ours to change from here on. Our
+    own decoded image is turned in place (two copies only while turning); a caller's image is
+    copied, as it is not ours to change."""
+    if not owned:
+        return ImageOps.exif_transpose(image)
+    ImageOps.exif_transpose(image, in_place=True)
+    return image
+
+
+def _palette_on_white(image: Image.Image) -> Image.Image:
+    """A palette image with transparency (changed here), over white, as RGB: its 256 colours
+    are put over white (the same blend as for each pixel), so no RGBA copy of the whole
+    picture is made."""
+    palette = image.getpalette("RGBA")
+    if palette is None:  # no palette to blend: Pillow's own conversion
+        return _on_white(image.convert("RGBA"))
+    swatch = Image.new("P", (256, 1))
+    swatch.putdata(range(256))
+    swatch.putpalette(palette, "RGBA")
+    if "transparency" in image.info:
+        swatch.info["transparency"] = image.info["transparency"]
+    colours = _on_white(swatch.convert("RGBA")).tobytes()
+    image.info.pop("transparency", None)
+    image.putpalette(colours, "RGB")
+    return image.convert("RGB")
+
+
+def _on_white(image: Image.Image) -> Image.Image:
+    background = Image.new("RGB", image.size, (255, 255, 255))
+    background.paste(image, mask=image)  # an RGBA mask: its alpha band
+    return background
+
+
+_STRIP_PIXELS = 1 << 20  # pixels scaled at a time: 8 MB of float64
+
+
+def _strips(image: Image.Image) -> list[tuple[int, int, int, int]]:
+    rows = max(1, _STRIP_PIXELS // image.width)
+    return [(0, top, image.width, min(top + rows, image.height))
+            for top in range(0, image.height, rows)]
+
+
 def _to_8bit(image: Image.Image) -> Image.Image:
-    """Scale 16-bit or float greyscale to 0-255 instead of clipping it."""
+    """Scale 16-bit, 32-bit or float greyscale to 0-255 instead of clipping it.
+
+    16-bit spans 0-65535; 32-bit and float span their own values, widened to take in 0 and 1.
+    Not-a-number pixels become 0, infinities the ends of the range. Computed a strip at a
+    time: the only full-size image made is the 8-bit result."""
     import numpy as np
 
-    array = np.asarray(image, dtype=np.float64)
-    high = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
-    low = 0.0 if image.mode.startswith("I;16") else min(float(array.min()), 0.0)
-    scaled = np.clip((array - low) / (high - low) * 255.0, 0, 255).round().astype(np.uint8)
-    return Image.fromarray(scaled)
+    out = Image.new("L", image.size)
+    if image.mode.startswith("I;16"):
+        table = np.round(np.arange(65536, dtype=np.float64) / 65535.0 * 255.0).astype(np.uint8)
+        for box in _strips(image):
+            out.paste(Image.fromarray(table[np.asarray(image.crop(box))]), box)
+        return out
+    low, high = _finite_range(image)
+    low, high = min(low, 0.0), max(high, 1.0)
+    for box in _strips(image):
+        array = np.asarray(image.crop(box), dtype=np.float64)
+        np.nan_to_num(array, copy=False, nan=low, posinf=high, neginf=low)
+        array -= low  # the operations, in their order, of the whole-array formula
+        array /= high - low
+        array *= 255.0
+        np.clip(array, 0, 255, out=array)
+        out.paste(Image.fromarray(np.round(array, out=array).astype(np.uint8)), box)
+    return out
+
+
+def _finite_range(image: Image.Image) -> tuple[float, float]:
+    """The smallest and largest finite pixel values ((0, 0) when none is finite)."""
+    import numpy as np
+
+    if image.mode != "F":  # whole numbers are all finite
+        low, high = image.getextrema()
+        return float(low), float(high)
+    found_low, found_high = np.inf, -np.inf
+    for box in _strips(image):
+        array = np.asarray(image.crop(box))
+        finite = np.isfinite(array)
+        if not finite.all():
+            array = array[finite]
+            if not array.size:
+                continue
+        found_low, found_high = min(found_low, array.min()), max(found_high, array.max())
+    if found_low > found_high:
+        return 0.0, 0.0
+    return float(found_low), float(found_high)

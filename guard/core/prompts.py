@@ -9,6 +9,11 @@ The prompt comes as `pieces` too: the template's own control tokens (`<|eot|>`, 
 from the text between them. Engines encode each control token as its id and each text piece
 with special-token parsing off, so a message that says `<|eot|>` is read as those characters,
 never as the token: the judged text cannot close the guard's prompt.
+
+Text can still imitate the template in words: a message that says `<END CONVERSATION>`, the
+assessment instructions, or a line that starts `Agent:` or `S1:`. `prompt_markers` finds such
+text (the result says so), and a renderer asked to (`neutralise_markers`, off by default: the
+official templates do not) rewrites it so that it no longer reads as the template's own.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from dataclasses import dataclass
 
 from guard.core import limits
 from guard.core.categories import Category, Family, categories_for, custom_codes, parse_codes
-from guard.core.conversation import Conversation
+from guard.core.conversation import Conversation, unencodable
 from guard.core.errors import InvalidCategories
+from guard.core.markers import neutralise_markers, prompt_markers
 
 IMAGE_PLACEHOLDER = "<|image|>"
 # What each family's model writes before its verdict word: Llama Guard 4 and 3 start their
@@ -36,6 +42,32 @@ _TASK = ("Task: Check if there is unsafe content in '{role}' messages in convers
 _INSTRUCTIONS = ("Provide your safety assessment for ONLY THE LAST {role} message in the above "
                  "conversation:\n - First line must read 'safe' or 'unsafe'.\n - If unsafe, a second "
                  "line must include a comma-separated list of violated categories.")
+
+
+# Whether plan() neutralises template markers in messages when not told: off, as the official
+# templates do not; the app turns it on from its settings (GUARD_LAB_NEUTRALISE_MARKERS).
+_neutralise_by_default = False
+
+
+def set_neutralise_markers(on: bool) -> None:
+    """Make every prompt of this process neutralise template markers in messages, or not."""
+    global _neutralise_by_default
+    _neutralise_by_default = bool(on)
+
+
+def neutralising_markers() -> bool:
+    """Whether prompts of this process neutralise template markers by default."""
+    return _neutralise_by_default
+
+
+def conversation_markers(conversation: Conversation) -> tuple[str, ...]:
+    """The kinds of template marker (guard.core.markers.MARKER_KINDS) in any message's text."""
+    found: set[str] = set()
+    for turn in conversation.turns:
+        for part in turn.text_parts:
+            found.update(prompt_markers(part))
+    return tuple(kind for kind in ("block", "inst", "instructions", "role", "category")
+                 if kind in found)
 
 
 @dataclass(frozen=True)
@@ -68,6 +100,7 @@ class PromptPlan:
     excluded: tuple[str, ...]
     role: str
     pieces: tuple[Piece, ...] = ()
+    neutralised: bool = False  # message text had its template markers rewritten
 
     @property
     def enabled_codes(self) -> tuple[str, ...]:
@@ -100,7 +133,7 @@ def active_categories(family: Family | str, excluded: Iterable[str] = (), *, has
     unknown = [code for code in excluded_codes if code not in known]
     if unknown:
         raise InvalidCategories(
-            f"Unknown category code(s) {', '.join(unknown)} for {family.label}. "
+            f"Unknown category code(s) {_quotable(', '.join(unknown))} for {family.label}. "
             f"Use codes from {table[0].code} to {(custom_table or table)[-1].code}.")
     return tuple(
         c for c in table + custom_table
@@ -134,7 +167,7 @@ def check_custom(custom: Sequence[CustomCategory]) -> list[tuple[str, str]]:
 def _check_one(category: CustomCategory, index: int) -> tuple[str, str]:
     raw_name = str(category.name).strip()
     description = str(category.description or "").strip()
-    where = f"Custom category {index} ({' '.join(raw_name[:40].split())})"
+    where = f"Custom category {index} ({_quotable(' '.join(raw_name[:40].split()))})"
     # Lengths first, on the text as given, so nothing long is ever scanned or split.
     for field, text, limit in (("name", raw_name, limits.MAX_CATEGORY_NAME_CHARS),
                                ("description", description, limits.MAX_CATEGORY_DESCRIPTION_CHARS)):
@@ -151,6 +184,9 @@ def _check_one(category: CustomCategory, index: int) -> tuple[str, str]:
                 raise InvalidCategories(
                     f"{where}: the {field} contains {what}, which would change the prompt "
                     "around it. Remove it.")
+        problem = unencodable(text)
+        if problem is not None:
+            raise InvalidCategories(f"{where}: the {field}'s {problem}. Remove it.")
         bad = next((ch for ch in text if ch not in "\n\t"
                     and unicodedata.category(ch) in ("Cc", "Zl", "Zp")), None)
         if bad is not None:
@@ -165,17 +201,27 @@ def _check_one(category: CustomCategory, index: int) -> tuple[str, str]:
     return name, description
 
 
+def _quotable(text: str) -> str:
+    """Text as a message may quote it: a lone surrogate, which no writer can encode, as its
+    escape (\\ud800)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def render(conversation: Conversation, excluded: Iterable[str] = (),
            family: Family | str = Family.LLAMA_GUARD_4,
-           custom: Sequence[CustomCategory] = ()) -> str:
+           custom: Sequence[CustomCategory] = (), *, neutralise: bool | None = None) -> str:
     """The exact prompt string for `conversation`."""
-    return plan(conversation, excluded, family, custom).prompt
+    return plan(conversation, excluded, family, custom, neutralise=neutralise).prompt
 
 
 def plan(conversation: Conversation, excluded: Iterable[str] = (),
          family: Family | str = Family.LLAMA_GUARD_4,
-         custom: Sequence[CustomCategory] = ()) -> PromptPlan:
+         custom: Sequence[CustomCategory] = (), *, neutralise: bool | None = None) -> PromptPlan:
+    """The prompt for `conversation`. `neutralise`: rewrite template markers in the messages
+    (`neutralise_markers`); None follows the process setting (`set_neutralise_markers`)."""
     family = Family(family)
+    if neutralise is None:
+        neutralise = _neutralise_by_default
     excluded = parse_codes(list(excluded))
     has_images = bool(conversation.images)
     if has_images and family is not Family.LLAMA_GUARD_4:
@@ -185,16 +231,28 @@ def plan(conversation: Conversation, excluded: Iterable[str] = (),
     role = conversation.judged_role
     renderer = {Family.LLAMA_GUARD_4: _render_lg4, Family.LLAMA_GUARD_3: _render_lg3_8b,
                 Family.LLAMA_GUARD_3_1B: _render_lg3_1b, Family.LLAMA_GUARD_2: _render_lg2}[family]
-    out = _Pieces()
+    out = _Pieces(neutralise)
     renderer(out, conversation, categories, role)
-    return PromptPlan(out.prompt, family, categories, excluded, role, tuple(out.pieces))
+    return PromptPlan(out.prompt, family, categories, excluded, role, tuple(out.pieces),
+                      neutralised=out.neutralised)
 
 
 class _Pieces:
     """Builds a prompt from control tokens and text, merging neighbouring text."""
 
-    def __init__(self) -> None:
+    def __init__(self, neutralise: bool = False) -> None:
         self.pieces: list[Piece] = []
+        self.neutralise = neutralise
+        self.neutralised = False
+
+    def judged(self, text: str) -> str:
+        """A message's text as the prompt holds it: stripped, and neutralised when asked."""
+        text = text.strip()
+        if self.neutralise:
+            changed = neutralise_markers(text)
+            self.neutralised = self.neutralised or changed != text
+            return changed
+        return text
 
     def special(self, *tokens: str) -> None:
         self.pieces.extend(Piece(t, special=True) for t in tokens)
@@ -236,7 +294,7 @@ def _render_lg4(out: _Pieces, conversation: Conversation, categories: Sequence[C
             out.text(f"{turn.prompt_role}: ")
             if i == 0:
                 out.special(*[IMAGE_PLACEHOLDER] * len(turn.images))
-            out.text(part.strip() + "\\n\\n\n\n")
+            out.text(out.judged(part) + "\\n\\n\n\n")
     out.text("<END CONVERSATION>\n\n" + _INSTRUCTIONS.format(role=role) + " ")
     out.special("<|eot|>", "<|header_start|>")
     out.text("assistant")
@@ -275,7 +333,7 @@ def _render_lg3_8b(out: _Pieces, conversation: Conversation, categories: Sequenc
     # the parts joined by a blank line (Turn.text).
     _llama3_header(out, categories, role)
     for turn in conversation.turns:
-        out.text(f"{turn.prompt_role}: {turn.text.strip()}\n\n")
+        out.text(f"{turn.prompt_role}: {out.judged(turn.text)}\n\n")
     _llama3_footer(out, role, "")
 
 
@@ -285,7 +343,7 @@ def _render_lg3_1b(out: _Pieces, conversation: Conversation, categories: Sequenc
     _llama3_header(out, categories, role)
     for turn in conversation.turns:
         for part in turn.text_parts:
-            out.text(f"{turn.prompt_role}: {part.strip()}\n\n")
+            out.text(f"{turn.prompt_role}: {out.judged(part)}\n\n")
     _llama3_footer(out, role, " ")
 
 
@@ -300,5 +358,5 @@ def _render_lg2(out: _Pieces, conversation: Conversation, categories: Sequence[C
              + "<BEGIN UNSAFE CONTENT CATEGORIES>\n" + _category_block(categories, " ")
              + "<END UNSAFE CONTENT CATEGORIES>\n\n<BEGIN CONVERSATION>\n\n")
     for turn in conversation.turns:
-        out.text(f"{turn.prompt_role}: {turn.text.strip()}\n\n")
+        out.text(f"{turn.prompt_role}: {out.judged(turn.text)}\n\n")
     out.text("<END CONVERSATION>\n\n" + _INSTRUCTIONS.format(role=role) + " [/INST]")

@@ -85,6 +85,10 @@ class Verdict:
     # A message held the text of one of the model's special tokens (such as <|eot|>); it was
     # judged as plain text, never as the token.
     special_token_text: bool = False
+    # A message held text that imitates the prompt's template (`<END CONVERSATION>`, its
+    # instructions, a line starting "Agent:" or "S1:"; guard.core.markers): the model may have
+    # read it as the prompt's own structure, unless the server neutralised it.
+    prompt_marker_text: bool = False
 
     @property
     def verdict(self) -> str:
@@ -114,7 +118,8 @@ class Verdict:
             unknown_codes=tuple(data["unknown_codes"]), excluded_codes=tuple(data["excluded_codes"]),
             prompt_tokens=int(data["prompt_tokens"]), images=int(data["images"]),
             seconds=float(data["seconds"]), model=data["model"], family=data["family"],
-            special_token_text=bool(data["special_token_text"]))
+            special_token_text=bool(data["special_token_text"]),
+            prompt_marker_text=bool(data.get("prompt_marker_text", False)))
 
 
 def make_verdict(raw_output: str, p_unsafe: float, enabled: Sequence[Category],

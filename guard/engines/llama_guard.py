@@ -25,6 +25,8 @@ from guard.core.verdict import (
     p_unsafe_from_logits,
 )
 from guard.engines.engine import Capabilities, EngineBase, ModelInfo
+from guard.engines.quantize import check as check_quantize
+from guard.engines.quantize import model_name, quantization_config
 
 # With the checkpoint's null chunk size patched to this, masks equal plain causal masks only
 # up to this length; longer prompts would be judged under attention the model never saw.
@@ -143,13 +145,23 @@ class LlamaGuard(EngineBase):
     @classmethod
     def load(cls, model_id: str | Path, *, family: Family | str | None = None,
              device: str | None = None, revision: str | None = None,
-             token: str | None = None) -> LlamaGuard:
-        """Load from a hub id or a local folder. `token=None` lets huggingface_hub read HF_TOKEN."""
+             token: str | None = None, quantize: str = "none") -> LlamaGuard:
+        """Load from a hub id or a local folder. `token=None` lets huggingface_hub read HF_TOKEN.
+
+        `quantize` (`guard.engines.quantize.QUANTIZE`) quantizes the decoder's linear layers as
+        they load; an option this machine cannot run is refused before any weight is read, and
+        the name says it (`<model_id> (int8)`)."""
         from transformers import AutoConfig, AutoProcessor, AutoTokenizer
 
         target = pick_device(device)
         dtype = torch.bfloat16 if target.type == "cuda" else torch.float32
+        check_quantize(quantize, target)
         kwargs = {"revision": revision, "token": token}
+        weights: dict[str, Any] = {"dtype": dtype}
+        if quantize != "none":
+            # Quantized where it runs: the full-precision weights never all sit in memory.
+            weights.update(quantization_config=quantization_config(quantize, dtype),
+                           device_map={"": str(target)})
         try:
             config = AutoConfig.from_pretrained(str(model_id), **kwargs)
             if config.model_type == "llama4":
@@ -157,18 +169,21 @@ class LlamaGuard(EngineBase):
 
                 processor = AutoProcessor.from_pretrained(str(model_id), **kwargs)
                 model = Llama4ForConditionalGeneration.from_pretrained(
-                    str(model_id), dtype=dtype, **kwargs)
+                    str(model_id), **weights, **kwargs)
                 family = Family(family or Family.LLAMA_GUARD_4)
             else:
                 from transformers import AutoModelForCausalLM
 
                 processor = AutoTokenizer.from_pretrained(str(model_id), **kwargs)
-                model = AutoModelForCausalLM.from_pretrained(str(model_id), dtype=dtype, **kwargs)
+                model = AutoModelForCausalLM.from_pretrained(str(model_id), **weights, **kwargs)
                 family = Family(family or guess_family(str(model_id)))
         except (OSError, ValueError, KeyError) as exc:
             raise _load_error(str(model_id), exc) from exc
-        model.to(target).eval()
-        return cls(model, processor, family=family, name=str(model_id), revision=revision)
+        if quantize == "none":  # a quantized model was placed by its device_map
+            model.to(target)
+        model.eval()
+        return cls(model, processor, family=family, name=model_name(str(model_id), quantize),
+                   revision=revision)
 
     @property
     def capabilities(self) -> Capabilities:

@@ -10,12 +10,16 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from guard.core.categories import Family
+from guard.core.categories import Family, parse_codes
 from guard.core.errors import GuardError
+from guard.core.policy import Policy, ad_hoc, read_policy_file
+from guard.core.verdict import DEFAULT_THRESHOLD
+from guard.engines.http_client import DEFAULT_IN_FLIGHT, MAX_IN_FLIGHT
+from guard.engines.quantize import QUANTIZE
 
 DEFAULT_LLAMA_GUARD = "meta-llama/Llama-Guard-4-12B"
 DEFAULT_PROMPT_GUARD = "86m"
@@ -25,6 +29,7 @@ ENGINES = ("transformers", "llama-cpp", "openai")
 # loading never looks at os.environ itself.
 OPENAI_ENV = ("GUARD_LAB_OPENAI_BASE_URL", "GUARD_LAB_OPENAI_MODEL", "GUARD_LAB_OPENAI_API_KEY")
 GGUF_EXAMPLE = "QuantFactory/Llama-Guard-3-1B-GGUF:*Q4_K_M.gguf"
+ENV_OPENAI_CONCURRENCY = "GUARD_LAB_OPENAI_CONCURRENCY"
 
 
 def default_tiny_dir(environ: Mapping[str, str] = os.environ) -> Path:
@@ -48,6 +53,8 @@ class EngineOptions:
     n_ctx: int = DEFAULT_N_CTX  # llama-cpp: context size in tokens
     adapter: Path | None = None  # transformers: a LoRA adapter folder from `python -m guard.tune`
     openai_env: dict[str, str] = field(default_factory=dict, repr=False)  # holds the API key
+    openai_concurrency: int = DEFAULT_IN_FLIGHT  # openai: requests in flight at most
+    quantize: str = "none"  # transformers: one of QUANTIZE (guard.engines.quantize)
 
     def problems(self) -> list[str]:
         """What makes this combination unloadable, each with what to do; [] when none."""
@@ -65,10 +72,23 @@ class EngineOptions:
             found.append(f"--adapter works with --engine transformers only (PEFT applies it to "
                          f"the checkpoint); {self.engine} serves the weights it was given: merge "
                          "the adapter into the model and serve that instead")
+        if self.quantize not in QUANTIZE:
+            found.append(f"--quantize (GUARD_LAB_QUANTIZE) must be one of {', '.join(QUANTIZE)}, "
+                         f"got {self.quantize!r}")
+        elif self.quantize != "none" and self.engine != "transformers":
+            found.append(f"--quantize works with --engine transformers only; {self.engine} "
+                         "serves the weights it was given: "
+                         + ("pick a quantized GGUF (Q8_0, Q4_K_M) for --gguf"
+                            if self.engine == "llama-cpp" else
+                            "quantize on the server (e.g. vLLM's --quantization fp8)")
+                         + ", and leave --quantize out")
         if self.threads is not None and self.threads < 1:
             found.append("--threads must be 1 or more")
         if self.n_ctx < 512:
             found.append(f"--n-ctx must be at least 512 tokens, got {self.n_ctx}")
+        if self.engine == "openai" and not 1 <= self.openai_concurrency <= MAX_IN_FLIGHT:
+            found.append(f"--concurrency ({ENV_OPENAI_CONCURRENCY}) must be 1 to {MAX_IN_FLIGHT} "
+                         f"requests in flight, got {self.openai_concurrency}")
         return found
 
 
@@ -115,12 +135,30 @@ def add_engine_arguments(p: argparse.ArgumentParser, environ: Mapping[str, str] 
                    help="86m, 22m, a model id or folder, or none (env GUARD_LAB_PROMPT_GUARD)")
     p.add_argument("--device", default=environ.get("GUARD_LAB_DEVICE", "auto"),
                    help="auto, cuda, cuda:1, cpu (env GUARD_LAB_DEVICE)")
+    p.add_argument("--quantize", choices=QUANTIZE,
+                   default=(environ.get("GUARD_LAB_QUANTIZE") or "none").strip().lower(),
+                   help="transformers: quantize Llama Guard's decoder as it loads: int8 "
+                        "(torchao, CUDA or CPU; Llama Guard 4 on a 24 GB card), fp8 (GPUs with "
+                        "compute capability 8.9+), nf4 (bitsandbytes, CUDA); the model's name "
+                        "then says it, e.g. '... (int8)' (env GUARD_LAB_QUANTIZE)")
 
 
 def engine_options(args: argparse.Namespace, environ: Mapping[str, str] = os.environ
                    ) -> EngineOptions:
     """The options `add_engine_arguments` parsed (check `.problems()` before loading)."""
     families = [f.value for f in Family]
+    concurrency = getattr(args, "openai_concurrency", None)  # guard.eval's --concurrency
+    if concurrency is not None and args.engine != "openai":
+        raise GuardError(f"--concurrency sets the requests in flight of --engine openai; "
+                         f"{args.engine} runs the model in this process, one batch at a time. "
+                         "Leave --concurrency out, or tune --batch-size instead.")
+    if concurrency is None:
+        try:
+            concurrency = int(environ.get(ENV_OPENAI_CONCURRENCY) or DEFAULT_IN_FLIGHT)
+        except ValueError:
+            raise GuardError(f"{ENV_OPENAI_CONCURRENCY} must be a whole number of requests in "
+                             f"flight (1 to {MAX_IN_FLIGHT}), got "
+                             f"{environ[ENV_OPENAI_CONCURRENCY]!r}") from None
     if args.family is not None and args.family not in families:
         # argparse checks `choices` on the command line only, not on environment defaults.
         raise GuardError(f"GUARD_LAB_FAMILY must be one of {', '.join(families)}, "
@@ -131,7 +169,50 @@ def engine_options(args: argparse.Namespace, environ: Mapping[str, str] = os.env
         engine=args.engine, gguf=args.gguf, family=Family(args.family) if args.family else None,
         threads=args.threads, n_ctx=args.n_ctx,
         adapter=Path(args.adapter) if args.adapter else None,
-        openai_env={k: environ[k] for k in OPENAI_ENV if environ.get(k)})
+        openai_env={k: environ[k] for k in OPENAI_ENV if environ.get(k)},
+        openai_concurrency=concurrency, quantize=getattr(args, "quantize", "none"))
+
+
+def policy_of_flags(policy_file: str | Path | None, *, exclude: str | None = None,
+                    threshold: float | None = None, preprocessing: str | None = None,
+                    family: Family | None = None) -> Policy:
+    """The policy a command enforces: `--policy FILE`, or the loose flags as an unnamed one.
+
+    A policy decides the categories, the threshold and Prompt Guard's reading, so those flags
+    are refused beside it rather than silently winning or losing.
+    """
+    if policy_file is None:
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise GuardError(f"--threshold must be between 0 and 1, got {threshold}.")
+        return ad_hoc(parse_codes(exclude or ""),
+                      DEFAULT_THRESHOLD if threshold is None else threshold,
+                      family or Family.LLAMA_GUARD_4, preprocessing=preprocessing or "none")
+    given = [flag for flag, value in (("--exclude", exclude), ("--threshold", threshold),
+                                      ("--prompt-guard-preprocessing", preprocessing))
+             if value is not None]
+    if given:
+        raise GuardError(f"{', '.join(given)} cannot go with --policy: the policy sets them. "
+                         "Leave them out, or save a policy that says what you want.")
+    path = Path(policy_file)
+    if not path.is_file() and not str(policy_file).endswith(".json"):
+        raise GuardError(
+            f"--policy {policy_file}: no such file. This command reads policy files; for a "
+            f"policy saved in a labels database, export it first: python -m labels policy "
+            f"export {policy_file} --db DB > {path.name}.json")
+    return read_policy_file(path)
+
+
+def with_policy(options: EngineOptions, policy: Policy) -> EngineOptions:
+    """The options with the policy's Prompt Guard model (`none`: Prompt Guard is not loaded)."""
+    if policy.ad_hoc:
+        return options
+    return replace(options, prompt_guard=policy.prompt_guard.model)
+
+
+def check_policy(guards: Any, policy: Policy) -> None:
+    """Refuse a policy written for another family than the loaded Llama Guard's."""
+    if not policy.ad_hoc and guards.llama_guard is not None:
+        policy.check_family(guards.llama_guard.family)
 
 
 def load_llama_guard(options: EngineOptions) -> Any:
@@ -152,16 +233,18 @@ def load_llama_guard(options: EngineOptions) -> Any:
     if options.engine == "openai":
         from guard.engines.openai_engine import OpenAIGuard
 
-        return OpenAIGuard.from_env(options.openai_env, family=options.family)
+        return OpenAIGuard.from_env(options.openai_env, family=options.family,
+                                    concurrency=options.openai_concurrency)
     from guard.engines.llama_guard import LlamaGuard
 
     if options.tiny:
         from guard.testing.tiny import build_tiny_models
 
         guard = LlamaGuard.load(build_tiny_models(options.tiny_dir)[0], device="cpu",
-                                family=options.family)
+                                family=options.family, quantize=options.quantize)
     else:
-        guard = LlamaGuard.load(options.llama_guard, device=options.device, family=options.family)
+        guard = LlamaGuard.load(options.llama_guard, device=options.device, family=options.family,
+                                quantize=options.quantize)
     if options.adapter is not None:
         from guard.engines.adapter import load_adapter
 

@@ -15,17 +15,27 @@ p_unsafe comes from the top logprobs at the decision position, where the model w
 'unsafe' (after its blank line; or ' safe' / ' unsafe' with a leading space): see
 `p_unsafe_from_top_logprobs`, which adds up both spellings and bounds what the server's top-k
 leaves out.
+
+Requests in flight: up to `concurrency` (GUARD_LAB_OPENAI_CONCURRENCY, `--concurrency`), sent by
+one I/O thread, in a window that a busy server shrinks and that grows back (AIMD). HTTP 429 and
+503 mean "busy": they halve the window, their `Retry-After` holds every new request, and they are
+retried up to `busy_retries` times; connection errors, timeouts and other 5xx answers are retried
+`retries` times, with exponential backoff and jitter (`guard.engines.http_client`).
+`classify_batch` renders every prompt first and hands all its requests over at once.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 import re
 import time
+import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, wait
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,10 +54,18 @@ from guard.core.verdict import (
     make_verdict,
 )
 from guard.engines.engine import Capabilities, EngineBase, ModelInfo
+from guard.engines.http_client import (
+    DEFAULT_IN_FLIGHT,
+    MAX_IN_FLIGHT,
+    GaveUp,
+    Reply,
+    Requests,
+    TransportProblem,
+    Window,
+)
 
 BOS = "<|begin_of_text|>"
 MAX_NEW_TOKENS = 40
-RETRY_STATUS = {429, 500, 502, 503, 504}
 ENV_BASE_URL, ENV_MODEL, ENV_API_KEY = ("GUARD_LAB_OPENAI_BASE_URL", "GUARD_LAB_OPENAI_MODEL",
                                         "GUARD_LAB_OPENAI_API_KEY")
 # Every special token of the Llama 3 and Llama 4 vocabularies has this shape.
@@ -135,14 +153,24 @@ def image_data_url(image: Any) -> str:
 
 
 class OpenAIGuard(EngineBase):
-    """A Llama Guard model served by an OpenAI-compatible server. Thread-safe."""
+    """A Llama Guard model served by an OpenAI-compatible server. Thread-safe.
+
+    Requests go over kept-alive connections of an I/O thread (`http_client.Requests`); through
+    httpx instead when a `transport` is given (tests record requests that way) or when a proxy
+    variable (HTTP_PROXY, HTTPS_PROXY, NO_PROXY) applies to the server, since httpx speaks to
+    proxies.
+    """
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None,
                  family: Family | str | None = None, timeout: float = 60.0, retries: int = 2,
-                 backoff: float = 0.5, top_logprobs: int = 5, concurrency: int = 4,
-                 server_adds_bos: bool = True, context_limit: int = 0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 busy_retries: int = 8, backoff: float = 0.5, top_logprobs: int = 5,
+                 concurrency: int = DEFAULT_IN_FLIGHT, server_adds_bos: bool = True,
+                 context_limit: int = 0, transport: httpx.BaseTransport | None = None) -> None:
         self.base_url = normalise_base_url(base_url)
+        if not 1 <= concurrency <= MAX_IN_FLIGHT:
+            raise GuardError(f"The requests in flight (concurrency) must be 1 to {MAX_IN_FLIGHT}, "
+                             f"got {concurrency}. Set GUARD_LAB_OPENAI_CONCURRENCY or "
+                             "--concurrency within that.")
         self.name = model
         self.family = Family(family or guess_family(model))
         self.retries = retries
@@ -154,8 +182,22 @@ class OpenAIGuard(EngineBase):
         self.server_adds_bos = server_adds_bos
         self.context_limit = context_limit
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(headers=headers, transport=transport,
-                                  timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)))
+        self._http: httpx.Client | None = None
+        if transport is not None or _proxied(self.base_url):
+            self._http = httpx.Client(
+                headers=headers, transport=transport,
+                limits=httpx.Limits(max_connections=MAX_IN_FLIGHT,
+                                    max_keepalive_connections=concurrency),
+                timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)))
+        self._requests = Requests(
+            self.base_url, concurrency, timeout=timeout, connect_timeout=min(timeout, 5.0),
+            retries=retries, busy_retries=busy_retries, backoff=backoff, headers=headers,
+            send_blocking=self._send_httpx if self._http is not None else None)
+
+    @property
+    def window(self) -> Window:
+        """The requests in flight now, and how many may be (shrunk while the server is busy)."""
+        return self._requests.window
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **options: Any) -> OpenAIGuard:
@@ -167,7 +209,9 @@ class OpenAIGuard(EngineBase):
         return cls(base_url, model, api_key=environ.get(ENV_API_KEY) or None, **options)
 
     def close(self) -> None:
-        self._http.close()
+        self._requests.close()
+        if self._http is not None:
+            self._http.close()
 
     def __enter__(self) -> OpenAIGuard:
         return self
@@ -177,7 +221,7 @@ class OpenAIGuard(EngineBase):
 
     def served_models(self) -> list[str]:
         """The model ids the server lists at /v1/models."""
-        data = self._request("GET", "/models")
+        data = self._answer(self._requests.submit("GET", "/models"), "/models")
         try:
             return [m["id"] for m in data["data"]]
         except (KeyError, TypeError) as exc:
@@ -207,21 +251,9 @@ class OpenAIGuard(EngineBase):
                  threshold: float = DEFAULT_THRESHOLD,
                  custom: Sequence[CustomCategory] = ()) -> Verdict:
         """Judge the last message of `conversation` with one request."""
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
-        prompt_plan = self.plan(conversation, excluded, custom)
-        started = time.perf_counter()
-        special_text = any(SPECIAL_TOKEN_TEXT.search(t) for t in prompt_plan.text_pieces)
-        if conversation.images:
-            text, tokens, top, prompt_tokens = self._chat(conversation, prompt_plan, custom)
-        else:
-            text, tokens, top, prompt_tokens = self._complete(self.prompt_text(prompt_plan))
-        return make_verdict(
-            text, p_unsafe_from_top_logprobs(top[decision_index(tokens)] if top else {}),
-            prompt_plan.categories, categories_for(self.family), threshold=threshold,
-            prompt_tokens=prompt_tokens, images=len(conversation.images),
-            seconds=time.perf_counter() - started, model=self.name, family=self.family.value,
-            special_token_text=special_text)
+        prepared = self._prepare(conversation, excluded, threshold, custom)
+        return self._verdict(replace(prepared, future=self._requests.submit(
+            "POST", prepared.path, prepared.body)))
 
     def prompt_text(self, prompt_plan: PromptPlan) -> str:
         """The completion prompt sent for a plan: its text pieces escaped, its control tokens
@@ -236,22 +268,52 @@ class OpenAIGuard(EngineBase):
                        batch_size: int | None = None,
                        excluded_per_item: Sequence[Iterable[str]] | None = None,
                        ) -> list[Verdict]:
-        """Judge many conversations, `concurrency` requests in flight (batch_size overrides)."""
+        """Judge many conversations, one request each: every prompt is rendered and handed over
+        first, then the answers are read; up to `concurrency` requests are in flight across all
+        callers (the window). `batch_size` changes nothing here."""
         excluded = tuple(excluded)
         items = [excluded_per_item[i] if excluded_per_item is not None else excluded
                  for i in range(len(conversations))]
-        workers = max(1, batch_size or self.concurrency)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(
-                lambda pair: self.classify(pair[0], pair[1], threshold=threshold, custom=custom),
-                zip(conversations, items, strict=True)))
+        prepared = [self._prepare(c, e, threshold, custom)
+                    for c, e in zip(conversations, items, strict=True)]
+        futures = self._requests.submit_many([("POST", p.path, p.body) for p in prepared])
+        wait(futures)  # one wake-up when all are answered, not one per answer
+        return [self._verdict(replace(p, future=f)) for p, f in zip(prepared, futures, strict=True)]
 
     # --- the two endpoints -------------------------------------------------------------------
 
-    def _complete(self, prompt: str) -> tuple[str, list[str], list[dict[str, float]], int]:
-        data = self._request("POST", "/completions", {
-            "model": self.name, "prompt": prompt, "max_tokens": MAX_NEW_TOKENS,
-            "temperature": 0, "logprobs": self.top_logprobs, "stream": False})
+    def _prepare(self, conversation: Conversation, excluded: Iterable[str], threshold: float,
+                 custom: Sequence[CustomCategory]) -> _Sent:
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+        prompt_plan = self.plan(conversation, excluded, custom)
+        started = time.perf_counter()
+        if conversation.images:
+            path, body = "/chat/completions", self._chat_body(conversation, prompt_plan, custom)
+        else:
+            path, body = "/completions", {
+                "model": self.name, "prompt": self.prompt_text(prompt_plan),
+                "max_tokens": MAX_NEW_TOKENS, "temperature": 0, "logprobs": self.top_logprobs,
+                "stream": False}
+        return _Sent(prompt_plan, path, json.dumps(body).encode(), started, threshold,
+                     len(conversation.images))
+
+    def _verdict(self, sent: _Sent) -> Verdict:
+        assert sent.future is not None
+        data = self._answer(sent.future, sent.path)
+        if sent.path == "/completions":
+            text, tokens, top, prompt_tokens = self._read_completion(data)
+        else:
+            text, tokens, top, prompt_tokens = self._read_chat(data)
+        special_text = any(SPECIAL_TOKEN_TEXT.search(t) for t in sent.plan.text_pieces)
+        return make_verdict(
+            text, p_unsafe_from_top_logprobs(top[decision_index(tokens)] if top else {}),
+            sent.plan.categories, categories_for(self.family), threshold=sent.threshold,
+            prompt_tokens=prompt_tokens, images=sent.images,
+            seconds=time.perf_counter() - sent.started, model=self.name,
+            family=self.family.value, special_token_text=special_text)
+
+    def _read_completion(self, data: Any) -> tuple[str, list[str], list[dict[str, float]], int]:
         try:
             choice = data["choices"][0]
             text = choice["text"]
@@ -263,8 +325,8 @@ class OpenAIGuard(EngineBase):
             raise self._unexpected("/completions", data) from exc
         return text, tokens, self._need_logprobs(tokens, top), prompt_tokens
 
-    def _chat(self, conversation: Conversation, prompt_plan: PromptPlan,
-              custom: Sequence[CustomCategory]) -> tuple[str, list[str], list[dict[str, float]], int]:
+    def _chat_body(self, conversation: Conversation, prompt_plan: PromptPlan,
+                   custom: Sequence[CustomCategory]) -> dict[str, Any]:
         messages = [{"role": turn.role, "content": (
             [{"type": "image_url", "image_url": {"url": image_data_url(im)}} for im in turn.images]
             + [{"type": "text", "text": escape_special_text(part)[0]}
@@ -276,10 +338,11 @@ class OpenAIGuard(EngineBase):
                 c.code: c.prompt_name + "." + (f"\n{c.description}" if c.custom and c.description
                                                else "")
                 for c in prompt_plan.categories}
-        data = self._request("POST", "/chat/completions", {
-            "model": self.name, "messages": messages, "max_tokens": MAX_NEW_TOKENS,
-            "temperature": 0, "logprobs": True, "top_logprobs": self.top_logprobs,
-            "chat_template_kwargs": template_args, "stream": False})
+        return {"model": self.name, "messages": messages, "max_tokens": MAX_NEW_TOKENS,
+                "temperature": 0, "logprobs": True, "top_logprobs": self.top_logprobs,
+                "chat_template_kwargs": template_args, "stream": False}
+
+    def _read_chat(self, data: Any) -> tuple[str, list[str], list[dict[str, float]], int]:
         try:
             choice = data["choices"][0]
             text = choice["message"]["content"] or ""
@@ -303,44 +366,46 @@ class OpenAIGuard(EngineBase):
                 "vLLM returns them by default; start llama.cpp's server with logits_all enabled.")
         return top
 
-    # --- HTTP with retries -------------------------------------------------------------------
+    # --- HTTP: retries and the window are http_client's -------------------------------------
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        url = self.base_url + path
-        problem = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(min(self.backoff * 2 ** (attempt - 1), 8.0))
-            try:
-                response = self._http.request(method, url, json=body)
-            except httpx.TransportError as exc:  # refused, reset, timed out: worth another try
-                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                continue
-            if response.status_code in RETRY_STATUS:
-                problem = f"HTTP {response.status_code}: {response.text[:200]}"
-                continue
-            return self._json(response, path)
-        raise ServerUnavailable(
-            f"Could not get an answer from the server at {url} after {self.retries + 1} "
-            f"tries ({problem}). Start the server (e.g. `vllm serve MODEL`) or fix "
-            f"{ENV_BASE_URL}.")
+    def _answer(self, future: Future, path: str) -> Any:
+        try:
+            reply = future.result()
+        except GaveUp as exc:
+            raise ServerUnavailable(
+                f"Could not get an answer from the server at {self.base_url + path} after "
+                f"{exc.tries} tries ({exc.problem}). Start the server (e.g. `vllm serve MODEL`), "
+                f"fix {ENV_BASE_URL}, or lower GUARD_LAB_OPENAI_CONCURRENCY if it is "
+                "overloaded.") from None
+        return self._json(reply, path)
 
-    def _json(self, response: httpx.Response, path: str) -> Any:
-        if response.status_code in (401, 403):
+    def _send_httpx(self, method: str, path: str, payload: bytes | None) -> Reply:
+        assert self._http is not None
+        try:
+            response = self._http.request(method, self.base_url + path, content=payload,
+                                          headers={"Content-Type": "application/json"})
+        except httpx.TransportError as exc:
+            raise TransportProblem(f"{type(exc).__name__}: {exc}" if str(exc)
+                                   else type(exc).__name__) from None
+        return Reply(response.status_code, {k.lower(): v for k, v in response.headers.items()},
+                     response.content)
+
+    def _json(self, response: Reply, path: str) -> Any:
+        if response.status in (401, 403):
             raise BadServerResponse(
-                f"The server at {self.base_url} refused the request (HTTP {response.status_code}): "
+                f"The server at {self.base_url} refused the request (HTTP {response.status}): "
                 f"set {ENV_API_KEY} to a key it accepts.")
-        if response.status_code >= 400:
+        if response.status >= 400:
             message = response.text[:400]
             if "context" in message.lower() and ("length" in message.lower()
                                                  or "window" in message.lower()):
                 raise ContextTooLong(f"The server says the prompt is too long: {message}. "
                                      "Shorten the conversation or serve a longer context.")
             raise BadServerResponse(
-                f"The server at {self.base_url} rejected {path} (HTTP {response.status_code}): "
+                f"The server at {self.base_url} rejected {path} (HTTP {response.status}): "
                 f"{message}")
         try:
-            return response.json()
+            return json.loads(response.body)
         except ValueError:
             raise self._unexpected(path, response.text) from None
 
@@ -350,3 +415,23 @@ class OpenAIGuard(EngineBase):
             f"The server at {self.base_url} answered {path} with something that is not an "
             f"OpenAI-compatible response: {shown[:200]!r}. Check that the URL points at an "
             "OpenAI-compatible server (vLLM, llama.cpp server, TGI).")
+
+
+def _proxied(base_url: str) -> bool:
+    """Whether a proxy variable of the environment applies to this server."""
+    parts = urlsplit(base_url)
+    proxies = urllib.request.getproxies()
+    return bool(proxies.get(parts.scheme)) and not urllib.request.proxy_bypass(parts.netloc)
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A request, and what its verdict needs; `future` once it is handed over."""
+
+    plan: PromptPlan
+    path: str
+    body: bytes
+    started: float
+    threshold: float
+    images: int
+    future: Future | None = None

@@ -7,6 +7,7 @@ boundary (the app's ZeroGPU worker pickles plain data only). No torch at import.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from guard.core.conversation import Conversation
 from guard.core.prompt_guard_text import MessageScore, PromptGuardInfo, check_preprocessing
-from guard.core.prompts import CustomCategory
+from guard.core.prompts import CustomCategory, conversation_markers
 from guard.core.verdict import DEFAULT_THRESHOLD, Verdict
 from guard.engines.engine import Engine, ModelInfo
 
@@ -150,6 +151,8 @@ def moderate(guards: Guards, conversation: Conversation, excluded: Iterable[str]
                                               custom=custom)
         prompt_plan = guards.llama_guard.plan(conversation, excluded, custom)
         info = guards.llama_guard.describe()
+        if conversation_markers(conversation):
+            verdict = dataclasses.replace(verdict, prompt_marker_text=True)
     if guards.prompt_guard is not None:
         scores = guards.prompt_guard.score_conversation(
             conversation, include_assistant=include_assistant,

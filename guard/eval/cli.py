@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -44,11 +45,26 @@ def _parser() -> argparse.ArgumentParser:
                    help="the Guard Lab database that keeps the run")
     p.add_argument("--name", metavar="RUN",
                    help="run name (default: made from the dataset and settings)")
-    p.add_argument("--exclude", default="", help="category codes left out, e.g. S1,S2")
-    p.add_argument("--threshold", type=float, default=0.5, help="flag p_unsafe >= this")
+    p.add_argument("--exclude", default=None, help="category codes left out, e.g. S1,S2")
+    p.add_argument("--threshold", type=float, default=None, help="flag p_unsafe >= this (0.5)")
+    p.add_argument("--policy", metavar="NAME|FILE",
+                   help="a policy saved in the --out database (NAME or NAME@VERSION) or a JSON "
+                        "file: its categories, threshold and Prompt Guard; the run records it")
+    p.add_argument("--sweep-categories", action="store_true",
+                   help="also run the policy with each enabled category left out, each variant "
+                        "a stored run, and print one table")
+    p.add_argument("--only-one", action="store_true",
+                   help="with --sweep-categories: also each category alone")
+    p.add_argument("--save-variant", metavar="CODE",
+                   help="with --sweep-categories and a policy: save the variant without CODE "
+                        "(or 'only-CODE') as a policy in the --out database")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N good rows")
     add_model_arguments(p)
+    p.add_argument("--concurrency", type=int, dest="openai_concurrency", metavar="N",
+                   help="--engine openai: requests in flight at most, 1 to 512; a busy server "
+                        "(HTTP 429/503) lowers it for a while (env GUARD_LAB_OPENAI_CONCURRENCY; "
+                        "default 16)")
     p.add_argument("--report", type=Path, metavar="REPORT.json", help="write the metrics here")
     p.add_argument("--predictions", type=Path, metavar="PRED.jsonl",
                    help="write one JSON line per row here")
@@ -60,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     check_or_exit(("torch", "transformers"))
-    return run_command(lambda: _compare(args) if args.compare else _evaluate(args),
+    return run_command(lambda: _compare(args) if args.compare else (
+        _evaluate_policy(args) if args.policy or args.sweep_categories else _evaluate(args)),
                        refused=(LabelsError,), database=args.out,
                        resume="finished batches are stored; run the same command to resume.")
 
@@ -69,8 +86,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.data is None or args.format is None:
         raise EvalError("Name the dataset and its format: python -m guard.eval DATA --format "
                         f"{'|'.join(FORMATS)} --out DB.")
+    if args.threshold is None:
+        args.threshold = 0.5
     if not 0.0 <= args.threshold <= 1.0:
         raise EvalError(f"--threshold must be between 0 and 1, got {args.threshold}.")
+    if args.only_one or args.save_variant:
+        raise EvalError("--only-one and --save-variant go with --sweep-categories.")
     if args.batch_size < 1:
         raise EvalError(f"--batch-size must be 1 or more, got {args.batch_size}.")
     check_batch_size(args.batch_size)  # before the dataset is read
@@ -89,7 +110,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         progress, close = _progress_bar()
         try:
             outcome = evaluate_dataset(
-                dataset, guards, runs, name=args.name, excluded=parse_codes(args.exclude),
+                dataset, guards, runs, name=args.name, excluded=parse_codes(args.exclude or ""),
                 threshold=args.threshold, batch_size=args.batch_size, limit=args.limit,
                 progress=progress)
         finally:
@@ -101,6 +122,91 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(format_report(report))
     _write_outputs(args, report, dataset)
     return 0
+
+
+def _evaluate_policy(args: argparse.Namespace) -> int:
+    """--policy and/or --sweep-categories: each variant a stored run (guard.eval.sweep)."""
+    from guard.cli import _quiet_transformers
+    from guard.engines import loading
+    from guard.eval import sweep
+    from labels import policies
+
+    if args.data is None or args.format is None:
+        raise EvalError("Name the dataset and its format: python -m guard.eval DATA --format "
+                        f"{'|'.join(FORMATS)} --out DB --policy NAME|FILE.")
+    if (args.only_one or args.save_variant) and not args.sweep_categories:
+        raise EvalError("--only-one and --save-variant go with --sweep-categories.")
+    check_batch_size(args.batch_size)
+    if args.limit is not None and args.limit < 1:
+        raise EvalError(f"--limit must be 1 or more, got {args.limit}.")
+    dataset = read_dataset(args.data, args.format)
+    _warn_bad_rows(dataset)
+    if not dataset.rows:
+        raise EvalError(f"{args.data}: no usable rows ({len(dataset.bad_rows)} bad). Fix the file.")
+    _quiet_transformers()
+    with Store(args.out) as store:
+        runs = Runs(store)
+        if args.policy and not Path(args.policy).is_file() \
+                and not args.policy.endswith(".json"):
+            if args.exclude is not None or args.threshold is not None:
+                raise EvalError("--exclude and --threshold cannot go with --policy: the policy "
+                                "sets them. Leave them out, or save a policy that says what "
+                                "you want.")
+            policy = policies.get(store, args.policy)
+        else:
+            policy = loading.policy_of_flags(args.policy, exclude=args.exclude,
+                                             threshold=args.threshold)
+        found = sweep.variants(policy, sweep=args.sweep_categories, only_one=args.only_one)
+        saving = _variant_to_save(args.save_variant, policy, found)
+        options = loading.engine_options(args, os.environ)
+        guards = loading.load_guards(loading.with_policy(options, policy))
+        progress, close = _progress_bar()
+        try:
+            outcome = sweep.sweep_dataset(dataset, guards, runs, found, name=args.name,
+                                          batch_size=args.batch_size, limit=args.limit,
+                                          progress=progress)
+        finally:
+            close()
+        table = sweep.sweep_table(outcome, runs)
+        saved = policies.save(store, saving) if saving is not None else None
+    for vr in outcome.runs:
+        if vr.resumed:
+            print(f"resumed run '{vr.run.name}': {vr.skipped} rows were already done, "
+                  f"{vr.judged} judged now", file=sys.stderr)
+    if args.sweep_categories:
+        print(sweep.format_table(table))
+    else:
+        print(format_report(table[0].report))
+    if saved is not None:
+        print(f"{'Saved' if saved.new else 'Unchanged:'} {saved.policy.label}"
+              f"{'' if saved.new else ' already says this'}.")
+    if args.report:
+        data = table[0].report.to_json()
+        data["bad_rows"] = [{"line": b.line, "message": b.message} for b in dataset.bad_rows]
+        if args.sweep_categories:
+            data["sweep"] = [row.to_json() for row in table]
+        _write(args.report, json.dumps(data, indent=2) + "\n")
+    if args.predictions:
+        _write(args.predictions, "".join(json.dumps(prediction(r)) + "\n"
+                                         for r in table[0].report.results))
+    return 0
+
+
+def _variant_to_save(spec: str | None, policy: Any, found: list[Any]) -> Any:
+    """The variant `--save-variant` names ("S6": without S6; "only-S6"), as a policy to save."""
+    if spec is None:
+        return None
+    if policy.ad_hoc:
+        raise EvalError("--save-variant needs --policy: a variant is saved as that policy "
+                        "with one category more left out (or alone).")
+    code = spec.strip().upper()
+    name = f"only {code[5:]}" if code.startswith("ONLY-") else f"without {code}"
+    for variant in found:
+        if variant.name == name:
+            return variant.policy
+    names = ", ".join(v.name.replace("without ", "").replace("only ", "only-")
+                      for v in found[1:]) or "none"
+    raise EvalError(f"No sweep variant '{name}' to save (variants: {names}).")
 
 
 def _compare(args: argparse.Namespace) -> int:

@@ -92,7 +92,8 @@ class EvalReport:
             "run": {"name": s.name, "dataset": s.dataset, "dataset_sha256": s.dataset_sha256,
                     "format": s.format, "model": s.model,
                     "prompt_guard_model": s.prompt_guard_model or None,
-                    "excluded": list(s.excluded), "status": self.run.status,
+                    "excluded": list(s.excluded), "policy": s.policy or None,
+                    "status": self.run.status,
                     "created_at": self.run.created_at, "finished_at": self.run.finished_at,
                     "total_rows": self.run.total_rows, "done_rows": self.run.done_rows},
             "pr_curve": [{"threshold": p.threshold, "precision": p.precision, "recall": p.recall}
@@ -203,9 +204,12 @@ class Comparison:
     rows: tuple[ComparisonRow, ...]
     shared_rows: int  # dataset rows both runs judged
     changed_verdicts: int  # of those, rows whose verdict differs
+    policy_a: str = ""  # name@version of each run's policy; "" for none
+    policy_b: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"run_a": self.run_a, "run_b": self.run_b, "shared_rows": self.shared_rows,
+        return {"run_a": self.run_a, "run_b": self.run_b, "policy_a": self.policy_a or None,
+                "policy_b": self.policy_b or None, "shared_rows": self.shared_rows,
                 "changed_verdicts": self.changed_verdicts,
                 "metrics": [{"metric": r.metric, "a": r.a, "b": r.b, "diff": r.diff}
                             for r in self.rows]}
@@ -220,7 +224,8 @@ def compare(a: EvalReport, b: EvalReport) -> Comparison:
     verdicts_b = {r.row_id: r.verdict for r in b.results if r.verdict is not None}
     shared = verdicts_a.keys() & verdicts_b.keys()
     return Comparison(a.run.name, b.run.name, rows, len(shared),
-                      sum(verdicts_a[k] != verdicts_b[k] for k in shared))
+                      sum(verdicts_a[k] != verdicts_b[k] for k in shared),
+                      a.run.settings.policy, b.run.settings.policy)
 
 
 def _flat(report: EvalReport) -> dict[str, float | None]:
@@ -252,7 +257,7 @@ def _cell(value: float | None, signed: bool = False) -> str:
 
 def format_report(report: EvalReport) -> str:
     s = report.run.settings
-    lines = [f"run: {s.name}",
+    lines = [f"run: {s.name}", *([f"policy: {s.policy}"] if s.policy else []),
              f"rows measured: {report.labelled} (unlabelled {report.unlabelled}, "
              f"failed {report.failed})"]
     flat = _flat(report)
@@ -264,7 +269,11 @@ def format_report(report: EvalReport) -> str:
 
 def format_comparison(comparison: Comparison) -> str:
     width = max([len(r.metric) for r in comparison.rows] + [6])
-    lines = [f"A: {comparison.run_a}", f"B: {comparison.run_b}",
+    policies = comparison.policy_a or comparison.policy_b
+    lines = [f"A: {comparison.run_a}" + (f" (policy {comparison.policy_a or 'none'})"
+                                         if policies else ""),
+             f"B: {comparison.run_b}" + (f" (policy {comparison.policy_b or 'none'})"
+                                         if policies else ""),
              f"{'metric':<{width}} {'A':>10} {'B':>10} {'B - A':>10}"]
     for r in comparison.rows:
         lines.append(f"{r.metric:<{width}} {_cell(r.a):>10} {_cell(r.b):>10} "

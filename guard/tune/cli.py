@@ -30,6 +30,7 @@ from guard.tune.data import (
 from guard.tune.errors import TuneError
 from guard.versions import check_or_exit
 from labels.errors import LabelsError
+from labels.final import CHOICES_HELP, FINAL
 from labels.store import Store
 
 
@@ -40,6 +41,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _model_arguments(p: argparse.ArgumentParser) -> None:
     from guard.engines.loading import DEFAULT_LLAMA_GUARD
+    from guard.engines.quantize import QUANTIZE
 
     p.add_argument("--model", default=os.environ.get("GUARD_LAB_LLAMA_GUARD", DEFAULT_LLAMA_GUARD),
                    help="the base Llama Guard: hub id or local folder")
@@ -48,6 +50,10 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=os.environ.get("GUARD_LAB_DEVICE", "auto"))
     p.add_argument("--family", choices=[f.value for f in Family], default=None,
                    help="prompt format (default: guessed from the model name)")
+    p.add_argument("--quantize", choices=QUANTIZE,
+                   default=(os.environ.get("GUARD_LAB_QUANTIZE") or "none").strip().lower(),
+                   help="quantize the base's decoder as it loads (int8, fp8, nf4: QLoRA-style "
+                        "tuning on a 24 GB card; env GUARD_LAB_QUANTIZE)")
 
 
 def _data_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,6 +63,8 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
                         help="a `python -m labels export --format llama-guard` file")
     p.add_argument("--min-examples", type=int, default=MIN_EXAMPLES, metavar="N")
     p.add_argument("--min-per-class", type=int, default=MIN_PER_CLASS, metavar="N")
+    p.add_argument("--labels", default=FINAL, metavar="final|all|reviewer:NAME",
+                   help=f"with --db, which labels to learn: {CHOICES_HELP}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -136,7 +144,10 @@ def _read_data(args: argparse.Namespace, family: str) -> TuneData:
         if not args.db.is_file():
             raise TuneError(f"No database at {args.db}.")
         with Store(args.db) as store:
-            return from_store(store, family)
+            return from_store(store, family, args.labels)
+    if args.labels != FINAL:
+        raise TuneError("--labels goes with --db: an export file holds the labels it was "
+                        "exported with (python -m labels export --labels ...).")
     return from_export(args.export, family)
 
 
@@ -164,9 +175,10 @@ def _load(args: argparse.Namespace):
         from guard.engines.loading import default_tiny_dir
         from guard.testing.tiny import build_tiny_models
 
-        return LlamaGuard.load(build_tiny_models(default_tiny_dir())[0], device="cpu")
+        return LlamaGuard.load(build_tiny_models(default_tiny_dir())[0], device="cpu",
+                               quantize=args.quantize)
     return LlamaGuard.load(args.model, device=args.device, family=args.family,
-                           revision=args.revision)
+                           revision=args.revision, quantize=args.quantize)
 
 
 def _train(args: argparse.Namespace) -> int:

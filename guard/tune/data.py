@@ -5,8 +5,11 @@ images) or from a `labels.export` llama-guard file (rendered prompts, text only)
 answer are built exactly as that export builds them: the stored prompt, and
 `labels.export.llama_guard_target` of the gold label.
 
-One example gives one training pair, whatever the number of its labels: reviewers who agree give
-the label (unsafe categories: the union of theirs); reviewers who disagree leave the example out.
+One example gives one training pair, whatever the number of its labels. By default that is the
+example's final label (labels/final.py: its reviewers agreed at the queue's overlap, or a lead
+decided); examples without one are left out. `labels="all"` takes the label every active
+reviewer gave (unsafe categories: the union of theirs) and leaves out examples whose reviewers
+disagree; `labels="reviewer:NAME"` takes that reviewer's.
 A stored conversation is rendered again with its policy (the prompt the tuned model will be
 given; equal to the stored one unless the renderer changed since), as a plan, so that message
 text is never read as control tokens. An export file holds prompt strings only, tokenized as
@@ -28,6 +31,7 @@ from guard.core.prompts import IMAGE_PLACEHOLDER, CustomCategory, PromptPlan, pl
 from guard.tune.errors import NotEnoughLabels, TuneError
 from labels.content import canonical_json, code_key
 from labels.export import llama_guard_target
+from labels.final import ALL, FINAL, LabelChoice
 from labels.records import UNSAFE, StoredExample
 from labels.store import Store
 
@@ -65,6 +69,7 @@ class TuneData:
     examples: tuple[TuneExample, ...]
     skipped: dict[str, int]  # reason -> examples left out
     rerendered: int = 0  # examples whose stored prompt differs from today's render
+    labels: str = FINAL  # which labels (labels.final.LabelChoice), for a database
 
     @property
     def counts(self) -> dict[str, int]:
@@ -119,10 +124,12 @@ def _gold(labels: Sequence[tuple[str, Sequence[str]]]) -> tuple[str, tuple[str, 
     return label, tuple(sorted(codes, key=code_key))
 
 
-def example_from_stored(example: StoredExample) -> TuneExample | None:
-    """The training pair of a stored example; None when it has no labels or they disagree.
+def example_from_stored(example: StoredExample,
+                        labels: LabelChoice | str = FINAL) -> TuneExample | None:
+    """The training pair of a stored example; None when `labels` gives it no answer (no final
+    label; with "all", no labels or they disagree; no label by that reviewer).
     Raises GuardError when its conversation no longer renders (a policy refused today)."""
-    gold = _gold([(label.label, label.categories) for label in example.labels])
+    gold = _answer(example, LabelChoice.parse(labels))
     if gold is None:
         return None
     label, categories = gold
@@ -137,8 +144,20 @@ def example_from_stored(example: StoredExample) -> TuneExample | None:
         model_right=example.output.unsafe == (label == UNSAFE), plan=prompt_plan)
 
 
-def from_store(store: Store, family: str) -> TuneData:
-    """Every labelled example of `family` in the database."""
+def _answer(example: StoredExample, choice: LabelChoice
+            ) -> tuple[str, tuple[str, ...]] | None:
+    if choice.kind == FINAL:
+        final = example.final
+        return None if final is None else (final.label, tuple(final.categories))
+    if choice.kind == ALL:
+        return _gold([(label.label, label.categories) for label in example.labels])
+    return _gold([(label.label, label.categories) for label in example.labels
+                  if label.reviewer == choice.reviewer])
+
+
+def from_store(store: Store, family: str, labels: LabelChoice | str = FINAL) -> TuneData:
+    """Every example of `family` in the database that `labels` gives an answer."""
+    choice = LabelChoice.parse(labels)
     examples, skipped, rerendered = [], Counter(), 0
     for stored in store.iter_examples():
         if stored.family != family:
@@ -148,16 +167,27 @@ def from_store(store: Store, family: str) -> TuneData:
             skipped["without a label"] += 1
             continue
         try:
-            example = example_from_stored(stored)
+            example = example_from_stored(stored, choice)
         except GuardError:
             skipped["that no longer render"] += 1
             continue
         if example is None:
-            skipped["whose reviewers disagree"] += 1
+            skipped[_why_none(stored, choice)] += 1
             continue
         rerendered += example.prompt != stored.prompt
         examples.append(example)
-    return TuneData(DATABASE, str(store.path), family, tuple(examples), dict(skipped), rerendered)
+    return TuneData(DATABASE, str(store.path), family, tuple(examples), dict(skipped), rerendered,
+                    str(choice))
+
+
+def _why_none(stored: StoredExample, choice: LabelChoice) -> str:
+    if choice.kind == FINAL:
+        verdicts = {(lb.label, lb.categories) for lb in stored.labels}
+        return ("whose reviewers disagree (a lead resolves them)" if len(verdicts) > 1
+                else "without a final label yet (fewer reviews than the queue's overlap)")
+    if choice.kind == ALL:
+        return "whose reviewers disagree"
+    return f"without a label by {choice.reviewer}"
 
 
 def from_export(path: str | Path, family: str) -> TuneData:

@@ -45,7 +45,7 @@ PUBLIC = DOCUMENTED | frozenset(TOOLS.values())
 
 
 def register(guards: Guards, slot: int, *, default_threshold: float, max_images: int,
-             concurrency: int, concurrency_id: str) -> None:
+             concurrency: int, concurrency_id: str, policies: Any = None) -> None:
     """Add the three tools to the Blocks being built."""
     model = {"concurrency_limit": concurrency, "concurrency_id": concurrency_id}
 
@@ -56,20 +56,29 @@ def register(guards: Guards, slot: int, *, default_threshold: float, max_images:
 
     @guarded
     def moderate(messages: list[dict[str, Any]], excluded_categories: list[str] | None = None,
-                 threshold: float | None = None) -> str:
+                 threshold: float | None = None, policy: str | None = None) -> str:
         """Check a conversation for harmful content (Llama Guard, last message) and for jailbreaks or prompt injection (Prompt Guard 2, each user message).
 
         Args:
             messages: The conversation in OpenAI chat format, oldest first, roles alternating and starting with "user" (no system messages), e.g. [{"role": "user", "content": "How do I pick a lock?"}]. Content is a string or a list of parts: {"type": "text", "text": "..."} and {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}} (at most 5 images; a message with images needs text too). Llama Guard judges only the last message.
             excluded_categories: Category codes to leave out of the policy, e.g. ["S6", "S8"] (S1 Violent Crimes, S2 Non-Violent Crimes, S3 Sex Crimes, S4 Child Exploitation, S5 Defamation, S6 Specialized Advice, S7 Privacy, S8 Intellectual Property, S9 Indiscriminate Weapons, S10 Hate, S11 Self-Harm, S12 Sexual Content, S13 Elections, S14 Code Interpreter Abuse). Default: none.
             threshold: The p_unsafe at or above which the verdict is unsafe, between 0 and 1. Default: the server's (0.5 unless set otherwise).
+            policy: A policy saved on the server, by name ("no-s1", or "no-s1@2" for one version), or a whole policy as JSON text; it sets the categories, the threshold and Prompt Guard, so leave excluded_categories and threshold out. Default: the server's default policy, if it has one.
         Returns:
-            JSON text: "verdict" ("safe" or "unsafe"), "p_unsafe", "categories" (the codes and names Llama Guard named), "judged_role", and "prompt_guard" with "max_p_malicious" (jailbreak or injection likely at 0.9 or more) and one score per user message.
+            JSON text: "flagged" (the policy's decision), "decision" (flagged, verdict, reason when it differs from the model's answer), "model_answer" (what Llama Guard said), "policy" (name@version, or null), "verdict" ("safe" or "unsafe" at the threshold), "p_unsafe", "categories" (the codes and names Llama Guard named), "judged_role", and "prompt_guard" with "max_p_malicious" (jailbreak or injection likely at 0.9 or more) and one score per user message.
         """
         built = conversation(messages)
-        return json.dumps(gpu.moderate(slot, gpu.plain(built),
-                                       list(parse_excluded(excluded_categories)),
-                                       parse_threshold(threshold, default_threshold)))
+        if policies is None:
+            return json.dumps(gpu.moderate(slot, gpu.plain(built),
+                                           list(parse_excluded(excluded_categories)),
+                                           parse_threshold(threshold, default_threshold)))
+        from guard_app import policies as policy_runs
+
+        chosen = policies.resolve(
+            policy, excluded=parse_excluded(excluded_categories),
+            threshold=None if threshold is None else parse_threshold(threshold))
+        result = policy_runs.moderate(slot, gpu.plain(built), chosen)
+        return json.dumps({"flagged": result["decision"]["flagged"], **result})
 
     @guarded
     def sweep(messages: list[dict[str, Any]], excluded_categories: list[str] | None = None,

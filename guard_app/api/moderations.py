@@ -4,7 +4,9 @@ Any OpenAI client works unchanged (`OpenAI(base_url=APP + "v1").moderations.crea
 `input` is a string, a list of strings (one result each) or a list of text and `image_url`
 parts (data URLs, one result); a conversation goes in as `messages` (the chat format of
 /moderate, images as data URLs), since OpenAI's input is single-turn. Extensions:
-`excluded_categories` (codes or names) and `threshold`. `model` is echoed back and chooses
+`excluded_categories` (codes or names) and `threshold`, or `policy` (a saved policy's name,
+NAME@VERSION or a policy object; guard_app.policies), whose decision is then `flagged`, with
+`policy`, `model_answer` and `decision` beside it. `model` is echoed back and chooses
 nothing: the server judges with what it loaded.
 
 Each result has OpenAI's fields, keyed by the loaded family's category names (`violent_crimes`,
@@ -17,21 +19,24 @@ score over the user messages) and `malicious` (p_malicious >= 0.9).
 Errors are OpenAI's JSON (`{"error": {"message", "type", "param", "code"}}`) with a one-line
 message: 400 bad input, 401 missing or wrong key (when GUARD_LAB_API_KEY is set), 413 too
 large, 429 the caller's per-visitor limit, 503 busy or no Llama Guard. The body is refused by
-its size before it is parsed. Each request takes a visitor's place like a page run does
-(guard_app.fair) and runs in a worker thread through the GPU boundary (guard_app.gpu), at most
-`concurrency` at once, so the event loop stays free.
+its size before it is parsed, and its images are decoded at most `decode_concurrency` requests
+at a time. Each input takes a visitor's place like a page run does (guard_app.fair) and a place
+in the wait, and runs in a worker thread through the GPU boundary (guard_app.gpu), at most
+`concurrency` at once, so the event loop stays free; between two inputs of one request the model
+slot is released, so another visitor's request waits for one input, not for the whole list.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
 import re
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from guard.adapters.messages import chat_conversation, input_conversations
@@ -41,13 +46,14 @@ from guard.core.errors import GuardError, ModelLoadError, TooLarge
 from guard.engines.prompt_guard import FIREWALL_THRESHOLD
 from guard.engines.service import Guards
 from guard_app import gpu
+from guard_app.access import model_id
 from guard_app.api.logic import parse_threshold
 from guard_app.fair import Busy, Share
 from guard_app.guarded import UNEXPECTED
 
 log = logging.getLogger("guard_lab")
 ROUTE = "/v1/moderations"
-FIELDS = ("input", "model", "messages", "excluded_categories", "threshold")
+FIELDS = ("input", "model", "messages", "excluded_categories", "threshold", "policy")
 MAX_INPUTS = 32
 # The longest text the model can take (about a million characters: 1-6 MB as JSON) and some
 # photos as data URLs. Larger images go through the page or /moderate's file uploads.
@@ -85,6 +91,8 @@ class Moderation:
     excluded: tuple[str, ...]
     threshold: float
     model: str | None
+    policy: Any = None  # the request's `policy` (a name or an object); a Policy once resolved
+    threshold_given: bool = False
 
 
 def excluded_codes(value: Any, family: Family) -> tuple[str, ...]:
@@ -141,14 +149,16 @@ def parse_request(payload: Any, *, family: Family, default_threshold: float,
     except GuardError as exc:
         raise Refused(400, str(exc), param="threshold") from None
     return Moderation(conversations, excluded_codes(payload.get("excluded_categories"), family),
-                      threshold, model)
+                      threshold, model, payload.get("policy"),
+                      payload.get("threshold") is not None)
 
 
 def moderation_result(result: dict[str, Any], family: Family, images: int) -> dict[str, Any]:
     """One OpenAI moderation result from the JSON of `guard.engines.service.moderate`."""
     named = {c["code"] for c in result.get("categories", ())}
     enabled = set(result.get("enabled_categories", ()))
-    flagged = bool(result["unsafe"])
+    decision = result.get("decision")  # with a policy (guard_app.policies), its decision flags
+    flagged = bool(decision["flagged"] if decision is not None else result["unsafe"])
     p_unsafe = float(result["p_unsafe"])
     categories: dict[str, bool] = {}
     scores: dict[str, float] = {}
@@ -165,7 +175,13 @@ def moderation_result(result: dict[str, Any], family: Family, images: int) -> di
             "category_applied_input_types": applied, "p_unsafe": p_unsafe,
             "threshold": result["threshold"], "raw_output": result["raw_output"],
             "judged_role": result["judged_role"], "p_malicious": p_malicious,
-            "malicious": None if p_malicious is None else p_malicious >= FIREWALL_THRESHOLD}
+            "malicious": None if p_malicious is None else p_malicious >= FIREWALL_THRESHOLD,
+            # Text that imitates the prompt (control tokens, the template's own markers): the
+            # verdict may have been steered by the text it judged (guard.core.markers).
+            "special_token_text": bool(result.get("special_token_text")),
+            "prompt_marker_text": bool(result.get("prompt_marker_text")),
+            **({"policy": result["policy"], "model_answer": result["model_answer"],
+                "decision": decision} if decision is not None else {})}
 
 
 class Body:
@@ -213,13 +229,16 @@ class Moderations:
 
     def __init__(self, guards: Guards, slot: int, share: Share, *, family: Family,
                  threshold: float, max_images: int, concurrency: int, queue_size: int,
-                 api_key: str | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+                 api_key: str | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+                 decode_concurrency: int = 2, policies: Any = None) -> None:
         self.guards, self.slot, self.share = guards, slot, share
+        self.policies = policies  # guard_app.policies.PolicyBook: `policy` and the default
         self.family, self.threshold, self.max_images = family, threshold, max_images
         self.queue_size, self.max_body_bytes = queue_size, max_body_bytes
         self.api_key = api_key or None
-        self.model_name = guards.llama_guard.name if guards.llama_guard is not None else ""
+        self.model_name = model_id(guards.llama_guard.name) if guards.llama_guard else ""
         self._running = asyncio.Semaphore(concurrency)
+        self._decoding = asyncio.Semaphore(decode_concurrency)
         self._waiting = 0
 
     def check_key(self, authorization: str | None) -> None:
@@ -242,10 +261,20 @@ class Moderations:
             if self.guards.llama_guard is None:
                 raise ModelLoadError(f"Llama Guard is not loaded on this server, so {ROUTE} "
                                      "cannot judge; the banner on its page says why.")
-            with self.share.hold(request):
+            with self.share.hold(request):  # reading and decoding count as the visitor's
                 data = await body.read(self.max_body_bytes)
-                asked = await run_in_threadpool(self.parse, data)
-                results = await self.run(asked)
+                if b"image_url" not in data:  # text only: checked before the wait
+                    asked = await run_in_threadpool(self.parse, data)
+                # Images are decoded inside the model slot, so decoded pictures never pile
+                # up while waiting for it; a few at once even with a larger --concurrency.
+                async with self._slot(), self._decoding:
+                    if b"image_url" in data:
+                        asked = await run_in_threadpool(self.parse, data)
+                    results = await self._judge(asked, asked.conversations[:1])
+            for conversation in asked.conversations[1:]:  # each input: a place, then the slot
+                with self.share.hold(request):
+                    async with self._slot():
+                        results += await self._judge(asked, [conversation])
         except Exception as exc:  # every refusal becomes an OpenAI-style error below
             refused = _refusal(exc)
             await body.drain()
@@ -261,12 +290,36 @@ class Moderations:
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
             raise Refused(400, f"The body is not valid JSON ({exc}). Send an object like "
                           '{"input": "text to check"}.') from None
-        return parse_request(payload, family=self.family, default_threshold=self.threshold,
-                             max_images=self.max_images)
+        asked = parse_request(payload, family=self.family, default_threshold=self.threshold,
+                              max_images=self.max_images)
+        if self.policies is None:
+            if asked.policy is not None:
+                raise Refused(400, "This server enforces no policies; leave out `policy`.",
+                              param="policy")
+            return asked
+        try:
+            policy = self.policies.resolve(
+                asked.policy, excluded=asked.excluded,
+                threshold=asked.threshold if asked.threshold_given else None)
+        except GuardError as exc:
+            raise Refused(400, str(exc), param="policy") from None
+        return replace(asked, policy=policy)
 
     async def run(self, asked: Moderation) -> list[dict[str, Any]]:
+        """Every conversation of `asked` in one turn of the model slot."""
+        async with self._slot():
+            return await self._judge(asked, asked.conversations)
+
+    async def _judge(self, asked: Moderation, conversations: Sequence[Conversation]
+                     ) -> list[dict[str, Any]]:
         from starlette.concurrency import run_in_threadpool
 
+        return await run_in_threadpool(self.judge, conversations, asked.excluded,
+                                       asked.threshold, asked.policy)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """A place in the wait (or 503 busy), then one of the `concurrency` model slots."""
         if self._running.locked() and self._waiting >= self.queue_size:
             raise Refused(503, f"The server is busy: {self._waiting} requests are already "
                           "waiting (GUARD_LAB_QUEUE_SIZE). Try again in a minute.",
@@ -277,14 +330,19 @@ class Moderations:
         finally:
             self._waiting -= 1
         try:
-            return await run_in_threadpool(self.judge, asked.conversations, asked.excluded,
-                                           asked.threshold)
+            yield
         finally:
             self._running.release()
 
     def judge(self, conversations: Sequence[Conversation], excluded: Sequence[str],
-              threshold: float) -> list[dict[str, Any]]:
-        """Both guards on each conversation, one GPU call each."""
+              threshold: float, policy: Any = None) -> list[dict[str, Any]]:
+        """Both guards on each conversation, one GPU call each (under `policy`, a
+        guard.core.policy.Policy, when given: then `flagged` is its decision)."""
+        if policy is not None:
+            from guard_app import policies
+
+            return [moderation_result(policies.moderate(self.slot, gpu.plain(c), policy),
+                                      self.family, len(c.images)) for c in conversations]
         return [moderation_result(gpu.moderate(self.slot, gpu.plain(c), list(excluded),
                                                threshold), self.family, len(c.images))
                 for c in conversations]

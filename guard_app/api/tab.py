@@ -75,6 +75,9 @@ class ApiTab:
             self.pg_preprocessing = gr.Dropdown(list(PREPROCESSING),
                                                 value=ctx.prompt_guard_preprocessing,
                                                 label="prompt_guard_preprocessing")
+        self.policy = gr.Textbox(label="policy (moderate: a saved policy's name such as no-s1 or "
+                                       "no-s1@2, or its JSON; leave excluded and threshold "
+                                       "empty)", max_lines=1)
         self.only_one = gr.Checkbox(label="only_one (sweep: also try each category alone)")
         with gr.Row():
             self.moderate = gr.Button("Moderate", variant="primary")
@@ -88,13 +91,16 @@ class ApiTab:
         model = {"concurrency_limit": ctx.concurrency, "concurrency_id": GPU}
 
         @guarded
-        def on_moderate(conversation, images, excluded, threshold_value, pg_preprocessing=None):
+        def on_moderate(conversation, images, excluded, threshold_value, pg_preprocessing=None,
+                        policy=None):
             return logic.moderate_api(ctx.guards, conversation, images, excluded, threshold_value,
                                       default_threshold=ctx.threshold, max_images=ctx.max_images,
-                                      prompt_guard_preprocessing=pg_preprocessing)
+                                      prompt_guard_preprocessing=pg_preprocessing,
+                                      policies=ctx.policies, policy=policy)
 
         self.moderate.click(on_moderate, [self.conversation, self.images, self.excluded,
-                                          self.threshold, self.pg_preprocessing], [self.result],
+                                          self.threshold, self.pg_preprocessing, self.policy],
+                            [self.result],
                             api_name="moderate", **model)
         explore_tab.wire_api(self.explore, self.conversation, self.images, self.excluded,
                              self.threshold, self.only_one, self.result,
@@ -102,4 +108,5 @@ class ApiTab:
                              default_threshold=ctx.threshold, max_images=ctx.max_images,
                              concurrency=ctx.concurrency, concurrency_id=GPU)
         mcp.register(ctx.guards, ctx.slot, default_threshold=ctx.threshold,
-                     max_images=ctx.max_images, concurrency=ctx.concurrency, concurrency_id=GPU)
+                     max_images=ctx.max_images, concurrency=ctx.concurrency, concurrency_id=GPU,
+                     policies=ctx.policies)

@@ -280,8 +280,17 @@ def bad_rows(dataset: Dataset) -> list[list[Any]]:
     return [[bad.line, bad.message] for bad in dataset.bad_rows]
 
 
+def names_only(data: dict[str, Any]) -> dict[str, Any]:
+    """A report's JSON with the run's dataset as its file name: the stored run keeps the path
+    the server read, a caller learns only the name (of the file it uploaded, or a built-in)."""
+    run = data.get("run")
+    if isinstance(run, dict) and isinstance(run.get("dataset"), str):
+        data = {**data, "run": {**run, "dataset": Path(run["dataset"]).name}}
+    return data
+
+
 def report_json(evaluation: Evaluation) -> dict[str, Any]:
-    data = evaluation.report.to_json()
+    data = names_only(evaluation.report.to_json())
     data["bad_rows"] = [{"line": b.line, "message": b.message}
                         for b in evaluation.dataset.bad_rows]
     data["resumed"] = evaluation.outcome.resumed
@@ -328,7 +337,11 @@ def comparison_text(comparison: Comparison, settings: Sequence[str] | None = Non
     if settings is not None:
         differ = (f" Settings of B that differ from A: {'; '.join(settings)}." if settings
                   else " Both runs have the same settings.")
-    return (f"A: '{comparison.run_a}' · B: '{comparison.run_b}'. Verdicts differ on "
+    policies = ""  # issue 23: which policy decided each run's verdicts
+    if comparison.policy_a or comparison.policy_b:
+        policies = (f" (policy {comparison.policy_a or 'none'} · "
+                    f"{comparison.policy_b or 'none'})")
+    return (f"A: '{comparison.run_a}' · B: '{comparison.run_b}'{policies}. Verdicts differ on "
             f"{comparison.changed_verdicts} of the {comparison.shared_rows} rows both runs "
             f"judged. {moved}{differ}")
 
@@ -466,7 +479,7 @@ class RunView:
     codes: list[tuple[str, str]]
 
     def to_json(self) -> dict[str, Any]:
-        data = self.report.to_json()
+        data = names_only(self.report.to_json())
         data["stored_threshold"] = self.run.settings.threshold
         data["bad_rows"] = [{"line": b.line, "message": b.message} for b in self.texts.bad_rows]
         return data

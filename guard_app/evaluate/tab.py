@@ -20,7 +20,9 @@ import gradio as gr
 from guard.core.categories import Family, choices
 from guard.engines.service import Guards
 from guard.eval import FORMATS
+from guard_app import uploads
 from guard_app.evaluate import logic as view
+from guard_app.evaluate.policy_tab import PolicyPanel
 from guard_app.guarded import guarded, in_place, on_page_and_api
 from labels.errors import LabelsError
 from labels.runs import Runs
@@ -57,7 +59,8 @@ class EvalTab:
 
     def __init__(self, store: Any, *, builtins: Mapping[str, tuple[str, Path, str]],
                  category_choices: list[tuple[str, str]], codes: Sequence[str],
-                 threshold: float, family: Family = Family.LLAMA_GUARD_4, bar: Any = None):
+                 threshold: float, family: Family = Family.LLAMA_GUARD_4, bar: Any = None,
+                 policies: Any = None):
         self.store = store
         self.runs = Runs(store)
         self.bar = bar
@@ -85,6 +88,7 @@ class EvalTab:
         self._rows_ui()
         self._queue_ui()
         self._compare_ui()
+        self.policy_panel = PolicyPanel(self, policies)  # thresholds, policies, sweeps
         self.opened = gr.State(None)  # the row opened last: logic.open_row's dict
         self.evaluated = gr.State(None)  # changes after each evaluation the page ran
 
@@ -118,7 +122,7 @@ class EvalTab:
                                                    info="unticked categories are excluded")
                 self.copy = gr.Button("Use the Moderate tab's categories", size="sm")
                 self.threshold = gr.Slider(
-                    0.0, 1.0, value=threshold, step=0.01, label="Threshold",
+                    0.0, 1.0, value=threshold, step=0.0001, label="Threshold",
                     elem_id="gl-eval-threshold",
                     info="unsafe when p_unsafe >= it; moving it re-reads the picked run's "
                          "stored scores (the model does not run again)")
@@ -252,8 +256,10 @@ class EvalTab:
 
     def wire(self, demo: gr.Blocks, guards: Guards, moderate_categories: gr.CheckboxGroup,
              excluded_of: Callable[[Sequence[str]], tuple[str, ...]], *, concurrency: int,
-             concurrency_id: str, judge_batch: Callable | None = None) -> None:
-        """`judge_batch` judges one batch of rows (logic.gpu_judge: one GPU call each)."""
+             concurrency_id: str, judge_batch: Callable | None = None,
+             variant_judge: Callable | None = None) -> None:
+        """`judge_batch` judges one batch of rows (logic.gpu_judge: one GPU call each);
+        `variant_judge` one batch of a policy sweep (guard_app.evaluate.sweep.gpu_judge)."""
         if guards.llama_guard is not None:
             self.model = guards.llama_guard.name
         who = list(self.bar.inputs) if self.bar is not None else []
@@ -261,6 +267,8 @@ class EvalTab:
         self._wire_run(guards, excluded_of, who, concurrency=concurrency,
                        concurrency_id=concurrency_id, judge_batch=judge_batch)
         self._wire_rows(who)
+        self.policy_panel.wire(guards, who, excluded_of, judge=variant_judge,
+                               concurrency=concurrency, concurrency_id=concurrency_id)
         on_page_and_api(self.make_queue.click, self.queue_from_stored_run,
                         [self.queue_name, self.run_a, self.queue_rows, self.run_b, self.band,
                          self.overlap, *who], [self.queue_json], api_name="queue_from_run")
@@ -290,8 +298,12 @@ class EvalTab:
                   judge_batch: Callable | None) -> None:
         def run_evaluation(source, path, fmt, name, limit, batch_size, ticked, threshold,
                            session=None, typed=None, profile: gr.OAuthProfile | None = None,
+                           request: gr.Request = None,
                            progress=gr.Progress()):  # noqa: B008 (gradio finds the bar this way)
             self.reviewer("run evaluations", session, typed, profile)
+            if (source or view.UPLOAD) == view.UPLOAD and path:
+                uploads.check_owned(path, request)  # only what this visitor uploaded
+                uploads.keep(path)  # the run's rows read their texts from it again
             dataset = view.pick_dataset(source or view.UPLOAD, path, fmt, self.builtins)
 
             def step(done: int, total: int) -> None:

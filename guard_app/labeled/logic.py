@@ -23,11 +23,13 @@ from PIL import Image
 from guard.core.categories import Family, categories_for
 from guard_app.exports import PREFIX
 from labels import ExampleFilter, ExampleSummary, LabelInput, MetricInputs, Store, StoredExample
+from labels import final as finals
 from labels.content import code_key
 from labels.errors import InvalidLabel, LabelsError
 from labels.export import FORMATS, export
 from labels.filters import ReviewFilter
 from labels.metrics import CategoryRates, category_rates, evaluate, precision_recall_curve
+from labels.queues import blind_examples
 from labels.store import MAX_PAGE
 
 PAGE_SIZE = 25
@@ -52,6 +54,52 @@ DISAGREEMENT = {"any": (None, None), "model wrong": (True, None), "model right":
 
 class EndOfPage(LabelsError):
     """Next (or previous) asked for past the last (or first) example of the listed page."""
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Who reads, and the examples whose other reviewers' labels and notes they may not see
+    yet: blind until done (each belongs to an open queue item they have not labelled or
+    skipped). Leads see everything."""
+
+    name: str
+    lead: bool = False
+    hidden: frozenset[int] = frozenset()
+
+    @classmethod
+    def of(cls, store: Store, name: str, *, lead: bool = False) -> Reader:
+        return cls(name, lead, frozenset() if lead else blind_examples(store, name))
+
+    def sees(self, example: StoredExample) -> StoredExample:
+        """The example as this reader may see it: on a hidden one, their own label only."""
+        if example.id not in self.hidden:
+            return example
+        return replace(example, labels=tuple(lb for lb in example.labels
+                                             if lb.reviewer == self.name), final=None)
+
+
+EVERYONE = Reader("", lead=True)  # what a caller that names no reader gets: everything
+
+
+def _label_filters(filters: ExampleFilter) -> bool:
+    """Whether a filter reads the labels (so a hidden example must not match through them)."""
+    return any(v not in (None, "") for v in (
+        filters.label, filters.category, filters.disagreement, filters.reviewer, filters.text,
+        getattr(filters, "reviewers_disagree", None)))
+
+
+def _without_hidden(filters: ReviewFilter, reader: Reader) -> ReviewFilter:
+    if not reader.hidden:
+        return filters
+    return replace(filters, exclude_ids=tuple(sorted(set(filters.exclude_ids) | reader.hidden)))
+
+
+def _masked(s: ExampleSummary, reader: Reader) -> ExampleSummary:
+    if s.id not in reader.hidden:
+        return s
+    mine = [(g, r) for g, r in zip(s.gold_labels, s.reviewers, strict=True) if r == reader.name]
+    return replace(s, gold_labels=tuple(g for g, _ in mine), reviewers=tuple(r for _, r in mine),
+                   disagreement=False)
 
 
 @dataclass(frozen=True)
@@ -139,13 +187,15 @@ def _list_row(s: ExampleSummary, split: bool) -> list[Any]:
             _short(s.preview), s.image_count, s.model.rsplit("/", 1)[-1]]
 
 
-def list_page(store: Store, filters: ReviewFilter) -> Page:
+def list_page(store: Store, filters: ReviewFilter, reader: Reader = EVERYONE) -> Page:
+    if _label_filters(filters):
+        filters = _without_hidden(filters, reader)
     total = store.count_examples(filters)
     pages = max(1, math.ceil(total / PAGE_SIZE))
     page = min(filters.offset // PAGE_SIZE + 1, pages)
     filters = replace(filters, offset=(page - 1) * PAGE_SIZE)
-    summaries = store.list_examples(filters)
-    split = _split(store, filters, summaries)
+    summaries = [_masked(s, reader) for s in store.list_examples(filters)]
+    split = _split(store, filters, summaries) - reader.hidden
     rows = [_list_row(s, s.id in split) for s in summaries]
     return Page(rows, [s.id for s in summaries], total, page, pages)
 
@@ -196,6 +246,13 @@ def conversation_html(example: StoredExample) -> str:
 
 def answer_html(example: StoredExample) -> str:
     out = example.output
+    if not out.judged:
+        return (f'<div class="gl-card" id="gl-open-answer"><div class="gl-card-title">Example '
+                f'#{example.id}: {html.escape(out.model)} ({html.escape(example.family)}), '
+                f'{html.escape(example.created_at[:19])}</div><div class="gl-verdict">not judged'
+                '</div><div class="gl-meta">The model gave no answer (a failed row or an '
+                f'imported conversation); model metrics leave it out.</div>{final_html(example)}'
+                f'<pre class="gl-snippet">{html.escape(out.raw_output)}</pre></div>')
     verdict = "unsafe" if out.unsafe else "safe"
     cats = named(example, out.categories) or "none"
     policy = ", ".join(example.excluded) or "none"
@@ -207,7 +264,7 @@ def answer_html(example: StoredExample) -> str:
             f'<div class="gl-row"><span>p_unsafe</span><span>{out.p_unsafe:.4f} (threshold '
             f'{out.threshold:g})</span></div>'
             f'<div class="gl-row"><span>excluded categories</span><span>{html.escape(policy)}'
-            f'</span></div><div class="gl-meta">raw output</div>'
+            f'</span></div>{final_html(example)}<div class="gl-meta">raw output</div>'
             f'<pre class="gl-snippet">{html.escape(out.raw_output)}</pre></div>')
 
 
@@ -241,9 +298,30 @@ def download_html(url: str, filename: str, count: int, lasts: str, noun: str = "
 
 
 def label_rows(example: StoredExample) -> list[list[Any]]:
-    return [[lb.id, lb.reviewer, lb.label, named(example, lb.categories), lb.note,
-             "right" if lb.model_was_right else "wrong", lb.updated_at[:19].replace("T", " ")]
-            for lb in example.labels]
+    def model_was(lb: Any) -> str:
+        if not example.output.judged:
+            return "not judged"
+        return "right" if lb.model_was_right else "wrong"
+
+    return [[lb.id, lb.reviewer, lb.label,
+             named(example, lb.categories) or ("none fits" if lb.none_fits else ""), lb.note,
+             model_was(lb), lb.updated_at[:19].replace("T", " ")] for lb in example.labels]
+
+
+def final_html(example: StoredExample) -> str:
+    """The example's final label: agreed by whom, or decided by which lead and why; or why
+    there is none yet."""
+    final = example.final
+    if final is None:
+        return ('<div class="gl-row" id="gl-open-final"><span>final label</span><span>none yet '
+                '(fewer reviews than the overlap, or reviewers disagree: a lead resolves it)'
+                '</span></div>')
+    cats = named(example, final.categories) or ("none fits" if final.none_fits else "")
+    how = (f"decided by lead {final.decided_by}: {final.reason}" if final.decided_by
+           else f"agreed by {', '.join(final.reviewers)}")
+    return (f'<div class="gl-row" id="gl-open-final"><span>final label</span><span>'
+            f'{html.escape(final.label)}{" " + html.escape(cats) if cats else ""} '
+            f'({html.escape(how)})</span></div>')
 
 
 def _brief(value: dict[str, Any] | None) -> str:
@@ -255,9 +333,18 @@ def _brief(value: dict[str, Any] | None) -> str:
         if "label" in value else json.dumps(value, sort_keys=True)
 
 
-def history_rows(store: Store, example_id: int) -> list[list[Any]]:
-    return [[e.at[:19].replace("T", " "), e.action, e.label_id, e.reviewer, e.reason,
-             _brief(e.before), _brief(e.after)] for e in store.label_history(example_id)]
+def history_rows(store: Store, example_id: int, reader: Reader = EVERYONE) -> list[list[Any]]:
+    """Every change of the example's labels, then of its final label (a blind reader: their
+    own changes only)."""
+    hidden = example_id in reader.hidden
+    rows = [[e.at[:19].replace("T", " "), e.action, e.label_id, e.reviewer, e.reason,
+             _brief(e.before), _brief(e.after)] for e in store.label_history(example_id)
+            if not hidden or e.reviewer == reader.name]
+    if not hidden:
+        rows += [[e["at"][:19].replace("T", " "), f"final: {e['action']}", "", e["by"] or "",
+                  e["reason"] or "", _brief(e["before"]), _brief(e["after"])]
+                 for e in finals.final_history(store, example_id)]
+    return rows
 
 
 def own_label(example: StoredExample, reviewer: str) -> tuple[str | None, list[str], str]:
@@ -289,19 +376,20 @@ def category_choices(example: StoredExample) -> list[tuple[str, str]]:
 
 
 def save_label(store: Store, example_id: int, reviewer: str, label: str | None,
-               categories: list[str] | None, note: str | None) -> str:
+               categories: list[str] | None, note: str | None, none_fits: bool = False) -> str:
     """Create or edit the reviewer's own label on a stored example; returns what happened."""
     if label not in ("safe", "unsafe"):
         raise InvalidLabel("Pick the label: safe or unsafe.")
     had = any(lb.reviewer == reviewer for lb in store.get_example(example_id).labels)
     stored = store.add_label(example_id, LabelInput(reviewer, label, tuple(categories or ()),
-                                                    note or ""))
+                                                    note or "", bool(none_fits)))
     return f"{'Edited' if had else 'Added'} {reviewer}'s label #{stored.id}: {stored.label}."
 
 
-def delete_label(store: Store, example_id: int, label_id: Any, reviewer: str, reason: str
-                 ) -> str:
-    """Soft-delete a label of the open example, recorded with who and why."""
+def delete_label(store: Store, example_id: int, label_id: Any, reviewer: str, reason: str,
+                 lead: bool = False) -> str:
+    """Soft-delete a label of the open example, recorded with who and why: the reviewer's own,
+    or anyone's by a lead. A queue label's item opens again."""
     if label_id in (None, ""):
         raise InvalidLabel("Pick the label to delete.")
     number = int(label_id)
@@ -309,7 +397,7 @@ def delete_label(store: Store, example_id: int, label_id: Any, reviewer: str, re
     if label.example_id != example_id:
         raise InvalidLabel(f"Label {number} belongs to example #{label.example_id}, not the open "
                            f"example #{example_id}.")
-    store.delete_label(number, reviewer, reason or "")
+    store.delete_label(number, reviewer, reason or "", lead=lead)
     return f"Deleted label #{number} ({label.reviewer}: {label.label}); the history keeps it."
 
 
@@ -317,7 +405,8 @@ EXPORT_SUFFIX = {"jsonl": ".jsonl", "parquet": ".parquet", "llama-guard": ".json
 
 
 def export_file(store: Store, fmt: str, filters: ExampleFilter | None = None,
-                folder: str | Path | None = None) -> tuple[str, int]:
+                folder: str | Path | None = None, reader: Reader = EVERYONE,
+                labels: str = finals.FINAL) -> tuple[str, int]:
     """Write what `filters` lists (every page; all examples when None); returns (path, count).
 
     With no `folder`, a fresh temporary one that the caller hands to `exports.Downloads`; it is
@@ -329,8 +418,13 @@ def export_file(store: Store, fmt: str, filters: ExampleFilter | None = None,
     folder = Path(folder or tempfile.mkdtemp(prefix=PREFIX))
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"guard_lab_{fmt}_{time.strftime('%Y%m%d-%H%M%S')}{EXPORT_SUFFIX[fmt]}"
+    chosen = filters if filters and describe(filters) else None
+    if reader.hidden:  # a blind reader's export leaves out what they may not see yet
+        chosen = _without_hidden(chosen if isinstance(chosen, ReviewFilter) else
+                                 ReviewFilter(**vars(chosen)) if chosen else ReviewFilter(),
+                                 reader)
     try:
-        count = export(store, fmt, path, filters if filters and describe(filters) else None)
+        count = export(store, fmt, path, chosen, labels=labels)
     except BaseException:
         if fresh:
             shutil.rmtree(folder, ignore_errors=True)
@@ -339,7 +433,7 @@ def export_file(store: Store, fmt: str, filters: ExampleFilter | None = None,
 
 
 def unit(fmt: str) -> str:
-    """What an export of `fmt` counts: fine-tuning data has a row per label."""
+    """What an export of `fmt` counts: fine-tuning data has a row per prompt with an answer."""
     return "training row" if fmt == "llama-guard" else "example"
 
 
@@ -356,9 +450,10 @@ def _num(value: float | None, digits: int = 3) -> Any:
         else round(value, digits)
 
 
-def agreement_tables(store: Store) -> tuple[str, list[list[Any]], list[list[Any]]]:
+def agreement_tables(store: Store, reader: Reader = EVERYONE
+                     ) -> tuple[str, list[list[Any]], list[list[Any]]]:
     """(message, pair rows, category rows); a message alone while fewer than two reviewers overlap."""
-    result = store.agreement()
+    result = store.agreement(exclude=reader.hidden)
     if not result.pairs:
         return ("Agreement needs two reviewers who labelled the same examples; so far "
                 f"{len(result.reviewers)} reviewer{'s' if len(result.reviewers) != 1 else ''} "
@@ -391,8 +486,8 @@ class Disagreements:
         return {"count": self.total, "examples": self.items}
 
 
-def disagreements(store: Store, limit: int = 100) -> Disagreements:
-    filters = ReviewFilter(reviewers_disagree=True, limit=limit)
+def disagreements(store: Store, limit: int = 100, reader: Reader = EVERYONE) -> Disagreements:
+    filters = _without_hidden(ReviewFilter(reviewers_disagree=True, limit=limit), reader)
     rows, items = [], []
     for summary in store.list_examples(filters):
         labels = store.get_example(summary.id).labels
@@ -418,22 +513,26 @@ class Measured:
 
 
 def measure(store: Store, *, model: str | None = "", reviewer: str | None = "",
-            target_fpr: float | None = 0.05) -> Measured:
+            target_fpr: float | None = 0.05, labels: str | None = finals.FINAL) -> Measured:
+    """The model against the final labels (`labels`: or every label, or one reviewer's; a
+    `reviewer` named means theirs)."""
     target = 0.05 if target_fpr is None else float(target_fpr)
     if not 0.0 <= target <= 1.0:
         raise InvalidLabel(f"The target false-positive rate must be between 0 and 1, got {target}.")
     model, reviewer = _text(model), _text(reviewer)
-    inputs = store.metric_inputs(reviewer=reviewer, model=model)
+    inputs = store.metric_inputs(reviewer=reviewer, model=model, labels=labels or finals.FINAL)
     report = evaluate(inputs, target_fpr=target)
     if not report.n:
         raise InvalidLabel("No labels match: save some labels (or loosen the model/reviewer "
-                           "filters) before measuring.")
+                           "filters) before measuring. By default only final labels count "
+                           "(reviewers agreed, or a lead decided); choose 'all' to see every "
+                           "label.")
     c = report.confusion
     summary = [[report.n, _num(report.precision), _num(report.recall), _num(report.f1),
                 _num(report.false_positive_rate), _num(report.auprc)]]
     confusion = [["gold: safe", c.tn, c.fp], ["gold: unsafe", c.fn, c.tp]]
     by_family = [(family, names, r) for family, names, rates
-                 in _rates_by_family(store, model, reviewer, inputs) for r in rates]
+                 in _rates_by_family(store, model, reviewer, inputs, labels) for r in rates]
     cats = [[family, f"{r.code} {names[r.code]}" if r.code in names else r.code, r.positives,
              r.negatives, _num(r.false_negative_rate), _num(r.false_positive_rate)]
             for family, names, r in by_family]
@@ -481,7 +580,8 @@ def _conflict(families: set[str]) -> bool:
 
 
 def _rates_by_family(store: Store, model: str | None, reviewer: str | None,
-                     inputs: MetricInputs) -> list[tuple[str, dict[str, str], tuple[CategoryRates, ...]]]:
+                     inputs: MetricInputs, labels: str | None = finals.FINAL
+                     ) -> list[tuple[str, dict[str, str], tuple[CategoryRates, ...]]]:
     """Per-category rates for each family apart: (family, code -> name, rates) per family.
 
     A code names one hazard in Llama Guard 2 and another in 3 and 4, so one table over both
@@ -498,7 +598,8 @@ def _rates_by_family(store: Store, model: str | None, reviewer: str | None,
     result = []
     for families, models in sorted(groups.items()):
         parts = [inputs] if len(groups) == 1 else [
-            store.metric_inputs(reviewer=reviewer, model=m) for m in models]
+            store.metric_inputs(reviewer=reviewer, model=m, labels=labels or finals.FINAL)
+            for m in models]
         gold = tuple(g for p in parts for g in p.gold_categories)
         pred = tuple(g for p in parts for g in p.pred_categories)
         table = categories_for(families[0])
@@ -507,3 +608,69 @@ def _rates_by_family(store: Store, model: str | None, reviewer: str | None,
         result.append((label, {c.code: c.card_name for c in table},
                        category_rates(gold, pred, codes)))
     return result
+
+
+# ---- the lead's disagreements queue (labels.final) ----
+
+LEAD_HEADERS = ["example", "queue", "opened", "labels", "preview"]
+
+
+def check_lead(reader: Reader, action: str) -> None:
+    if not reader.lead:
+        raise InvalidLabel(f"Only a lead may {action} (the server's GUARD_LAB_LEADS names "
+                           "them). Ask one of them.")
+
+
+def lead_queue(store: Store, reader: Reader, queue: str | None = None
+               ) -> tuple[list[list[Any]], list[int], list[dict[str, Any]]]:
+    """The open disagreements, oldest first: (rows, example ids, JSON items). Leads only."""
+    check_lead(reader, "see the disagreements queue")
+    found = finals.disagreements(store, queue=_text(queue))
+    rows, items = [], []
+    for d in found:
+        votes = "; ".join(f"{lb['reviewer']}: {lb['label']} {','.join(lb['categories'])}".rstrip()
+                          + (" (none fits)" if lb["none_fits"] else "") for lb in d.labels)
+        example = store.get_example(d.example_id)
+        preview = _short(" ".join(t.text for t in example.conversation.turns))
+        rows.append([d.example_id, d.queue or "", d.opened_at[:16].replace("T", " "), votes,
+                     preview])
+        items.append(d.to_json())
+    return rows, [d.example_id for d in found], items
+
+
+def resolve(store: Store, reader: Reader, example_id: Any, label: str | None,
+            categories: list[str] | None, none_fits: bool, reason: str | None) -> str:
+    """A lead's final label for an example, recorded with who, when and why."""
+    check_lead(reader, "resolve disagreements")
+    if label not in ("safe", "unsafe"):
+        raise InvalidLabel("Pick the final label: safe or unsafe.")
+    decided = finals.resolve(store, parse_id(example_id), reader.name, label,
+                             tuple(categories or ()), reason or "", none_fits=bool(none_fits))
+    cats = ",".join(decided.categories) or ("none fits" if decided.none_fits else "")
+    return (f"Example #{decided.example_id}: final label {decided.label}"
+            f"{' ' + cats if cats else ''}, decided by {decided.decided_by}.")
+
+
+REVIEWER_STATS_HEADERS = ["reviewer", "labelled", "per hour", "skipped", "skip rate",
+                          "with a final label", "agree with final"]
+QUEUE_STATS_HEADERS = ["queue", "items", "complete", "progress", "labels", "skips",
+                       "open disagreements"]
+
+
+def lead_view(store: Store, reader: Reader) -> tuple[list[list[Any]], list[list[Any]],
+                                                      dict[str, Any]]:
+    """Per reviewer and per queue, for leads: (reviewer rows, queue rows, JSON)."""
+    check_lead(reader, "see the lead's view")
+    people = finals.reviewer_stats(store)
+    queues_ = finals.queue_stats(store)
+
+    def pct(value: float | None) -> Any:
+        return "n/a" if value is None else f"{value:.0%}"
+
+    reviewers = [[r.reviewer, r.labelled, "n/a" if r.per_hour is None else r.per_hour,
+                  r.skipped, pct(r.skip_rate), r.with_final, pct(r.agree_final)]
+                 for r in people]
+    by_queue = [[q.queue, q.items, q.complete, pct(q.complete / q.items if q.items else None),
+                 q.labels, q.skips, q.open_disagreements] for q in queues_]
+    return reviewers, by_queue, {"reviewers": [r.to_json() for r in people],
+                                 "queues": [q.to_json() for q in queues_]}

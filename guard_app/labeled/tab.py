@@ -20,9 +20,11 @@ from guard_app.guarded import guarded, in_place, on_page_and_api  # escaped: toa
 from guard_app.labeled import logic as view
 from guard_app.reviewers import duration
 from guard_app.signin import SHORTCUTS, ReviewerBar
+from labels.errors import LabelsError
 from labels.export import FORMATS
 
 PRIVATE = {"api_visibility": "private"}
+LIST_POLL_S = 15  # how often an open list looks for new examples (each look costs a query)
 # Shares of the table's width (the columns of view.LIST_HEADERS), so that the list fits a
 # 1366 px screen without scrolling sideways; long values wrap within their column.
 LIST_WIDTHS = ["6.5%", "7%", "8%", "8%", "7%", "8.5%", "4%", "8.5%", "26%", "6%", "10.5%"]
@@ -59,6 +61,7 @@ class LabelsBrowser:
         self._open_ui()
         self._export_ui()
         self._agreement_ui()
+        self._lead_ui()
         self._measure_ui()
 
     # ---- layout ----
@@ -126,6 +129,8 @@ class LabelsBrowser:
                 self.edit_note = gr.Textbox(label="Note", max_lines=3)
             self.edit_categories = gr.CheckboxGroup([], label="Violated categories",
                                                     elem_id="gl-edit-categories")
+            self.edit_none_fits = gr.Checkbox(False, label="Unsafe, and none of these categories "
+                                              "fits", elem_id="gl-edit-none-fits")
             self.edit_save = gr.Button("Save my label", size="sm", elem_id="gl-edit-save")
             with gr.Row():
                 self.delete_id = gr.Dropdown([], label="Label to delete", scale=1,
@@ -140,6 +145,9 @@ class LabelsBrowser:
         with gr.Row():
             self.format = gr.Radio(list(FORMATS), value="jsonl", label="Export format",
                                    info="Exports what the filters above list, every page")
+            self.export_labels = gr.Textbox(
+                "final", label="Labels", max_lines=1, elem_id="gl-export-labels",
+                info="final (one per example), all, or reviewer:NAME")
             self.export = gr.Button("Export", size="sm", elem_id="gl-export")
             self.download = gr.HTML("", elem_id="gl-export-file")
             self.download_url = gr.Textbox(visible=False, label="Download link")
@@ -160,9 +168,47 @@ class LabelsBrowser:
             self.disagree_ids = gr.State([])
             self.disagree_json = gr.JSON(visible=False)
 
+    def _lead_ui(self) -> None:
+        with gr.Accordion("Disagreements to resolve (leads)", open=False, elem_id="gl-lead"):
+            gr.Markdown("Examples whose reviewers reached their queue's number of reviews and "
+                        "disagree: they have no final label until a lead decides one, with a "
+                        "reason. Metrics, tuning and exports use final labels.")
+            self.lead_refresh = gr.Button("Show open disagreements", size="sm",
+                                          elem_id="gl-lead-refresh")
+            self.lead_table = gr.Dataframe(headers=view.LEAD_HEADERS, interactive=False,
+                                           wrap=True, datatype="str", elem_id="gl-lead-table")
+            self.lead_ids = gr.State([])
+            self.lead_json = gr.JSON(visible=False)
+            with gr.Row():
+                self.lead_example = gr.Number(label="Example id", precision=0, minimum=1,
+                                              scale=0, min_width=120, elem_id="gl-lead-example")
+                self.lead_label = gr.Radio(["safe", "unsafe"], label="Final label",
+                                           elem_id="gl-lead-label")
+                self.lead_categories = gr.Textbox(label="Categories (S1,S10)", max_lines=1,
+                                                  elem_id="gl-lead-categories")
+                self.lead_none_fits = gr.Checkbox(False, label="None fits",
+                                                  elem_id="gl-lead-none-fits")
+            with gr.Row():
+                self.lead_reason = gr.Textbox(label="Why (required, recorded)", max_lines=2,
+                                              elem_id="gl-lead-reason", scale=3)
+                self.lead_resolve = gr.Button("Resolve", size="sm", variant="primary", scale=0,
+                                              elem_id="gl-lead-resolve")
+            self.lead_status = gr.HTML(elem_id="gl-lead-status")
+            self.lead_stats = gr.Button("Lead's view: reviewers and queues", size="sm",
+                                        elem_id="gl-lead-view")
+            self.lead_people = gr.Dataframe(headers=view.REVIEWER_STATS_HEADERS,
+                                            interactive=False, label="Per reviewer",
+                                            datatype="str", elem_id="gl-lead-reviewers")
+            self.lead_queues = gr.Dataframe(headers=view.QUEUE_STATS_HEADERS, interactive=False,
+                                            label="Per queue", datatype="str",
+                                            elem_id="gl-lead-queues")
+            self.lead_stats_json = gr.JSON(visible=False)
+
     def _measure_ui(self) -> None:
         with gr.Accordion("Measure", open=False, elem_id="gl-measure"):
-            gr.Markdown("Llama Guard against the reviewers' gold labels, one row per label; "
+            gr.Markdown("Llama Guard against the final labels (one per example: its reviewers "
+                        "agreed, or a lead decided), or every label, or one reviewer's; "
+                        "examples the model never judged are left out; "
                         "per-category rates for each model family apart (a code such as S5 "
                         "names a different hazard in Llama Guard 2).")
             with gr.Row():
@@ -170,6 +216,9 @@ class LabelsBrowser:
                 self.m_reviewer = gr.Textbox(label="Reviewer (optional)", max_lines=1)
                 self.m_target = gr.Number(value=0.05, minimum=0, maximum=1,
                                           label="Target false-positive rate")
+                self.m_labels = gr.Dropdown(["final", "all"], value="final", label="Labels",
+                                            allow_custom_value=True, elem_id="gl-measure-labels",
+                                            info="final (one per example), all, reviewer:NAME")
                 self.m_run = gr.Button("Measure", size="sm")
             self.m_summary = gr.Dataframe(headers=view.SUMMARY_HEADERS, interactive=False,
                                           label="Overall")
@@ -187,21 +236,29 @@ class LabelsBrowser:
     def _reader(self, session, typed, profile, action: str) -> str:
         return self.bar.who(action, session, typed, profile)
 
-    def _show(self, example_id: int, who: str, status: str = "") -> dict:
-        example = self.store.get_example(example_id)
+    def _viewer(self, session, typed, profile, action: str) -> view.Reader:
+        """The reader, with what they may not see yet (blind until done); leads see all."""
+        name = self._reader(session, typed, profile, action)
+        return view.Reader.of(self.store, name, lead=self.bar.gate.is_lead(name))
+
+    def _show(self, example_id: int, who: view.Reader, status: str = "") -> dict:
+        example = who.sees(self.store.get_example(example_id))
         images = view.images(example)
-        label, codes, note = view.own_label(example, who)
+        label, codes, note = view.own_label(example, who.name)
         return {
             self.current: example.id, self.open_id: example.id,
             self.conversation: view.conversation_html(example),
             self.gallery: gr.Gallery(value=images or None, visible=bool(images)),
             self.answer: view.answer_html(example),
             self.labels: _frame(view.label_rows(example), view.LABEL_HEADERS),
-            self.history: _frame(view.history_rows(self.store, example.id), view.HISTORY_HEADERS),
+            self.history: _frame(view.history_rows(self.store, example.id, who),
+                                 view.HISTORY_HEADERS),
             self.edit_label: label,
             self.edit_categories: gr.CheckboxGroup(choices=view.category_choices(example),
                                                    value=codes),
             self.edit_note: note,
+            self.edit_none_fits: any(lb.none_fits for lb in example.labels
+                                     if lb.reviewer == who.name),
             self.delete_id: gr.Dropdown(choices=[(f"#{lb.id} {lb.reviewer}: {lb.label}", lb.id)
                                                  for lb in example.labels], value=None),
             self.delete_reason: "",
@@ -212,7 +269,8 @@ class LabelsBrowser:
     def _shown(self) -> list:
         return [self.current, self.open_id, self.conversation, self.gallery, self.answer,
                 self.labels, self.history, self.edit_label, self.edit_categories,
-                self.edit_note, self.delete_id, self.delete_reason, self.open_status]
+                self.edit_note, self.edit_none_fits, self.delete_id, self.delete_reason,
+                self.open_status]
 
     def wire(self) -> None:
         # No handler is named as its endpoint: Gradio names the page's (private) listener after
@@ -222,36 +280,63 @@ class LabelsBrowser:
         self._wire_edit()
         self._wire_export()
         self._wire_agreement()
+        self._wire_lead()
         self._wire_measure()
 
     def _wire_list(self) -> None:
         listed = [self.table, self.ids, self.page, self.caption]
 
-        def listing(page, *values):
+        def listing(reader, page, *values):
             filters = view.make_filter(**dict(zip(
                 ["label", "category", "disagreement", "model", "reviewer", "since", "until",
                  "text"], values, strict=True)), page=page or 1)
-            result = view.list_page(self.store, filters)
+            result = view.list_page(self.store, filters, reader)
             return {self.table: _frame(result.rows, view.LIST_HEADERS), self.ids: result.ids,
                     self.page: result.page, self.caption: result.caption}
 
         def list_filtered(session, typed, label, category, disagreement, model, reviewer, since,
                         until, text, page, profile: gr.OAuthProfile | None = None):
-            self._reader(session, typed, profile, "browse labels")
-            return listing(page, label, category, disagreement, model, reviewer, since, until,
-                           text)
+            reader = self._viewer(session, typed, profile, "browse labels")
+            return listing(reader, page, label, category, disagreement, model, reviewer, since,
+                           until, text)
 
         def paged(step):
             def turn_page(session, typed, label, category, disagreement, model, reviewer, since,
                           until, text, page, profile: gr.OAuthProfile | None = None):
-                self._reader(session, typed, profile, "browse labels")
-                return listing(max(1, int(page or 1) + step), label, category, disagreement,
-                               model, reviewer, since, until, text)
+                reader = self._viewer(session, typed, profile, "browse labels")
+                return listing(reader, max(1, int(page or 1) + step), label, category,
+                               disagreement, model, reviewer, since, until, text)
             return turn_page
 
         inputs = [*self.bar.inputs, *self.filters, self.page]
         on_page_and_api(self.refresh.click, list_filtered, inputs, listed, api_name="list_labels")
         self.text.submit(in_place(list_filtered, listed), inputs, listed, **PRIVATE)
+
+        # Filters apply as they change (from page 1); new examples appear without a reload.
+        def first_page(session, typed, label, category, disagreement, model, reviewer, since,
+                       until, text, page, profile: gr.OAuthProfile | None = None):
+            return list_filtered(session, typed, label, category, disagreement, model, reviewer,
+                                 since, until, text, 1, profile)
+
+        quiet = {**PRIVATE, "show_progress": "hidden"}
+        for box in (self.label, self.category, self.disagreement):
+            box.change(in_place(first_page, listed), inputs, listed, **quiet)
+        for box in (self.model, self.reviewer, self.since, self.until, self.text):
+            box.blur(in_place(first_page, listed), inputs, listed, **quiet)
+
+        def poll(session, typed, label, category, disagreement, model, reviewer, since, until,
+                 text, page, ids, caption, profile: gr.OAuthProfile | None = None):
+            try:
+                reader = self._viewer(session, typed, profile, "browse labels")
+                fresh = listing(reader, page, label, category, disagreement, model, reviewer,
+                                since, until, text)
+            except LabelsError:  # not a reviewer, or a filter being typed: stay quiet
+                return dict.fromkeys(listed, gr.skip())
+            if fresh[self.ids] == ids and fresh[self.caption] == caption:
+                return dict.fromkeys(listed, gr.skip())
+            return fresh
+
+        gr.Timer(LIST_POLL_S).tick(poll, [*inputs, self.ids, self.caption], listed, **quiet)
         self.prev_page.click(in_place(paged(-1), listed), inputs, listed, **PRIVATE)
         self.next_page.click(in_place(paged(1), listed), inputs, listed, **PRIVATE)
 
@@ -259,13 +344,13 @@ class LabelsBrowser:
         shown = self._shown
 
         def open_by_id(session, typed, example_id, profile: gr.OAuthProfile | None = None):
-            who = self._reader(session, typed, profile, "read labels")
+            who = self._viewer(session, typed, profile, "read labels")
             return self._show(view.parse_id(example_id), who)
 
         def stepper(step):
             def step_example(session, typed, ids, current,
                              profile: gr.OAuthProfile | None = None):
-                who = self._reader(session, typed, profile, "read labels")
+                who = self._viewer(session, typed, profile, "read labels")
                 return self._show(view.next_id(ids, current, step), who)
             return step_example
 
@@ -274,7 +359,7 @@ class LabelsBrowser:
             row = _row(evt)
             if not ids or row is None or row >= len(ids):
                 return {}
-            who = self._reader(session, typed, profile, "read labels")
+            who = self._viewer(session, typed, profile, "read labels")
             return self._show(ids[row], who)
 
         who_in = self.bar.inputs
@@ -291,30 +376,34 @@ class LabelsBrowser:
     def _wire_edit(self) -> None:
         bar, shown = self.bar, self._shown
 
-        def save_mine(session, typed, current, label, categories, note,
+        def save_mine(session, typed, current, label, categories, note, none_fits=False,
                       profile: gr.OAuthProfile | None = None):
             who = bar.who("edit labels", session, typed, profile, need_name=True)
             if current is None:
                 raise view.InvalidLabel("Open an example first.")
-            done = view.save_label(self.store, current, who, label, categories, note)
-            return self._show(current, who, f'<div class="gl-note">{html.escape(done)}</div>')
+            done = view.save_label(self.store, current, who, label, categories, note, none_fits)
+            reader = view.Reader.of(self.store, who, lead=bar.gate.is_lead(who))
+            return self._show(current, reader, f'<div class="gl-note">{html.escape(done)}</div>')
 
         def delete(session, typed, current, label_id, reason,
                    profile: gr.OAuthProfile | None = None):
             who = bar.who("delete labels", session, typed, profile, need_name=True)
             if current is None:
                 raise view.InvalidLabel("Open an example first.")
-            done = view.delete_label(self.store, current, label_id, who, reason)
-            return self._show(current, who, f'<div class="gl-note">{html.escape(done)}</div>')
+            lead = bar.gate.is_lead(who)
+            done = view.delete_label(self.store, current, label_id, who, reason, lead)
+            reader = view.Reader.of(self.store, who, lead=lead)
+            return self._show(current, reader, f'<div class="gl-note">{html.escape(done)}</div>')
 
         def clear_if_safe(label):
             # A safe label names no category: untick them as soon as "safe" is picked.
             return [] if label == "safe" else gr.skip()
 
         who_in = bar.inputs
-        on_page_and_api(self.edit_save.click, save_mine,
-                        [*who_in, self.current, self.edit_label, self.edit_categories,
-                         self.edit_note], shown, api_name="edit_label")
+        editing = [*who_in, self.current, self.edit_label, self.edit_categories, self.edit_note]
+        self.edit_save.click(in_place(save_mine, shown), [*editing, self.edit_none_fits], shown,
+                             api_name="edit_label_on_page", **PRIVATE)
+        _api_only(save_mine, editing, shown, "edit_label")  # its inputs as before
         on_page_and_api(self.delete.click, delete,
                         [*who_in, self.current, self.delete_id, self.delete_reason], shown,
                         api_name="delete_label")
@@ -324,9 +413,12 @@ class LabelsBrowser:
     def _wire_export(self) -> None:
         bar, out = self.bar, [self.download, self.download_url]
 
-        def send(session, typed, fmt, filters, request: gr.Request, profile) -> dict:
-            who = self._reader(session, typed, profile, "export labels")
-            path, count = view.export_file(self.store, fmt, filters)
+        def send(session, typed, fmt, filters, request: gr.Request, profile,
+                 labels: str = "final") -> dict:
+            reader = self._viewer(session, typed, profile, "export labels")
+            who = reader.name
+            path, count = view.export_file(self.store, fmt, filters, reader=reader,
+                                           labels=labels or "final")
             # Served by our own route, not from Gradio's cache: once, to this session, briefly.
             self.downloads.install_routes(request.app)
             link = self.downloads.issue(path, who, still_valid=lambda: bar.gate.active(session))
@@ -336,19 +428,23 @@ class LabelsBrowser:
                     self.download_url: link.url}
 
         def export_listed(session, typed, fmt, label, category, disagreement, model, reviewer,
-                          since, until, text, request: gr.Request,
+                          since, until, text, labels="final", request: gr.Request = None,
                           profile: gr.OAuthProfile | None = None):
             filters = view.make_filter(label=label, category=category, disagreement=disagreement,
                                        model=model, reviewer=reviewer, since=since, until=until,
                                        text=text)
-            return send(session, typed, fmt, filters, request, profile)
+            return send(session, typed, fmt, filters, request, profile, labels)
 
         def export_all(session, typed, fmt, request: gr.Request,
                        profile: gr.OAuthProfile | None = None):
             return send(session, typed, fmt, None, request, profile)
 
-        on_page_and_api(self.export.click, export_listed,
-                        [*bar.inputs, self.format, *self.filters], out, api_name="export_filtered")
+        # The page adds its Labels choice; /export_filtered keeps its inputs (gradio_client
+        # fills no defaults for these endpoints) and exports the final labels.
+        listed = [*bar.inputs, self.format, *self.filters]
+        self.export.click(in_place(export_listed, out), [*listed, self.export_labels], out,
+                          api_name="export_filtered_on_page", **PRIVATE)
+        _api_only(export_listed, listed, out, "export_filtered")
         # Its two inputs as before (gradio_client fills no defaults for unlisted endpoints, so
         # trailing inputs would break existing calls): every example.
         _api_only(export_all, [*bar.inputs, self.format], out, "export_labels")
@@ -358,21 +454,22 @@ class LabelsBrowser:
         found_out = [self.disagree_caption, self.disagree_table, self.disagree_ids]
 
         def agree(session, typed, profile: gr.OAuthProfile | None = None):
-            self._reader(session, typed, profile, "see reviewer agreement")
-            note, pairs, cats = view.agreement_tables(self.store)
+            reader = self._viewer(session, typed, profile, "see reviewer agreement")
+            note, pairs, cats = view.agreement_tables(self.store, reader)
             return {self.agree_note: note, self.pairs: _frame(pairs, view.PAIR_HEADERS),
                     self.agree_categories: _frame(cats, view.CATEGORY_AGREEMENT_HEADERS)}
 
         def agree_and_list(session, typed, profile: gr.OAuthProfile | None = None):
             shown = agree(session, typed, profile)
-            found = view.disagreements(self.store)
+            reader = self._viewer(session, typed, profile, "see reviewer agreement")
+            found = view.disagreements(self.store, reader=reader)
             return {**shown, self.disagree_caption: found.caption,
                     self.disagree_table: _frame(found.rows, view.DISAGREEMENT_HEADERS),
                     self.disagree_ids: found.ids}
 
         def list_disagreements(session, typed, profile: gr.OAuthProfile | None = None):
-            self._reader(session, typed, profile, "see reviewer agreement")
-            return {self.disagree_json: view.disagreements(self.store).to_json()}
+            reader = self._viewer(session, typed, profile, "see reviewer agreement")
+            return {self.disagree_json: view.disagreements(self.store, reader=reader).to_json()}
 
         who_in = self.bar.inputs
         self.agree.click(in_place(agree_and_list, tables + found_out), who_in,
@@ -381,17 +478,64 @@ class LabelsBrowser:
         _api_only(agree, who_in, tables, "agreement")
         _api_only(list_disagreements, who_in, [self.disagree_json], "disagreements")
 
+    def _wire_lead(self) -> None:
+        listed = [self.lead_table, self.lead_ids, self.lead_json]
+
+        def lead_list(session, typed, profile: gr.OAuthProfile | None = None):
+            reader = self._viewer(session, typed, profile, "resolve disagreements")
+            rows, ids, items = view.lead_queue(self.store, reader)
+            return {self.lead_table: _frame(rows, view.LEAD_HEADERS), self.lead_ids: ids,
+                    self.lead_json: items}
+
+        def lead_resolve(session, typed, example_id, label, categories, none_fits, reason,
+                         profile: gr.OAuthProfile | None = None):
+            reader = self._viewer(session, typed, profile, "resolve disagreements")
+            done = view.resolve(self.store, reader, example_id, label,
+                                [c for c in (categories or "").replace(" ", ",").split(",") if c],
+                                none_fits, reason)
+            rows, ids, items = view.lead_queue(self.store, reader)
+            return {self.lead_status: f'<div class="gl-note">{html.escape(done)}</div>',
+                    self.lead_table: _frame(rows, view.LEAD_HEADERS), self.lead_ids: ids,
+                    self.lead_json: items, self.lead_reason: ""}
+
+        def pick(ids, evt: gr.SelectData):
+            row = _row(evt)
+            return ids[row] if ids and row is not None and row < len(ids) else gr.skip()
+
+        on_page_and_api(self.lead_refresh.click, lead_list, self.bar.inputs, listed,
+                        api_name="lead_disagreements")
+        on_page_and_api(self.lead_resolve.click, lead_resolve,
+                        [*self.bar.inputs, self.lead_example, self.lead_label,
+                         self.lead_categories, self.lead_none_fits, self.lead_reason],
+                        [self.lead_status, *listed, self.lead_reason],
+                        api_name="resolve_disagreement")
+        self.lead_table.select(pick, [self.lead_ids], [self.lead_example], **PRIVATE)
+
+        def lead_stats(session, typed, profile: gr.OAuthProfile | None = None):
+            reader = self._viewer(session, typed, profile, "see the lead's view")
+            people, by_queue, data = view.lead_view(self.store, reader)
+            return {self.lead_people: _frame(people, view.REVIEWER_STATS_HEADERS),
+                    self.lead_queues: _frame(by_queue, view.QUEUE_STATS_HEADERS),
+                    self.lead_stats_json: data}
+
+        on_page_and_api(self.lead_stats.click, lead_stats, self.bar.inputs,
+                        [self.lead_people, self.lead_queues, self.lead_stats_json],
+                        api_name="lead_view")
+
     def _wire_measure(self) -> None:
-        def measure_labels(session, typed, model, reviewer, target,
-                    profile: gr.OAuthProfile | None = None):
+        def measure_labels(session, typed, model, reviewer, target, labels="final",
+                           profile: gr.OAuthProfile | None = None):
             self._reader(session, typed, profile, "measure the model")
-            m = view.measure(self.store, model=model, reviewer=reviewer, target_fpr=target)
+            m = view.measure(self.store, model=model, reviewer=reviewer, target_fpr=target,
+                             labels=labels)
             return {self.m_summary: _frame(m.summary, view.SUMMARY_HEADERS),
                     self.m_confusion: _frame(m.confusion, view.CONFUSION_HEADERS),
                     self.m_categories: _frame(m.categories, view.CATEGORY_RATE_HEADERS),
                     self.m_curve: pd.DataFrame(m.curve), self.m_threshold: m.threshold}
 
-        on_page_and_api(self.m_run.click, measure_labels,
-                        [*self.bar.inputs, self.m_model, self.m_reviewer, self.m_target],
-                        [self.m_summary, self.m_confusion, self.m_categories, self.m_curve,
-                         self.m_threshold], api_name="measure")
+        asked = [*self.bar.inputs, self.m_model, self.m_reviewer, self.m_target]
+        shown = [self.m_summary, self.m_confusion, self.m_categories, self.m_curve,
+                 self.m_threshold]
+        self.m_run.click(in_place(measure_labels, shown), [*asked, self.m_labels], shown,
+                         api_name="measure_on_page", **PRIVATE)
+        _api_only(measure_labels, asked, shown, "measure")  # its inputs as before: final labels

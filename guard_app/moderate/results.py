@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from guard.core.categories import Family, categories_for, custom_codes
+from guard.core.prompts import neutralising_markers
 from guard.engines.prompt_guard import FIREWALL_THRESHOLD
 
 PROMPT_GUARD_CUTOFF = 0.5  # the classifier's own decision: malicious is the likelier class
@@ -18,6 +19,18 @@ SPECIAL_TOKEN_NOTE = (
     "A message contains the text of a special token (such as &lt;|eot|&gt;). Guard Lab gave "
     "it to the model as plain text, so it could not end the guard's prompt or write its "
     "answer; a recipe that tokenizes the prompt string would have read it as the token.")
+PROMPT_MARKER_NOTE = (
+    "A message contains text that imitates the guard's prompt: a block marker such as "
+    "&lt;END CONVERSATION&gt;, the prompt's instructions, or a line that starts like "
+    "“User:”, “Agent:” or “S1:”. ")
+PROMPT_MARKER_KEPT = (
+    "The model may have read it as the prompt's own structure (another turn, another last "
+    "message), so this verdict may not be about the message you meant: open “The prompt "
+    "Llama Guard saw” to check. "
+    "The server can neutralise such text (GUARD_LAB_NEUTRALISE_MARKERS=1).")
+PROMPT_MARKER_NEUTRALISED = (
+    "This server neutralises it (GUARD_LAB_NEUTRALISE_MARKERS): the model read such markers "
+    "in round brackets and such lines quoted with “&gt; ”, a change from the official template.")
 PREPROCESSING_NOTE = {
     "none": "each message as written (the model card's recipe)",
     "llamafirewall": "each message as LlamaFirewall reads it: spacing tricks such as "
@@ -76,6 +89,9 @@ def llama_guard_html(result: dict[str, Any], threshold: float,
         notes.append("It named codes outside the policy: " + e(", ".join(result["unknown_codes"])))
     if result.get("special_token_text"):
         notes.append(f'<span class="gl-special-token-text">{SPECIAL_TOKEN_NOTE}</span>')
+    if result.get("prompt_marker_text"):
+        what = PROMPT_MARKER_NEUTRALISED if neutralising_markers() else PROMPT_MARKER_KEPT
+        notes.append(f'<span class="gl-prompt-marker-text">{PROMPT_MARKER_NOTE}{what}</span>')
     info = result.get("llama_guard") or {}
     notes_html = "".join(f'<p class="gl-note">{n}</p>' for n in notes)
     return (

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import html
 import re
+from dataclasses import replace
 from typing import Any
 
 import gradio as gr
@@ -17,6 +18,7 @@ from guard_app.context import GPU, PRIVATE, PageContext
 from guard_app.explore.tab import ExplorePanel
 from guard_app.guarded import guarded
 from guard_app.moderate import editor, logic, results
+from guard_app.moderate import policy as policy_view
 from guard_app.moderate.examples import EXAMPLES, example_turns
 
 
@@ -136,6 +138,7 @@ class ModerateTab:
     def _policy(self) -> None:
         ctx, family = self.ctx, self.ctx.family
         gr.Markdown("### Policy and run")
+        self._policy_picker()
         self.categories = gr.CheckboxGroup(
             choices(family), value=list(ctx.codes), elem_id="gl-categories",
             label=f"{family.label} categories",
@@ -153,12 +156,27 @@ class ModerateTab:
                 self.custom_add = gr.Button("Add category", size="sm")
                 self.custom_clear = gr.Button("Clear custom", size="sm")
             self.custom_view = gr.HTML(results.custom_html([], family))
-        self.slider = gr.Slider(0.0, 1.0, value=ctx.threshold, step=0.01,
+        self.slider = gr.Slider(0.0, 1.0, value=ctx.threshold, step=0.0001,
                                 label="Llama Guard threshold",
                                 info="unsafe when p_unsafe >= threshold; moving it re-applies it "
                                      "to the last run")
         self._prompt_guard_choice()
         self.run_button = gr.Button("Run both guards", variant="primary", elem_id="gl-run")
+        with gr.Accordion("Save as policy", open=False, visible=self.ctx.store is not None):
+            self.policy_name = gr.Textbox(label="Policy name", max_lines=1,
+                                          elem_id="gl-policy-name",
+                                          info="Letters, digits, '.', '_' or '-'. Saving a "
+                                               "name again makes its next version.")
+            self.policy_save = gr.Button("Save", size="sm", elem_id="gl-policy-save")
+            self.policy_status = gr.HTML("")
+
+    def _policy_picker(self) -> None:
+        book = self.ctx.policies
+        self.policy = gr.Dropdown(
+            policy_view.choices(book), value=policy_view.default_choice(book), label="Policy",
+            elem_id="gl-policy",
+            info="A saved policy sets the categories, threshold and Prompt Guard below, and a "
+                 "run records it (name@version) while the page still says what it says.")
 
     def _prompt_guard_choice(self) -> None:
         ctx, pg = self.ctx, self.ctx.prompt_guards
@@ -179,6 +197,7 @@ class ModerateTab:
         gr.Markdown("### Results")
         self.results_view = gr.HTML(results.results_html(None, self.ctx.threshold),
                                     elem_id="gl-results")
+        self.decision_view = gr.HTML("", elem_id="gl-decision-view")
         gr.Markdown(results.what_they_judge(self.ctx.family))
         with gr.Accordion("The prompt Llama Guard saw", open=False):
             self.prompt_view = gr.Code(label="Rendered prompt", language=None, lines=12,
@@ -317,32 +336,87 @@ class ModerateTab:
                               api_name="add_custom_category")
         self.custom_clear.click(lambda: {custom: [], view: results.custom_html([], family)},
                                 None, [custom, view], api_name="clear_custom_categories")
+        self._wire_policy_picker()
+
+    def _wire_policy_picker(self) -> None:
+        ctx, family, book = self.ctx, self.ctx.family, self.ctx.policies
+        controls = [self.categories, self.custom, self.custom_view, self.slider, self.pg_radio,
+                    self.pg_firewall]
+
+        @guarded
+        def on_pick(choice):
+            chosen = policy_view.picked(book, choice)
+            if chosen is None:
+                return {self.categories: gr.skip()}  # the page's own settings stay
+            shown = policy_view.page_settings(chosen, family)
+            out = {self.categories: shown["ticked"], self.custom: shown["custom"],
+                   self.custom_view: results.custom_html(shown["custom"], family),
+                   self.slider: shown["threshold"], self.pg_firewall: shown["firewall"]}
+            if shown["prompt_guard"] is not None and ctx.prompt_guards is not None and \
+                    shown["prompt_guard"] in ctx.prompt_guards.sources:
+                out[self.pg_radio] = shown["prompt_guard"]
+            return out
+
+        self.policy.input(on_pick, [self.policy], controls, **PRIVATE)
+        self.demo.load(on_pick, [self.policy], controls, **PRIVATE)
+        if ctx.store is None:
+            return
+
+        @guarded
+        def on_save(session, typed, name, choice, ticked, custom_list, threshold_value,
+                    pg_choice, firewall, profile: gr.OAuthProfile | None = None):
+            reviewer = ctx.bar.who("save policies", session, typed, profile)
+            policy = policy_view.new_policy(name, policy_view.picked(book, choice), family,
+                                            ticked, custom_list, threshold_value, pg_choice,
+                                            firewall)
+            saved = book.save(policy, by=reviewer or "")
+            label = saved.policy.label
+            said = f"Saved {label}." if saved.new else f"Unchanged: {label} already says this."
+            return {self.policy: gr.Dropdown(choices=policy_view.choices(book), value=label),
+                    self.policy_status: f'<div class="gl-note" id="gl-policy-status">'
+                                        f'{html.escape(said)}</div>'}
+
+        self.policy_save.click(on_save, [*ctx.bar.inputs, self.policy_name, self.policy,
+                                         self.categories, self.custom, self.slider,
+                                         self.pg_radio, self.pg_firewall],
+                               [self.policy, self.policy_status], api_name="save_policy")
 
     def _wire_run(self) -> None:
         ctx = self.ctx
 
         @guarded
-        def on_run(turn_list, ticked, custom_list, threshold_value, pg_choice, firewall=False):
+        def on_run(turn_list, ticked, custom_list, threshold_value, pg_choice, firewall=False,
+                   policy_choice=None):
+            enforced, moved = policy_view.page_policy(
+                policy_view.picked(ctx.policies, policy_choice), ctx.family, ticked, custom_list,
+                threshold_value, pg_choice, bool(firewall))
             run = logic.run_guards(ctx.guards, ctx.prompt_guards, turn_list, ticked, custom_list,
                                    threshold_value, pg_choice, max_images=ctx.max_images,
                                    pg_preprocessing="llamafirewall" if firewall else "none")
+            run = replace(run, result=enforced.apply(run.result),
+                          notes=[*run.notes, *([moved] if moved else [])])
             for note in run.notes:
                 gr.Warning(html.escape(note, quote=False))  # toasts render HTML
             out = {self.last: run, self.prompt_view: run.prompt, self.json_view: run.result,
-                   self.results_view: self._show_results(run, threshold_value)}
+                   self.results_view: self._show_results(run, threshold_value),
+                   self.decision_view: policy_view.decision_html(run.result)}
             if self.review is not None:
                 out.update(self.review.after_run(run, threshold_value))
             return out
 
-        run_outputs = [self.last, self.prompt_view, self.json_view, self.results_view]
+        run_outputs = [self.last, self.prompt_view, self.json_view, self.results_view,
+                       self.decision_view]
         if self.review is not None:
             run_outputs += self.review.outputs
         self.run_button.click(on_run, [self.turns, self.categories, self.custom, self.slider,
-                                       self.pg_radio, self.pg_firewall], run_outputs,
+                                       self.pg_radio, self.pg_firewall, self.policy], run_outputs,
                               api_name="run", concurrency_limit=ctx.concurrency,
                               concurrency_id=GPU)
         def on_threshold(run, threshold_value):
-            return {self.results_view: self._show_results(run, threshold_value)}
+            return {self.results_view: self._show_results(run, threshold_value),
+                    self.decision_view: policy_view.decision_html(run and run.result,
+                                                                  threshold_value)}
 
-        self.slider.change(on_threshold, [self.last, self.slider], [self.results_view],
+        self.slider.change(on_threshold, [self.last, self.slider],
+                           [self.results_view, self.decision_view],
                            api_name="apply_threshold")

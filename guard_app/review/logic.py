@@ -24,6 +24,10 @@ def model_output(result: dict[str, Any], threshold: float) -> ModelOutput:
     pg = result.get("prompt_guard") or {}
     info = result.get("llama_guard") or {}
     unsafe = float(result["p_unsafe"]) >= threshold
+    # Under a policy, at its own threshold, the verdict is the policy's decision, recorded by name.
+    decided = result.get("policy") and float(result["threshold"]) == float(threshold)
+    if decided:
+        unsafe = bool(result["decision"]["flagged"])
     return ModelOutput(
         model=result["model"], raw_output=result["raw_output"], unsafe=unsafe,
         p_unsafe=float(result["p_unsafe"]), threshold=threshold,
@@ -31,7 +35,8 @@ def model_output(result: dict[str, Any], threshold: float) -> ModelOutput:
         model_label=result.get("model_label", ""), revision=info.get("revision") or "",
         prompt_guard_model=pg.get("name", ""), prompt_guard_revision=pg.get("revision") or "",
         prompt_guard_scores={str(m["index"]): float(m["p_malicious"])
-                             for m in pg.get("messages", [])})
+                             for m in pg.get("messages", [])},
+        policy=result["policy"] if decided else "")
 
 
 def default_label(result: dict[str, Any], threshold: float, model_right: bool
@@ -45,7 +50,7 @@ def default_label(result: dict[str, Any], threshold: float, model_right: bool
 
 def save_review(store: Store, run: PageRun | None, threshold: float, *, reviewer: str,
                 model_right: str | None, label: str | None, categories: Sequence[str],
-                note: str, max_images: int) -> SavedExample:
+                note: str, max_images: int, none_fits: bool = False) -> SavedExample:
     """Store the judged conversation with the reviewer's label, in one transaction."""
     result = run.result if run is not None else {}
     if "p_unsafe" not in result:
@@ -68,7 +73,8 @@ def save_review(store: Store, run: PageRun | None, threshold: float, *, reviewer
         custom=tuple(CustomCategory(c["name"], c["description"]) for c in run.custom),
         prompt=run.prompt)
     return store.save_example(example, LabelInput(reviewer or "", label,
-                                                  tuple(categories or ()), note or ""))
+                                                  tuple(categories or ()), note or "",
+                                                  bool(none_fits)))
 
 
 def list_rows(store: Store, *, label: str = "any", category: str = "", disagreement: bool = False,
@@ -103,8 +109,9 @@ def stored_answer_html(item: dict[str, Any]) -> str:
         return (f'<div class="gl-stored gl-stored-failed"><b>The model failed on this row:</b> '
                 f'{e(str(item["error"]))}</div>')
     if item.get("verdict") is None:
-        return ('<div class="gl-stored"><b>No model answer stored</b> (imported); run the guards '
-                'to see one.</div>')
+        return ('<div class="gl-stored" id="gl-stored-answer"><b>Not judged</b>: no model answer '
+                'is stored (imported); run the guards to see one. Model metrics leave it '
+                'out.</div>')
     names = dict((code, label) for label, code in choices(item.get("family") or "llama-guard-4"))
     cats = ", ".join(names.get(c, c) for c in item.get("categories") or []) or "none"
     p = item.get("p_unsafe")

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import html
 from typing import Any
 
 import gradio as gr
 
 from guard.core.categories import Family, choices
-from guard_app.guarded import guarded, in_place  # escaped messages: toasts render HTML
+from guard_app.guarded import guarded  # escaped messages: toasts render HTML
 from guard_app.moderate.logic import PageRun
 from guard_app.review import logic as review
 from guard_app.review.queue_api import QueueApi
 from guard_app.signin import ReviewerBar
 from labels import queues
-from labels.errors import InvalidLabel
+from labels.errors import InvalidLabel, LabelsError
 
 PRIVATE = {"api_visibility": "private"}
+QUEUE_POLL_S = 10  # how often the queue list looks for new queues
 
 
 def category_choices(run: PageRun) -> list[tuple[str, str]]:
@@ -45,17 +47,20 @@ class ReviewPanel:
                                       elem_id="gl-review-label")
             self.categories = gr.CheckboxGroup([], label="Violated categories (when unsafe)",
                                                elem_id="gl-review-categories")
+            self.none_fits = gr.Checkbox(False, label="Unsafe, and none of these categories fits",
+                                         elem_id="gl-review-none-fits")
             self.note = gr.Textbox(label="Note", max_lines=3)
             self.save = gr.Button("Save label", variant="secondary", elem_id="gl-save-label")
             self.status = gr.HTML()
-        self.outputs = [self.box, self.right, self.label, self.categories, self.status]
+        self.outputs = [self.box, self.right, self.label, self.categories, self.none_fits,
+                        self.status]
 
     def after_run(self, run: PageRun, threshold: float) -> dict:
         if not run.judged:
             return {self.box: gr.Accordion(visible=False)}
         return {self.box: gr.Accordion(visible=True), self.right: None, self.label: None,
                 self.categories: gr.CheckboxGroup(choices=category_choices(run), value=[]),
-                self.status: ""}
+                self.none_fits: False, self.status: ""}
 
     def wire(self, last: gr.State, slider: gr.Slider, max_images: int) -> None:
         def prefill(run, threshold, right):
@@ -65,14 +70,15 @@ class ReviewPanel:
             return {self.label: label, self.categories: codes}
 
         @guarded
-        def save(session, typed, run, threshold, right, label, categories, note,
+        def save(session, typed, run, threshold, right, label, categories, note, none_fits=False,
                  profile: gr.OAuthProfile | None = None):
             reviewer = self.bar.who("save labels", session, typed, profile, need_name=True)
             if not run:
                 raise InvalidLabel("Run the guards on a conversation first, then review it.")
             saved = review.save_review(self.store, run, threshold, reviewer=reviewer,
                                        model_right=right, label=label, categories=categories,
-                                       note=note, max_images=max_images)
+                                       note=note, max_images=max_images,
+                                       none_fits=bool(none_fits))
             what = "new example" if saved.new_example else "example already stored"
             return {self.status: f'<div class="gl-note" id="gl-review-status">Saved: example '
                                  f'#{saved.example_id} ({html.escape(what)}), label '
@@ -82,12 +88,16 @@ class ReviewPanel:
         self.right.change(prefill, [last, slider, self.right], [self.label, self.categories],
                           **PRIVATE)
         self.save.click(save, [*self.bar.inputs, last, slider, self.right, self.label,
-                               self.categories, self.note], [self.status], api_name="save_label")
+                               self.categories, self.note, self.none_fits], [self.status],
+                        api_name="save_label")
 
 
-QUEUE_KEYS = ("**Keys:** Ctrl+Enter submit and open the next item · Alt+K skip · Alt+U unsafe · "
+QUEUE_KEYS = ("**Keys:** Ctrl+Enter submit and open the next item · Alt+K skip · Alt+B back to "
+              "the item you just submitted (your label filled in, to change) · Alt+U unsafe · "
               "Alt+F safe (clears the categories) · Alt+1 … Alt+9 toggle S1-S9, Alt+0 S10, "
-              "Alt+Shift+1 … Alt+Shift+4 S11-S14 (custom ones after).")
+              "Alt+Shift+1 … Alt+Shift+4 S11-S14 (custom ones after). Keys act on the form you "
+              "are using (the focused one, else the one on the screen), never on one out of "
+              "view.")
 
 
 class QueuePanel:
@@ -123,12 +133,18 @@ class QueuePanel:
                         self.submit = gr.Button("Submit and next", variant="primary",
                                                 elem_id="gl-queue-submit")
                         self.skip = gr.Button("Skip", size="sm", elem_id="gl-queue-skip")
+                        self.back = gr.Button("◀ Back", size="sm", elem_id="gl-queue-back")
+                        # Beside the buttons, so that Submit stays on a 768 px screen.
+                        self.none_fits = gr.Checkbox(False, label="Unsafe, none fits",
+                                                     elem_id="gl-queue-none-fits", min_width=120)
             gr.Markdown(QUEUE_KEYS, elem_id="gl-queue-keys")
             self.status = gr.HTML(elem_id="gl-queue-status")
         self.shown = [self.item, self.opened, self.work, self.answer, self.conversation,
-                      self.label, self.categories, self.note, self.progress, self.status]
+                      self.label, self.categories, self.none_fits, self.note, self.progress,
+                      self.status]
 
-    def _show(self, queue: str, who: str, item: Any, status: str = "") -> dict:
+    def _show(self, queue: str, who: str, item: Any, status: str = "", mine: Any = None) -> dict:
+        """The item to label (`mine`: the reviewer's label of it, filled in after Back)."""
         progress = queues.progress(self.store, queue, who).sentence
         if item is None:
             return {self.item: None, self.work: gr.Row(visible=False),
@@ -139,12 +155,27 @@ class QueuePanel:
         named = dict((code, label) for label, code in choices(data["family"]))
         return {self.item: data, self.opened: data, self.work: gr.Row(visible=True),
                 self.answer: review.stored_answer_html(data),
-                self.conversation: review.queue_item_html(data), self.label: None,
+                self.conversation: review.queue_item_html(data),
+                self.label: mine.label if mine else None,
                 self.categories: gr.CheckboxGroup(
-                    choices=[(named.get(c, c), c) for c in data["codes"]], value=[]),
-                self.note: "", self.progress: html.escape(progress),
+                    choices=[(named.get(c, c), c) for c in data["codes"]],
+                    value=list(mine.categories) if mine else []),
+                self.none_fits: bool(mine and mine.none_fits),
+                self.note: mine.note if mine else "", self.progress: html.escape(progress),
                 self.status: f'<div class="gl-note">{html.escape(status)}</div>' if status
                 else ""}
+
+    def _in_status(self, fn: Any) -> Any:
+        """`fn` with a refusal shown in the status line, every other output left as it was."""
+        @functools.wraps(fn)
+        def refused_here(*args: Any, **kwargs: Any) -> dict:
+            try:
+                return fn(*args, **kwargs)
+            except LabelsError as exc:
+                return {**dict.fromkeys(self.shown, gr.skip()),
+                        self.status: f'<div class="gl-problem" id="gl-queue-refusal" '
+                                     f'role="alert">{html.escape(str(exc))}</div>'}
+        return refused_here
 
     def wire(self, demo: gr.Blocks) -> None:
         who_in, bar = self.bar.inputs, self.bar
@@ -156,7 +187,7 @@ class QueuePanel:
             reviewer = who("review queues", session, typed, profile)
             return self._show(queue, reviewer, queues.next_item(self.store, queue, reviewer))
 
-        def submit(session, typed, queue, item, label, categories, note,
+        def submit(session, typed, queue, item, label, categories, note, none_fits=False,
                    profile: gr.OAuthProfile | None = None):
             reviewer = who("label queue items", session, typed, profile)
             if not item:
@@ -164,9 +195,23 @@ class QueuePanel:
             if label not in ("safe", "unsafe"):
                 raise InvalidLabel("Pick the correct label first: safe or unsafe.")
             done = queues.submit(self.store, queue, item["id"], reviewer, label,
-                                 categories or (), note or "")
+                                 categories or (), note or "", none_fits=bool(none_fits))
             return self._show(queue, reviewer, queues.next_item(self.store, queue, reviewer),
                               f"Saved as example #{done.example_id}.")
+
+        def back(session, typed, queue, item, profile: gr.OAuthProfile | None = None):
+            reviewer = who("go back in queues", session, typed, profile)
+            # From an item reopened by Back, one further back; else the last one submitted.
+            reopened = item and item.get("lease_expires_at") == ""
+            found = queues.previous(self.store, queue, reviewer,
+                                    before=item["id"] if reopened else None)
+            if found is None:
+                raise InvalidLabel("Nothing to go back to: you have not labelled an item of "
+                                   "this queue before this one.")
+            earlier, mine = found
+            return self._show(queue, reviewer, earlier,
+                              f"Back to item {earlier.position + 1}: your label is filled in; "
+                              "change it and submit (the history keeps both).", mine)
 
         def skip(session, typed, queue, item, profile: gr.OAuthProfile | None = None):
             reviewer = who("skip queue items", session, typed, profile)
@@ -177,16 +222,30 @@ class QueuePanel:
                               f"Skipped item {item['position'] + 1}.")
 
         page = [*who_in, self.queue]
-        quiet = {**PRIVATE, "show_progress": "hidden"}  # no overlay flashing between items
-        self.start.click(in_place(start, self.shown), page, self.shown, **quiet)
-        self.submit.click(in_place(submit, self.shown),
-                          [*page, self.item, self.label, self.categories, self.note], self.shown,
-                          **quiet)
-        self.skip.click(in_place(skip, self.shown), [*page, self.item], self.shown, **quiet)
+        # No overlay flashing between items, and no trip through Gradio's queue (plain SQLite
+        # work, never a model): the next item is ready in a fraction of the time. Without the
+        # queue a toast cannot reach the page, so refusals show in the panel's status line.
+        quiet = {**PRIVATE, "show_progress": "hidden", "queue": False}
+        self.start.click(self._in_status(start), page, self.shown, **quiet)
+        self.submit.click(self._in_status(submit),
+                          [*page, self.item, self.label, self.categories, self.note,
+                           self.none_fits], self.shown, **quiet)
+        self.skip.click(self._in_status(skip), [*page, self.item], self.shown, **quiet)
+        self.back.click(self._in_status(back), [*page, self.item], self.shown, **quiet)
         # Picking "safe" clears the categories; "unsafe" leaves them alone (no stale value
         # written back over a box ticked meanwhile).
         self.label.change(lambda label: [] if label == "safe" else gr.skip(), [self.label],
                           [self.categories], show_progress="hidden", queue=False, **PRIVATE)
         demo.load(lambda: gr.Dropdown(choices=review.queue_choices(self.store)), None,
                   [self.queue], **PRIVATE)
+        # A queue made meanwhile (Batch evaluation, the CLI, the API) appears without a reload.
+        known = gr.State([])
+
+        def new_queues(seen):
+            names = review.queue_choices(self.store)
+            if names == seen:
+                return {self.queue: gr.skip(), known: gr.skip()}
+            return {self.queue: gr.Dropdown(choices=names), known: names}
+
+        gr.Timer(QUEUE_POLL_S).tick(new_queues, [known], [self.queue, known], **quiet)
         QueueApi(self.store, bar).wire()

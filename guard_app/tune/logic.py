@@ -26,6 +26,7 @@ from guard.tune.errors import TuneError
 from labels import Store
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+HERE = "<the database's folder>"  # what the page says instead of a server path
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,11 @@ class TuneState:
         if self.phase == "comparing":
             return "Judging the held-out labels with the base and with the adapter..."
         took = f" in {self.ended - self.started:.0f} s" if self.ended else ""
-        if self.phase == "done":
-            return (f"Done{took}: adapter in {self.adapter_dir}; {self.flips} held-out verdicts "
-                    f"changed. Serve it with: python app.py --adapter {self.adapter_dir}")
+        if self.phase == "done":  # the adapter's name, never where the server keeps it
+            name = Path(self.adapter_dir).name
+            return (f"Done{took}: adapter {name} is in the folder adapters beside the labels "
+                    f"database; {self.flips} held-out verdicts changed. Serve it with: python "
+                    f"app.py --adapter {HERE}/adapters/{name}")
         return f"Tuning stopped{took}: {self.message}"
 
 
@@ -95,7 +98,7 @@ class Tuner:
         try:
             check_usable(data)
         except TuneError as exc:
-            return f"{sentence}. {exc}", False
+            return self._unpathed(f"{sentence}. {exc}"), False
         return f"{sentence}: enough to tune.", True
 
     def state(self) -> TuneState:
@@ -114,10 +117,13 @@ class Tuner:
                             f"starting with a letter or digit), not {name!r}.")
         out = self.adapters_dir / name
         if (out / "guard_lab_adapter.json").exists():
-            raise TuneError(f"An adapter named {name} is finished already ({out}); pick another "
-                            "name.")
+            raise TuneError(f"An adapter named {name} is finished already ({HERE}/adapters/"
+                            f"{name}); pick another name.")
         data = from_store(self.store, self.family)
-        check_usable(data)  # too few labels, or too few of one class: say so before any work
+        try:
+            check_usable(data)  # too few labels, or too few of one class: say so before any work
+        except TuneError as exc:
+            raise type(exc)(self._unpathed(str(exc))) from None
         with self._lock:
             if self._state.running:
                 raise TuneError("A tuning run is going on already; wait for it to end (its "
@@ -153,10 +159,18 @@ class Tuner:
                       flips=len(result.held_out.flips), fixed=len(result.held_out.fixed),
                       broke=len(result.held_out.broke))
         except GuardError as exc:
-            self._set(phase="failed", ended=time.time(), message=str(exc))
+            self._set(phase="failed", ended=time.time(), message=self._unpathed(str(exc)))
         except Exception as exc:  # noqa: BLE001 (a background thread: the page must hear of it)
             self._set(phase="failed", ended=time.time(),
-                      message=f"{type(exc).__name__}: {str(exc)[:300]}")
+                      message=self._unpathed(f"{type(exc).__name__}: {str(exc)[:300]}"))
+
+    def _unpathed(self, text: str) -> str:
+        """`text` with the server's folders named as the page names them."""
+        home = self.adapters_dir.parent
+        for folder in sorted({str(home.resolve()), str(home)}, key=len, reverse=True):
+            if folder not in ("", "."):
+                text = text.replace(folder, HERE)
+        return text
 
 
 def tuner_for(store: Store | None, engines: EngineOptions, llama_guard: Any, *, db: Path | None,

@@ -93,15 +93,26 @@ def _wire(tuner: Tuner, bar: Any, h: TuneHandles) -> None:
         reviewer("tune models", session, typed, profile)
         return show(tuner.start(name))
 
-    def poll():
+    def poll(session=None, typed=None, profile: gr.OAuthProfile | None = None):
+        """/tune_status: the run's state, for reviewers only (NotAReviewer for the others)."""
+        reviewer("see the tuning run", session, typed, profile)
         state = tuner.state()
         return {**show(state), h.usable: _usable_html(tuner) if not state.running else gr.skip()}
+
+    def tick(session=None, typed=None, profile: gr.OAuthProfile | None = None):
+        """The page's timer: a reviewer who signed out meanwhile stops it and reads why."""
+        try:
+            return poll(session, typed, profile)
+        except LabelsError as exc:
+            return {h.status: f'<div class="gl-muted">{html.escape(str(exc))}</div>',
+                    h.comparison: "", h.timer: gr.Timer(active=False), h.usable: gr.skip()}
 
     outputs = [h.status, h.comparison, h.timer]
     h.start.click(start, [h.name, *who], outputs, api_name="tune_start",
                   api_visibility="undocumented")
-    h.timer.tick(poll, None, [*outputs, h.usable], api_name="tune_status",
-                 api_visibility="undocumented")
+    h.timer.tick(tick, who, [*outputs, h.usable], **PRIVATE)
+    gr.Button(visible=False).click(guarded(poll), who, [*outputs, h.usable],
+                                   api_name="tune_status", api_visibility="undocumented")
     h.refresh.click(opened, who, [h.usable, *outputs], **PRIVATE)
     h.opened = opened
 
