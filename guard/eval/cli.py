@@ -94,13 +94,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise EvalError("--only-one and --save-variant go with --sweep-categories.")
     if args.batch_size < 1:
         raise EvalError(f"--batch-size must be 1 or more, got {args.batch_size}.")
-    check_batch_size(args.batch_size)  # before the dataset is read
-    if args.limit is not None and args.limit < 1:
-        raise EvalError(f"--limit must be 1 or more, got {args.limit}.")
-    dataset = read_dataset(args.data, args.format)
-    _warn_bad_rows(dataset)
-    if not dataset.rows:
-        raise EvalError(f"{args.data}: no usable rows ({len(dataset.bad_rows)} bad). Fix the file.")
+    dataset = _read_checked(args)
     from guard.cli import _quiet_transformers, load_guards
 
     _quiet_transformers()
@@ -136,13 +130,7 @@ def _evaluate_policy(args: argparse.Namespace) -> int:
                         f"{'|'.join(FORMATS)} --out DB --policy NAME|FILE.")
     if (args.only_one or args.save_variant) and not args.sweep_categories:
         raise EvalError("--only-one and --save-variant go with --sweep-categories.")
-    check_batch_size(args.batch_size)
-    if args.limit is not None and args.limit < 1:
-        raise EvalError(f"--limit must be 1 or more, got {args.limit}.")
-    dataset = read_dataset(args.data, args.format)
-    _warn_bad_rows(dataset)
-    if not dataset.rows:
-        raise EvalError(f"{args.data}: no usable rows ({len(dataset.bad_rows)} bad). Fix the file.")
+    dataset = _read_checked(args)
     _quiet_transformers()
     with Store(args.out) as store:
         runs = Runs(store)
@@ -221,6 +209,18 @@ def _compare(args: argparse.Namespace) -> int:
     if args.report:
         _write(args.report, json.dumps(comparison.to_json(), indent=2) + "\n")
     return 0
+
+
+def _read_checked(args: argparse.Namespace) -> Dataset:
+    """The dataset, once the batch size and the limit are checked (before it is read)."""
+    check_batch_size(args.batch_size)
+    if args.limit is not None and args.limit < 1:
+        raise EvalError(f"--limit must be 1 or more, got {args.limit}.")
+    dataset = read_dataset(args.data, args.format)
+    _warn_bad_rows(dataset)
+    if not dataset.rows:
+        raise EvalError(f"{args.data}: no usable rows ({len(dataset.bad_rows)} bad). Fix the file.")
+    return dataset
 
 
 def _warn_bad_rows(dataset: Dataset) -> None:

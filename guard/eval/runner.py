@@ -258,7 +258,7 @@ def judge(batch: Sequence[tuple[int, Row]], guards: Guards, excluded: Sequence[s
     if guards.prompt_guard is not None:
         # Prompt Guard looks for attacks in what goes into a model: the prompt, not the answer.
         with _LOCAL_MODEL:
-            scores = _prompt_guard_scores(guards.prompt_guard, [r.prompt for r in rows])
+            scores = prompt_guard_scores(guards.prompt_guard, [r.prompt for r in rows])
     results = []
     for (position, row), verdict, p_malicious in zip(batch, verdicts, scores, strict=True):
         common = {"row_id": row.row_id, "position": position, "gold": row.gold,
@@ -280,7 +280,7 @@ def _conversation_or_error(row: Row) -> Conversation | GuardError:
         return exc
 
 
-def _prompt_guard_scores(prompt_guard: PromptGuard, prompts: list[str]) -> list[float | None]:
+def prompt_guard_scores(prompt_guard: PromptGuard, prompts: list[str]) -> list[float | None]:
     """Scores of the prompts; None for a prompt Prompt Guard refuses (too long)."""
     try:
         return [s.p_malicious for s in prompt_guard.score_many(prompts)]

@@ -24,7 +24,13 @@ from guard.core.errors import GuardError, TooLarge
 from guard.core.policy import Policy
 from guard.eval.errors import EvalError
 from guard.eval.report import EvalReport, build_report
-from guard.eval.runner import DEFAULT_BATCH_SIZE, ProgressHook, check_batch_size, run_settings
+from guard.eval.runner import (
+    DEFAULT_BATCH_SIZE,
+    ProgressHook,
+    check_batch_size,
+    prompt_guard_scores,
+    run_settings,
+)
 from labels.runs import EvalResult, EvalRun, Runs
 
 if TYPE_CHECKING:
@@ -174,7 +180,7 @@ def judge_variants(todo: Sequence[tuple[int, int, Row]], guards: Guards,
     if guards.prompt_guard is not None:
         distinct = list(dict.fromkeys(row.row_id for _, _, row in todo))
         prompts = {row.row_id: row.prompt for _, _, row in todo}
-        scores = dict(zip(distinct, _prompt_guard_scores(guards.prompt_guard,
+        scores = dict(zip(distinct, prompt_guard_scores(guards.prompt_guard,
                                                          [prompts[r] for r in distinct]),
                           strict=True))
     results = []
@@ -182,20 +188,6 @@ def judge_variants(todo: Sequence[tuple[int, int, Row]], guards: Guards,
         outcome = verdicts.get(k, built[row.row_id])
         results.append(decided(policies[i], outcome, position, row, scores.get(row.row_id)))
     return results
-
-
-def _prompt_guard_scores(prompt_guard: Any, prompts: list[str]) -> list[float | None]:
-    """Scores of the prompts, in one pass; None for a prompt Prompt Guard refuses (too long)."""
-    try:
-        return [s.p_malicious for s in prompt_guard.score_many(prompts)]
-    except GuardError:
-        scores: list[float | None] = []
-        for prompt in prompts:
-            try:
-                scores.append(prompt_guard.score(prompt).p_malicious)
-            except GuardError:
-                scores.append(None)
-        return scores
 
 
 def _one(guards: Guards, conversation: Conversation, policy: Policy) -> Any:
