@@ -113,7 +113,7 @@ def provide(folder: Path, key: str, build: Callable[[Path], None], *, what: str,
     if cached.get("key") == key and (cached.get("source") == "shipped" or not ship):
         return "cached"
     if ship:
-        log.info("%s: copying the prebuilt model shipped in %s", what, shipped.parent.name)
+        log.info("%s: copying the prebuilt model shipped in guard/testing/prebuilt", what)
         folder.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
             staging = Path(tmp) / "model"
