@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -203,6 +205,47 @@ def _labels_tab(ctx: PageContext):
     return LabelsBrowser(ctx.store, ctx.bar, ctx.family)
 
 
+LOCALHOST_CHECK_S = 180.0  # how long launch() waits for its own server to answer
+
+
+@contextlib.contextmanager
+def patient_localhost_check(ceiling_s: float = LOCALHOST_CHECK_S):
+    """Let Gradio's launch() wait for its own server to answer, up to `ceiling_s`.
+
+    launch() asks the page's local address once the server has started (networking.url_ok):
+    five HEAD requests of 3 s, but the first timeout gives up at once with "When localhost is
+    not accessible, a shareable link must be created". On a loaded machine (a busy Space, a CI
+    runner beside other jobs) the first answer can take longer. This asks the same question
+    again until the server answers, a connection is refused (nothing is there) or the ceiling
+    passes: it waits on the answer, not on a time.
+    """
+    import httpx
+    from gradio import networking
+
+    original = networking.url_ok
+
+    def url_ok(url: str) -> bool:
+        deadline = time.monotonic() + ceiling_s
+        while True:
+            try:
+                answer = httpx.head(url, timeout=30, verify=False)
+            except httpx.TimeoutException:
+                if time.monotonic() > deadline:
+                    return False
+                continue
+            except (ConnectionError, httpx.ConnectError):
+                return original(url)  # nothing answering: Gradio's own verdict and message
+            if answer.status_code in (200, 401, 301, 302, 303, 307, 308):
+                return True
+            return original(url)
+
+    networking.url_ok = url_ok
+    try:
+        yield
+    finally:
+        networking.url_ok = original
+
+
 def launch(demo: gr.Blocks, *, family: Family | str = Family.LLAMA_GUARD_4,
            on_ready: Callable[[], None] | None = None, **kwargs: Any):
     """Start the server with the page's style (Gradio 6 takes css, head and theme here), its
@@ -220,8 +263,9 @@ def launch(demo: gr.Blocks, *, family: Family | str = Family.LLAMA_GUARD_4,
         # About State inputs of endpoints it would serve as MCP tools: only the three typed
         # tools stay (serve_only_tools, below), and they have none.
         warnings.filterwarnings("ignore", "This MCP server includes a tool that has a gr.State")
-        started = demo.launch(css=CSS, head=head(family), theme=gr.themes.Soft(),
-                              footer_links=["api"], prevent_thread_lock=True, **kwargs)
+        with patient_localhost_check():
+            started = demo.launch(css=CSS, head=head(family), theme=gr.themes.Soft(),
+                                  footer_links=["api"], prevent_thread_lock=True, **kwargs)
     mcp.serve_only_tools(demo)
     served_moderations = getattr(demo, "guard_lab_moderations", None)
     served = getattr(demo, "server_app", None)  # the FastAPI app launch() serves

@@ -37,3 +37,28 @@ def test_a_fresh_start_prints_its_steps_copies_the_shipped_models_and_serves(tmp
         "llama-guard-4-tiny", "prompt-guard-2-tiny"]
     # The Space keeps labels on its own disk here: the banner says they vanish at restart.
     assert "vanish when this Space restarts" in page
+
+
+def test_launch_waits_for_its_own_server_when_the_first_answers_are_slow(guards, tmp_path,
+                                                                           monkeypatch):
+    """Gradio's launch() asks its own address once it has started and, on the first timeout,
+    refuses to start ("When localhost is not accessible, a shareable link must be created"):
+    a loaded machine failed so. The page's launch asks again until the server answers."""
+    from helpers import launch_app
+
+    real_head = httpx.head
+    slow = {"left": 2}
+
+    def head(url, **kwargs):  # the first two answers take longer than any timeout given
+        if slow["left"]:
+            slow["left"] -= 1
+            raise httpx.ReadTimeout("the machine is busy")
+        return real_head(url, **kwargs)
+
+    monkeypatch.setattr(httpx, "head", head)
+    demo, url = launch_app(guards, tmp_path)
+    try:
+        assert slow["left"] == 0  # the slow answers were asked, and launch went on
+        assert httpx.get(url, timeout=60).status_code == 200
+    finally:
+        demo.close()
