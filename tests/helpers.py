@@ -163,3 +163,59 @@ def run_async(coroutine):
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coroutine).result()
+
+
+# ---- what an attack costs the server: time and peak memory, kept under artifacts/ ------------------
+
+class Figures:
+    """Measured figures by name, rewritten to `artifacts/<file_name>` at each record (the closing
+    notes quote them). Safe across the threads of one test file."""
+
+    def __init__(self, file_name: str):
+        self.path = REPO / "artifacts" / file_name
+        self.measured: dict[str, dict] = {}
+        self.lock = threading.Lock()
+
+    def record(self, name: str, **figures: float | str) -> None:
+        import json
+
+        with self.lock:
+            self.measured[name] = figures
+            self.path.parent.mkdir(exist_ok=True)
+            self.path.write_text(json.dumps(self.measured, indent=2))
+
+
+def peak_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"/proc/{pid}/status has no VmHWM line")
+
+
+def reset_peak(pid: int) -> None:
+    """Start a new peak from the current resident size (Linux: write 5 to clear_refs)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+class Attack:
+    """Time and peak-memory growth of the server over a `with` block, recorded in `figures`
+    (a test file subclasses it with its own `figures`)."""
+
+    figures: Figures
+
+    def __init__(self, server, name: str):
+        self.pid, self.name = server.pid, name
+
+    def __enter__(self):
+        reset_peak(self.pid)
+        self.base = peak_mb(self.pid)
+        self.started = time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.monotonic() - self.started
+        self.grew_mb = peak_mb(self.pid) - self.base
+        self.figures.record(self.name, seconds=round(self.seconds, 2),
+                            peak_growth_mb=round(self.grew_mb, 1))
+        return False

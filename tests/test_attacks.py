@@ -16,15 +16,14 @@ import gzip
 import io
 import json
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
+import helpers
 import httpx
 import pytest
 from gradio_client import Client, handle_file
-from helpers import HTTP_S, REPO, patient_client, start_app_process, stop_app_process
+from helpers import HTTP_S, REPO, Figures, patient_client, start_app_process, stop_app_process
 from PIL import Image
 
 from guard.testing.tiny import BENIGN, VIOLENT
@@ -33,46 +32,12 @@ pytestmark = pytest.mark.server  # `demo` is `python app.py --tiny` in its own p
 
 ARTIFACTS = REPO / "artifacts"
 MB = 1024 * 1024
-_measured: dict[str, dict] = {}
-_lock = threading.Lock()
+FIGURES = Figures("attacks.json")
+record = FIGURES.record
 
 
-def peak_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
-def reset_peak(pid: int) -> None:
-    """Start a new peak from the current resident size (Linux: write 5 to clear_refs)."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
-
-
-class Attack:
-    """Time and peak-memory growth of the server over a `with` block."""
-
-    def __init__(self, server, name: str):
-        self.pid, self.name = server.pid, name
-
-    def __enter__(self):
-        reset_peak(self.pid)
-        self.base = peak_mb(self.pid)
-        self.started = time.monotonic()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.monotonic() - self.started
-        self.grew_mb = peak_mb(self.pid) - self.base
-        record(self.name, seconds=round(self.seconds, 2), peak_growth_mb=round(self.grew_mb, 1))
-        return False
-
-
-def record(name: str, **figures: float) -> None:
-    with _lock:
-        _measured[name] = figures
-        ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "attacks.json").write_text(json.dumps(_measured, indent=2))
+class Attack(helpers.Attack):
+    figures = FIGURES
 
 
 def say(text: str) -> str:

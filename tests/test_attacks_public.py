@@ -16,12 +16,12 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
+import helpers
 import httpx
 import pytest
 from gradio_client import Client, handle_file
-from helpers import REPO, start_app_process, stop_app_process
+from helpers import HTTP_S, REPO, Figures, start_app_process, stop_app_process
 from PIL import Image
 
 from guard.testing.tiny import BENIGN, VIOLENT
@@ -31,41 +31,12 @@ pytestmark = pytest.mark.server
 ARTIFACTS = REPO / "artifacts"
 MB = 1000 * 1000
 SECRET_LINE = "card 4111 1111 1111 1111, password hunter2"  # a file the caller did not send
-_measured: dict[str, dict] = {}
-_lock = threading.Lock()
+FIGURES = Figures("attacks_public.json")
+record = FIGURES.record
 
 
-def record(name: str, **figures: float | str) -> None:
-    with _lock:
-        _measured[name] = figures
-        ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "attacks_public.json").write_text(json.dumps(_measured, indent=2))
-
-
-def peak_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
-class Attack:
-    """Time and peak-memory growth of the server over a `with` block."""
-
-    def __init__(self, server, name: str):
-        self.pid, self.name = server.pid, name
-
-    def __enter__(self):
-        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
-        self.base = peak_mb(self.pid)
-        self.started = time.monotonic()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.monotonic() - self.started
-        self.grew_mb = peak_mb(self.pid) - self.base
-        record(self.name, seconds=round(self.seconds, 2), peak_growth_mb=round(self.grew_mb, 1))
-        return False
+class Attack(helpers.Attack):
+    figures = FIGURES
 
 
 def proxied(address: str, forged: str = "") -> dict[str, str]:
@@ -257,10 +228,14 @@ def test_a_forged_forwarded_address_is_not_another_visitor(open_app):
     """Before: 12 concurrent /v1 requests, each with another forged first address, 12/12 ran
     (limit 2)."""
     _, url, _ = open_app
-    body = {"input": [f"{VIOLENT} {i}" * 40 for i in range(32)]}
+    # Long enough that the first two are still running when the rest arrive (they leave
+    # together, from a barrier), short enough for a loaded machine to finish the two.
+    body = {"input": [f"{VIOLENT} {i}" * 20 for i in range(16)]}
+    together = threading.Barrier(12)
 
     def post(n: int) -> int:
-        return httpx.post(f"{url}v1/moderations", json=body, timeout=300,
+        together.wait()
+        return httpx.post(f"{url}v1/moderations", json=body, timeout=HTTP_S,
                           headers=proxied("10.24.0.1", forged=f"198.51.100.{n}")).status_code
 
     with ThreadPoolExecutor(12) as pool:
