@@ -46,6 +46,9 @@ ENDPOINTS: Mapping[str, Access] = {
         "lead_view", "queue_back",
         # issue 23: "Save as policy", Batch evaluation's sweep, variant and threshold
         "save_policy", "sweep_dataset", "save_variant", "suggest_threshold",
+        # issue 24: Prompt Guard labels (Labeled examples: edit, a lead's disagreements)
+        "save_prompt_guard_labels", "prompt_guard_disagreements", "resolve_prompt_guard",
+        "save_label_prompt_guard", "queue_submit_prompt_guard",
     ), REVIEWER),
 }
 

@@ -98,6 +98,12 @@ def register(guards: Guards, prompt_guards: Any = None) -> int:
     return slot
 
 
+def prompt_guard_choices(guards: Guards) -> Any:
+    """The Prompt Guard choices registered with `guards` (None when none were): the server's
+    side of what a GPU call picks by slot, so both pick the same model."""
+    return next((m.prompt_guards for m in _MODELS.values() if m.guards is guards), None)
+
+
 def models(slot: int) -> Models:
     try:
         return _MODELS[slot]

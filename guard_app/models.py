@@ -14,6 +14,7 @@ from guard.engines import loading
 from guard.engines.loading import EngineOptions
 from guard.engines.prompt_guard import PROMPT_GUARD_MODELS
 from guard.engines.service import Guards
+from guard.engines.tuned_prompt_guard import is_tuned_folder
 from guard_app.config import Options
 
 LLAMA_GUARD = "Llama Guard 4"  # the default model, and the banner's name for it
@@ -91,6 +92,13 @@ def load_models(options: Options) -> Loaded:
         guards.llama_guard = loading.load_llama_guard(engines)
     except GuardError as exc:  # ModelLoadError, a refused adapter, an unreachable server
         failures[llama_guard_label(engines)] = str(exc)
+    if engines.tiny and is_tuned_folder(engines.prompt_guard):  # tuned on the tiny one
+        try:
+            guards.prompt_guard = loading.load_prompt_guard(engines)
+        except ModelLoadError as exc:  # another base: the page says which it needs
+            failures[PROMPT_GUARD] = str(exc)
+            return Loaded(guards, None, None, failures)
+        return Loaded(guards, PromptGuardChoices.fixed(guards.prompt_guard), "loaded", failures)
     if engines.tiny:
         guards.prompt_guard = loading.load_prompt_guard(engines, "tiny")
         return Loaded(guards, PromptGuardChoices.fixed(guards.prompt_guard, tiny=True), "86m",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import html
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,6 @@ from guard.core.categories import Family
 from guard.core.conversation import MAX_IMAGES
 from guard.core.prompt_guard_text import check_preprocessing
 from guard.core.verdict import DEFAULT_THRESHOLD
-from guard.engines.engine import ModelInfo
 from guard.engines.service import Guards
 from guard_app import fair, gpu, kept_session, uploads
 from guard_app.api import mcp, moderations
@@ -27,15 +27,22 @@ from guard_app.config import Serving
 from guard_app.context import EVAL, GPU, PageContext
 from guard_app.evaluate import logic as eval_logic
 from guard_app.evaluate import sweep as eval_sweep
+from guard_app.explore import tab as explore_tab
+from guard_app.explore.tab import ExplorePanel
 from guard_app.models import PROMPT_GUARD, PromptGuardChoices
 from guard_app.moderate import logic, results
 from guard_app.moderate.examples import write_swatches
 from guard_app.moderate.tab import ModerateTab
 from guard_app.policies import PolicyBook
+from guard_app.review.tab import QueuePanel, ReviewPanel
+from guard_app.reviewers import Mode
+from guard_app.run import engine_line, model_name  # noqa: F401 (engine_line: named here as before)
 from guard_app.style import CSS, head
+from guard_app.tune import tab as tune_tab
 
 DECODE = "decode"  # the concurrency group of events that decode an uploaded image
-DECODES = frozenset({"attach_image"})  # outside a model run (runs decode in theirs)
+# outside a model run (runs decode in theirs)
+DECODES = frozenset({"attach_image", "attach_image_on_page"})
 
 
 def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = None,
@@ -79,24 +86,70 @@ def build_demo(guards: Guards, *, prompt_guards: PromptGuardChoices | None = Non
         if store is not None:  # the bar sits under the banner, above the tabs
             ctx = replace(ctx, bar=_reviewer_bar(reviewers))
             ctx.bar.visitor = lambda request: fair.visitor(request, trust_proxy=serving.hops)
+        # Two faces: a visitor composes, runs and reads; a reviewer (everyone without
+        # accounts) also gets the queue, the review form and the reviewers' tabs.
+        everyone = ctx.bar is None or ctx.bar.gate.mode is Mode.OPEN
         with gr.Tabs() as tabs:
             with gr.Tab("Moderate", id="moderate"):
-                moderate = ModerateTab(ctx, demo)
-            with gr.Tab("Labeled examples", id="labels"):
+                room = _moderate_room(ctx, demo, everyone)
+            with gr.Tab("Labeled examples", id="labels", visible=everyone) as labels_tab:
                 browser = _labels_tab(ctx)
-            with gr.Tab("Batch evaluation", id="evaluate"):
+            with gr.Tab("Batch evaluation", id="evaluate", visible=everyone) as eval_tab:
                 evaluation = _eval_tab(ctx, data_dir)
-            with gr.Tab("Tune", id="tune", visible=store is not None):
+            with gr.Tab("Tune", id="tune", visible=store is not None and everyone) as tune_box:
                 tune = _tune_tab(tuner, tune_off, ctx.bar) if store is not None else None
             with gr.Tab("API", id="api"):
                 api = ApiTab(ctx)
-        _wire(demo, ctx, moderate, browser, evaluation, tune, api)
+        _wire(demo, ctx, room, browser, evaluation, tune, api)
+        if ctx.bar is not None:
+            ctx.bar.show_to_reviewers(demo, [*room.reviewer_parts, labels_tab, eval_tab,
+                                             tune_box])
         opened = getattr(evaluation, "opened", None)
         if opened is not None:  # a run's row opens in the Moderate tab
-            moderate.listen_for_stored(opened)
+            room.moderate.listen_for_stored(opened)
             opened.change(lambda row: gr.Tabs(selected="moderate") if row else gr.skip(),
                           [opened], [tabs], api_visibility="private")
     return _serve(demo, ctx, serving, api_key)
+
+
+@dataclass
+class ModerateRoom:
+    """The Moderate tab as page.py composes it from the folders' panels."""
+
+    moderate: ModerateTab
+    explore: ExplorePanel
+    queue: Any = None  # guard_app.review.tab.QueuePanel when labelling is on
+    review: Any = None  # guard_app.review.tab.ReviewPanel when labelling is on
+    reviewer_parts: list = field(default_factory=list)  # shown to reviewers only
+
+
+def _moderate_room(ctx: PageContext, demo: gr.Blocks, everyone: bool) -> ModerateRoom:
+    """The queue (reviewers), the composer beside the verdict with the review form under it
+    (reviewers), the policy, then Explore."""
+    parts, queue, review = [], None, {}
+    if ctx.store is not None:
+        with gr.Column(visible=everyone) as queue_box:
+            queue = QueuePanel(ctx.store, ctx.bar)
+        parts.append(queue_box)
+
+    def under_verdict():
+        if ctx.store is None:
+            return None
+        with gr.Column(visible=everyone) as review_box:
+            review["panel"] = ReviewPanel(ctx.store, ctx.bar)
+        parts.append(review_box)
+        return review["panel"]
+
+    moderate = ModerateTab(ctx, demo, under_verdict=under_verdict)
+    if ctx.store is not None:
+        parts.append(moderate.save_policy_box)
+    explore = ExplorePanel()
+    info = ctx.info
+    if info is not None and not info.capabilities.category_scores:
+        gr.Markdown(f"*Per-category scores need the model's logits (the transformers "
+                    f"engine); this server runs {info.engine}. Sweep and attribution work "
+                    f"on any engine.*")
+    return ModerateRoom(moderate, explore, queue, review.get("panel"), parts)
 
 
 def _header(ctx: PageContext, failures: dict[str, str], reviewers_off: str = "",
@@ -106,9 +159,10 @@ def _header(ctx: PageContext, failures: dict[str, str], reviewers_off: str = "",
     if ctx.info is not None:
         loaded["Llama Guard"] = engine_line(ctx.info)
     if ctx.guards.prompt_guard is not None:
-        loaded[PROMPT_GUARD] = ctx.guards.prompt_guard.name
+        loaded[PROMPT_GUARD] = model_name(ctx.guards.prompt_guard.name)
     gr.Markdown(f"# Guard Lab\nCheck a conversation with Meta's **{family.label}** "
-                "(harmful content) and **Prompt Guard 2** (jailbreaks and prompt injection).")
+                "(harmful content) and **Prompt Guard 2** (jailbreaks and prompt injection).",
+                elem_id="gl-title")
     gr.HTML(results.banner_html(ctx.tiny, failures, loaded, family), elem_id="gl-banner")
     if reviewers_off:
         gr.HTML(f'<div class="gl-banner gl-banner-error">{html.escape(reviewers_off)}</div>',
@@ -118,21 +172,26 @@ def _header(ctx: PageContext, failures: dict[str, str], reviewers_off: str = "",
                 elem_id=f"gl-notice-{n}")
 
 
-def engine_line(info: ModelInfo) -> str:
-    """e.g. 'Llama-Guard-3-1B.gguf (Llama Guard 3) on llama-cpp, cpu'."""
-    return f"{info.name} ({Family(info.family).label}) on {info.engine}, {info.device}"
-
-
-def _wire(demo: gr.Blocks, ctx: PageContext, moderate: ModerateTab, browser: Any,
+def _wire(demo: gr.Blocks, ctx: PageContext, room: ModerateRoom, browser: Any,
           evaluation: Any, tune: Any, api: ApiTab) -> None:
+    moderate = room.moderate
+    if room.review is not None:  # the review form follows each run (before the run is wired)
+        moderate.on_ran(room.review.after_run, room.review.outputs)
     moderate.wire()
+    room.explore.wire(moderate.turns, moderate.categories, moderate.custom, moderate.slider,
+                      functools.partial(logic.explore_inputs, ctx.guards,
+                                        max_images=ctx.max_images),
+                      ctx.slot, concurrency=ctx.concurrency, concurrency_id=GPU)
+    if room.review is not None:
+        room.review.wire(moderate.last, moderate.slider, ctx.max_images, moderate.page_now)
+    if room.queue is not None:
+        room.queue.wire(demo)
+        moderate.listen_for_stored(room.queue.opened)
     if browser is not None:
         ctx.bar.wire()
         kept_session.wire(demo, ctx.bar)  # the sign-in survives a reload
         browser.wire()
     if tune is not None:
-        from guard_app.tune import tab as tune_tab
-
         tune_tab.on_load(demo, ctx.bar, tune)
     if evaluation is not None:
         evaluation.wire(demo, ctx.guards, moderate.categories,
@@ -140,7 +199,7 @@ def _wire(demo: gr.Blocks, ctx: PageContext, moderate: ModerateTab, browser: Any
                         concurrency=1, concurrency_id=EVAL,
                         judge_batch=eval_logic.gpu_judge(ctx.slot),
                         variant_judge=eval_sweep.gpu_judge(ctx.slot))
-    api.wire()
+    api.wire(demo, explore_tab.wire_api)
     mcp.publish_only(demo)  # the page's plumbing leaves the API page and MCP
 
 

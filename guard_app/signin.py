@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 
 from guard_app.guarded import guarded  # escapes its messages: toasts render HTML
-from guard_app.reviewers import Mode, ReviewerGate, duration
+from guard_app.reviewers import Mode, NotAReviewer, ReviewerGate, duration
 
 PRIVATE = {"api_visibility": "private"}
 
@@ -50,10 +50,14 @@ class ReviewerBar:
         # reviewer signs out.
         self.session = gr.State(None)
         self.password = None
+        self.signing: list = []  # the sign-in and sign-out events (accounts), once wired
         titles = {Mode.OPEN: "Reviewer", Mode.ACCOUNTS: "Reviewer sign-in",
                   Mode.SPACE: "Reviewer sign-in"}
+        # For visitors a small folded link; open without accounts, where everyone reviews.
         with gr.Accordion(titles[gate.mode], open=gate.mode is Mode.OPEN,
-                          elem_id="gl-reviewer") as self.panel:
+                          elem_id="gl-reviewer",
+                          elem_classes=[] if gate.mode is Mode.OPEN else ["gl-signin-link"]
+                          ) as self.panel:
             if gate.mode is Mode.SPACE:
                 gr.Markdown("Reviewers sign in with their Hugging Face account to label, browse, "
                             "export and measure. Anyone can run the models.")
@@ -99,11 +103,44 @@ class ReviewerBar:
             return {self.session: None, self.status: "Signed out."}
 
         signing_in = [self.name, self.password, self.session]
-        self.sign_in.click(sign_in, signing_in, [self.session, self.password, self.status],
-                           api_name="reviewer_sign_in")
-        self.password.submit(sign_in, signing_in, [self.session, self.password, self.status],
-                             **PRIVATE)
-        self.sign_out.click(sign_out, [self.session], [self.session, self.status],
-                            api_name="reviewer_sign_out")
+        self.signing = [
+            self.sign_in.click(sign_in, signing_in, [self.session, self.password, self.status],
+                               api_name="reviewer_sign_in"),
+            self.password.submit(sign_in, signing_in,
+                                 [self.session, self.password, self.status], **PRIVATE),
+            self.sign_out.click(sign_out, [self.session], [self.session, self.status],
+                                api_name="reviewer_sign_out")]
 
 
+
+    def is_reviewer(self, session: str | None, profile: Any = None) -> bool:
+        """Whether this page shows the reviewer's face: always without accounts."""
+        if self.gate.mode is Mode.OPEN:
+            return True
+        try:
+            self.gate.who("review", session=session, oauth_username=_username(profile))
+        except NotAReviewer:
+            return False
+        return True
+
+    def show_to_reviewers(self, demo: gr.Blocks, parts: list[Any]) -> None:
+        """Show `parts` (the queue, the review form, the reviewers' tabs) once a reviewer
+        signs in, hide them when they sign out, without a reload. Built hidden, except in
+        open mode (guard_app.page builds them with `visible=self.gate.mode is Mode.OPEN`)."""
+        if self.gate.mode is Mode.OPEN or not parts:
+            return
+
+        def face(session, profile: gr.OAuthProfile | None = None):
+            shown = self.is_reviewer(session, profile)
+            return [_shown(part, shown) for part in parts]
+
+        quiet = {**PRIVATE, "show_progress": "hidden", "queue": False}  # no model work
+        for event in self.signing:  # signing in or out on this page
+            event.then(face, [self.session], parts, **quiet)
+        self.session.change(face, [self.session], parts, **quiet)  # a kept sign-in, restored
+        demo.load(face, [self.session], parts, **quiet)
+
+
+def _shown(part: Any, visible: bool) -> Any:
+    """The visibility update for one part (a Tab, a Column, an Accordion)."""
+    return type(part)(visible=visible)

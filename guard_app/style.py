@@ -69,6 +69,31 @@ CSS = """
 .gl-explore-summary {font-weight: 600; margin: 4px 0}
 .gl-bar-fill.gl-score {background: #4f6fd6}
 .gl-bar-fill.gl-score-raw {background: #9aa9d8}
+#gl-title h1 {margin: 0 0 2px}
+#gl-title p {margin: 0}
+.gl-signin-link {font-size: 0.85rem}
+.gl-signin-link > button, .gl-signin-link .label-wrap {padding: 2px 6px !important;
+  min-height: 0}
+.gl-verdict-pg {font-size: 1.25rem}
+.gl-plain {font-size: 0.92rem; margin: 6px 0; padding: 6px 10px; border-radius: 6px;
+  background: #eef4ff; border: 1px solid #b9cdf2; color: #15356b}
+.gl-more {margin-top: 6px; font-size: 0.88rem}
+.gl-more summary {cursor: pointer; color: var(--body-text-color-subdued)}
+.gl-stale {margin-bottom: 8px; padding: 8px 12px; border-radius: 8px; background: #fff4e5;
+  border: 1px solid #f0b46b; color: #6b3b00; font-size: 0.92rem}
+.gl-out-of-date {opacity: 0.5; filter: grayscale(0.7)}
+.gl-fold summary {cursor: pointer; list-style: none}
+.gl-fold summary::-webkit-details-marker {display: none}
+.gl-fold[open] .gl-fold-start {display: none}
+.gl-show-all {font-size: 0.82rem; color: #1d4ed8; text-decoration: underline}
+#gl-role {padding: 0 !important}
+#gl-composer-note:not(:has(.gl-problem)), #gl-kept-note:not(:has(.gl-problem)) {display: none}
+#gl-workspace .gl-empty {padding: 8px}
+@media (max-width: 700px) {
+  .gl-banner {padding: 6px 10px; font-size: 0.85rem}
+  #gl-title h1 {font-size: 1.5rem}
+  .gl-results {grid-template-columns: 1fr}
+}
 """
 
 
@@ -172,6 +197,12 @@ SHORTCUTS_SCRIPT = r"""<script>
   }
   document.addEventListener('keydown', (event) => {
     const inText = event.target.closest && event.target.closest('#gl-text');
+    if (inText && event.key === 'Enter' && event.shiftKey && !event.ctrlKey &&
+        !event.metaKey && !event.altKey) {
+      // A new line: the browser's own, kept from Gradio's textbox, which would submit.
+      event.stopPropagation();
+      return;
+    }
     if (inText && event.key === 'Enter' && !event.shiftKey && !event.ctrlKey &&
         !event.metaKey && !event.altKey) {
       const add = document.querySelector('#gl-add');
@@ -215,6 +246,12 @@ SHORTCUTS_SCRIPT = r"""<script>
     if (event.shiftKey) n += 10;
     pick(box, '-categories', 'S' + n);
   }, true);  // capture: the page's shortcuts come first
+  // Gradio's textbox submits on Shift+Enter's keypress (and cancels the new line): in the
+  // message box the browser's own new line goes in instead.
+  document.addEventListener('keypress', (event) => {
+    const inText = event.target.closest && event.target.closest('#gl-text');
+    if (inText && event.key === 'Enter' && event.shiftKey) event.stopPropagation();
+  }, true);
   // The next item comes into view with its label form, and the form takes the focus.
   let lastItem = null;
   new MutationObserver(() => {

@@ -16,6 +16,12 @@ from pathlib import Path
 from guard.core.errors import GuardError
 from labels import queues
 from labels.cli_final import add_disagreement_commands, add_labels_option, run_disagreements
+from labels.cli_prompt_guard import (
+    add_prompt_guard_commands,
+    add_submit_option,
+    parse_submit_option,
+    run_prompt_guard,
+)
 from labels.errors import LabelsError
 from labels.export import FORMATS, export, import_jsonl
 from labels.filters import ReviewFilter
@@ -52,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_labels_option(metrics)
     add_queue_commands(commands)
     add_disagreement_commands(commands)
+    add_prompt_guard_commands(commands)
     add_policy_commands(commands)
     return parser
 
@@ -86,7 +93,8 @@ def add_queue_commands(commands: argparse._SubParsersAction) -> None:
     create.add_argument("--select", choices=queues.SELECTIONS, help="which rows of the run")
     create.add_argument("--other-run", help="with --select differs: the run to compare with")
     create.add_argument("--threshold", type=float, help="with --select uncertain (default: the "
-                        "run's threshold)")
+                        "run's threshold), or Prompt Guard's threshold with --select "
+                        "prompt-guard-false-negatives|prompt-guard-false-positives (default 0.9)")
     create.add_argument("--band", type=float, help="with --select uncertain: p_unsafe within "
                         "this distance of the threshold")
     create.add_argument("--dataset", help="the run's dataset file, if it has moved")
@@ -116,6 +124,7 @@ def add_queue_commands(commands: argparse._SubParsersAction) -> None:
     submit.add_argument("--note", default="")
     submit.add_argument("--none-fits", action="store_true",
                         help="unsafe, and none of the family's categories fits")
+    add_submit_option(submit)
 
 
 def format_report(report: MetricsReport) -> str:
@@ -155,7 +164,8 @@ def run(args: argparse.Namespace) -> str:
             return run_queue(store, args)
         if args.command == "export":
             count = export(store, args.format, args.out, export_filter(args), labels=args.labels)
-            return f"Wrote {count} {'rows' if args.format == 'llama-guard' else 'examples'} " \
+            rows = args.format in ("llama-guard", "prompt-guard")
+            return f"Wrote {count} {'rows' if rows else 'examples'} " \
                    f"to {args.out}"
         if args.command == "import":
             result = import_jsonl(store, args.file)
@@ -164,6 +174,8 @@ def run(args: argparse.Namespace) -> str:
                     f"({result.labels_skipped} already there)")
         if args.command == "disagreements":
             return run_disagreements(store, args)
+        if args.command == "prompt-guard":
+            return run_prompt_guard(store, args)
         report = evaluate(store.metric_inputs(labels=args.labels), target_fpr=args.target_fpr)
         return json.dumps(report.to_json(), indent=2) if args.json else format_report(report)
 
@@ -229,7 +241,8 @@ def run_queue(store: Store, args: argparse.Namespace) -> str:
         return json.dumps(result.to_json(), indent=2) if args.json else result.sentence
     if command == "submit":
         outcome = queues.submit(store, args.queue, args.item, args.reviewer, args.verdict,
-                                args.categories, args.note, none_fits=args.none_fits)
+                                args.categories, args.note, none_fits=args.none_fits,
+                                prompt_guard=parse_submit_option(args.prompt_guard))
     else:
         outcome = queues.skip(store, args.queue, args.item, args.reviewer)
     if args.json:
@@ -275,6 +288,14 @@ def format_item(item: queues.QueueItem) -> str:
     if item.p_unsafe is not None:
         answer += f" (p_unsafe {item.p_unsafe:.3f}, threshold {item.threshold:g})"
     lines += [f"    model: {item.model}: {answer}", f"    codes: {', '.join(item.codes)}"]
+    if item.prompt_guard:
+        scores = ", ".join(f"message {int(i) + 1}: {float(p):.3f}"
+                           for i, p in sorted(item.prompt_guard["scores"].items(),
+                                              key=lambda kv: int(kv[0])))
+        lines.append(f"    prompt guard: {item.prompt_guard['model'] or 'unnamed'}: {scores}")
+    if item.prompt_guard_required:
+        lines.append("    label user message(s) "
+                     f"{', '.join(str(i + 1) for i in item.user_messages)} with --prompt-guard")
     return "\n".join(lines)
 
 

@@ -9,7 +9,11 @@ Every format trains towards one answer per example: `labels` picks it (labels/fi
 and examples whose prompt (with its images) another selected example shares with a different
 answer get none. JSONL and Parquet carry it as `label` beside the reviewers' labels, the final
 label and the example's provenance (`source`: run and row, dataset and its gold label, queue);
-the llama-guard file writes one target per prompt and leaves out examples without an answer.
+the llama-guard file writes one target per prompt and leaves out examples without an answer;
+the prompt-guard file writes one {"text", "label"} row per user message with a Prompt Guard
+label (labels/prompt_guard.py), 1 for malicious. JSONL also carries each example's Prompt
+Guard labels and final labels (`prompt_guard_labels`, `prompt_guard_final`); import reads
+neither back.
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ import pyarrow.parquet as pq
 from guard.core.conversation import from_messages
 from guard.core.errors import GuardError
 from guard.core.prompts import CustomCategory
+from labels import prompt_guard as pg
 from labels.content import blob_from_png, prepare_example
 from labels.errors import ImportFailed, LabelsError
 from labels.final import FINAL, Answer, LabelChoice, answers, target
+from labels.prompt_guard import prompt_guard_rows
 from labels.records import (
     UNSAFE,
     ExampleFilter,
@@ -44,7 +50,7 @@ from labels.records import (
 )
 from labels.store import MAX_PAGE, Store
 
-FORMATS = ("jsonl", "parquet", "llama-guard")
+FORMATS = ("jsonl", "parquet", "llama-guard", "prompt-guard")
 
 
 def example_record(example: StoredExample, answer: Answer | None = None) -> dict[str, Any]:
@@ -158,6 +164,10 @@ def export_jsonl(store: Store, path: str | Path, filters: ExampleFilter | None =
                 {"sha256": b.sha256, "width": b.width, "height": b.height,
                  "png_base64": base64.b64encode(b.png).decode("ascii")}
                 for b in example.images]
+            # Prompt Guard's own labels, per user message (written, not read back by import).
+            record["prompt_guard_labels"] = [x.to_json() for x in pg.labels_of(store, example_id)]
+            record["prompt_guard_final"] = [f.to_json()
+                                            for f in pg.finals_of(store, example_id).values()]
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
     return count
@@ -249,8 +259,33 @@ def export_llama_guard(store: Store, path: str | Path,
     return count
 
 
+def export_prompt_guard(store: Store, path: str | Path,
+                        filters: ExampleFilter | None = None, *,
+                        labels: LabelChoice | str = FINAL) -> int:
+    """{"text", "label"} (1 = malicious: a jailbreak or prompt injection, 0 = benign): one row
+    per user message with a Prompt Guard label under `labels` (final labels by default), for
+    any text-classification trainer. A text written once; a text that two messages give
+    different labels is left out (no two answers for one input)."""
+    ids = selected_ids(store, filters) if filters is not None else None
+    rows = prompt_guard_rows(store, labels=labels, ids=ids)
+    answers_of: dict[str, set[bool]] = {}
+    for row in rows:
+        answers_of.setdefault(row.text, set()).add(row.malicious)
+    count = 0
+    with _replace_atomically(Path(path), "w") as handle:
+        for row in rows:
+            if len(answers_of.get(row.text, ())) != 1:
+                continue
+            del answers_of[row.text]
+            handle.write(json.dumps({"text": row.text, "label": int(row.malicious)},
+                                    ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
 EXPORTERS: dict[str, Callable[..., int]] = {
     "jsonl": export_jsonl, "parquet": export_parquet, "llama-guard": export_llama_guard,
+    "prompt-guard": export_prompt_guard,
 }
 
 

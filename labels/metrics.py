@@ -99,6 +99,42 @@ def average_precision(y_true: Sequence[bool] | np.ndarray,
     return float(max(0.0, -np.sum(np.diff(rec) * prec[:-1])))
 
 
+def roc_curve(y_true: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds) as sklearn.metrics.roc_curve(..., drop_intermediate=False):
+    one point per distinct score, descending, after a first point (0, 0) at threshold inf.
+
+    Every point is kept: dropping the collinear ones (scikit-learn's default) would change the
+    best recall under an FPR bound. A rate over an empty class is NaN (scikit-learn warns).
+    """
+    t = _bools(y_true)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if t.shape != s.shape:
+        raise ValueError(f"y_true has {t.size} values but scores has {s.size}")
+    if not t.size:
+        raise ValueError("roc_curve needs at least one example")
+    order = np.argsort(s, kind="mergesort")[::-1]
+    s, t = s[order], t[order]
+    last_of_each = np.r_[np.flatnonzero(np.diff(s)), t.size - 1]
+    tps = np.r_[0, np.cumsum(t)[last_of_each]].astype(np.float64)
+    fps = np.r_[0, last_of_each + 1].astype(np.float64) - tps
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fpr = fps / fps[-1] if fps[-1] else np.full(fps.shape, np.nan)
+        tpr = tps / tps[-1] if tps[-1] else np.full(tps.shape, np.nan)
+    return fpr, tpr, np.r_[np.inf, s[last_of_each]]
+
+
+def roc_auc(y_true: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
+    """The area under the ROC curve, as sklearn.metrics.roc_auc_score (trapezoids, so a tie
+    between a positive and a negative counts one half); NaN unless both classes are present
+    (scikit-learn warns and gives NaN too)."""
+    t = _bools(y_true)
+    if not t.size or t.all() or not t.any():
+        return math.nan
+    fpr, tpr, _ = roc_curve(t, scores)
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
 def cohen_kappa(a: Sequence[bool] | np.ndarray, b: Sequence[bool] | np.ndarray) -> float:
     """Cohen's kappa of two raters' yes/no judgements; NaN when chance agreement is total."""
     x, y = _bools(a), _bools(b)

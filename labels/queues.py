@@ -39,6 +39,7 @@ from guard.core.conversation import from_messages
 from guard.core.datasets import conversation_for, read_dataset
 from guard.core.errors import DatasetError, GuardError
 from guard.core.prompts import CustomCategory
+from labels import prompt_guard as pg
 from labels.content import (
     allowed_codes,
     canonical_json,
@@ -54,7 +55,12 @@ from labels.records import SAFE, UNSAFE, ExampleInput, LabelInput, ModelOutput, 
 from labels.runs import EvalResult, Runs
 from labels.store import Store, now
 
-SELECTIONS = ("false-negatives", "false-positives", "failed", "differs", "uncertain")
+SELECTIONS = ("false-negatives", "false-positives", "failed", "differs", "uncertain",
+              "prompt-guard-false-negatives", "prompt-guard-false-positives")
+# Prompt Guard's misses of a run: its score of the prompt against the row's attack label (the
+# dataset's attack column when its reader gives one, else its label column), at this threshold.
+PROMPT_GUARD_SELECTIONS = ("prompt-guard-false-negatives", "prompt-guard-false-positives")
+PROMPT_GUARD_THRESHOLD = 0.9  # LlamaFirewall's mark
 LABELLED, SKIPPED = "labelled", "skipped"
 LEASE_S = 600.0
 MAX_OVERLAP = 10
@@ -126,9 +132,17 @@ class QueueItem:
     source: dict[str, Any]
     codes: tuple[str, ...]  # what a label may name
     lease_expires_at: str
+    # Prompt Guard's stored answer: {"model", "preprocessing", "threshold", "scores": {message
+    # index: p_malicious}}; None when the item carries none.
+    prompt_guard: dict[str, Any] | None = None
+    # The user messages a Prompt Guard label may be about (indexes into `messages`).
+    user_messages: tuple[int, ...] = ()
+    # True in a queue of Prompt Guard's misses: each of `user_messages` needs a Prompt Guard label.
+    prompt_guard_required: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "categories": list(self.categories), "codes": list(self.codes)}
+        return {**asdict(self), "categories": list(self.categories), "codes": list(self.codes),
+                "user_messages": list(self.user_messages)}
 
 
 @dataclass(frozen=True)
@@ -174,7 +188,10 @@ def create_from_run(store: Store, name: str, run: str, select: str, *,
                     dataset: str | None = None) -> QueueFill:
     """A queue of a stored run's rows: its false negatives, false positives, failed rows, rows
     whose verdict differs from `other_run`, or ("uncertain") rows whose p_unsafe lies within
-    `band` of `threshold` (default: the run's), closest first.
+    `band` of `threshold` (default: the run's), closest first; or Prompt Guard's misses
+    ("prompt-guard-false-negatives" / "-false-positives"): its score of the prompt at
+    `threshold` (default 0.9) against the row's attack label, the dataset's attack column when
+    its reader gives one, else its label column.
 
     The conversations are read again from the run's dataset (`dataset` names the file if it
     moved); it must be the very file the run judged.
@@ -186,8 +203,12 @@ def create_from_run(store: Store, name: str, run: str, select: str, *,
         raise QueueError(f"Unknown selection {select!r}. Use one of {', '.join(SELECTIONS)}.")
     if (other_run is not None) != (select == "differs"):
         raise QueueError("Name the other run (other_run) with selection 'differs', and only then.")
-    if select != "uncertain" and (band is not None or threshold is not None):
-        raise QueueError("A band and threshold go only with selection 'uncertain'.")
+    if select in PROMPT_GUARD_SELECTIONS:
+        if band is not None:
+            raise QueueError("A band goes only with selection 'uncertain'.")
+    elif select != "uncertain" and (band is not None or threshold is not None):
+        raise QueueError("A band and threshold go only with selection 'uncertain' (a threshold "
+                         "also with the Prompt Guard selections).")
     results = runs.results(found.id)
     theirs: dict[str, str] = {}  # the other run's verdicts, for "differs"
     source: dict[str, Any] = {"kind": "run", "run": found.name, "select": select}
@@ -210,6 +231,9 @@ def create_from_run(store: Store, name: str, run: str, select: str, *,
                   if r.verdict is not None and r.row_id in theirs and theirs[r.row_id] != r.verdict]
         what = f"rows whose verdict differs from run '{other.name}'"
         source["other_run"] = other.name
+    elif select in PROMPT_GUARD_SELECTIONS:
+        picked, what, source = _prompt_guard_misses(found, results, select, threshold, dataset,
+                                                    source)
     else:
         threshold = settings.threshold if threshold is None else threshold
         _check_band(threshold, band)
@@ -232,7 +256,9 @@ def create_from_run(store: Store, name: str, run: str, select: str, *,
         messages = conversations.get(r.row_id)
         if messages is not None:
             items.append(_run_item(r, messages, found.id, found.name, settings.threshold,
-                                   theirs[r.row_id] if select == "differs" else None))
+                                   theirs[r.row_id] if select == "differs" else None,
+                                   settings.prompt_guard_model,
+                                   source.get("prompt_guard_threshold", PROMPT_GUARD_THRESHOLD)))
     return _create(store, name, overlap, family, settings.model, settings.excluded, (), source,
                    items, {"rows that are no valid conversation": unreadable})
 
@@ -355,15 +381,60 @@ def _gold(gold: bool | None, categories: Sequence[str]) -> dict[str, Any]:
 
 
 def _run_item(r: EvalResult, messages: list[dict[str, Any]], run_id: int, run: str,
-              threshold: float, other_verdict: str | None) -> dict[str, Any]:
+              threshold: float, other_verdict: str | None, prompt_guard_model: str = "",
+              prompt_guard_threshold: float = PROMPT_GUARD_THRESHOLD) -> dict[str, Any]:
     source: dict[str, Any] = {"run": run, "row_id": r.row_id, "position": r.position}
     if other_verdict is not None:
         source["other_verdict"] = other_verdict
+    # The runner scores the row's prompt, the conversation's first message, as given.
+    pg = None if r.p_malicious is None else json.dumps({
+        "model": prompt_guard_model, "preprocessing": "none",
+        "threshold": prompt_guard_threshold, "scores": {"0": r.p_malicious}})
     return {"conversation": canonical_json(messages), "content_hash": "", "model": "",
             "verdict": r.verdict, "categories": json.dumps(list(r.categories)),
             "p_unsafe": r.p_unsafe, "threshold": threshold, "raw_output": r.raw_output,
             "error": r.error, "run_id": run_id, "row_id": r.row_id, "source": json.dumps(source),
-            "_messages": messages}
+            "prompt_guard": pg, "_messages": messages}
+
+
+def _prompt_guard_misses(found: Any, results: list[EvalResult], select: str,
+                         threshold: float | None, dataset: str | None, source: dict[str, Any]
+                         ) -> tuple[list[EvalResult], str, dict[str, Any]]:
+    """Rows Prompt Guard missed (false negatives) or flagged wrongly (false positives)."""
+    settings = found.settings
+    threshold = PROMPT_GUARD_THRESHOLD if threshold is None else threshold
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) \
+            or not 0.0 <= threshold <= 1.0:
+        raise QueueError(f"The Prompt Guard threshold must be between 0 and 1, got {threshold!r}.")
+    if not settings.prompt_guard_model or all(r.p_malicious is None for r in results):
+        raise QueueError(f"Run '{found.name}' has no Prompt Guard scores; run it again with "
+                         "Prompt Guard loaded to queue Prompt Guard's misses.")
+    attacks = _attack_labels(found.name, settings, dataset)
+    column = "attack" if any(v is not None for v in attacks.values()) else "label"
+
+    def attack(r: EvalResult) -> bool | None:
+        return attacks.get(r.row_id) if column == "attack" else r.gold
+
+    if select == "prompt-guard-false-negatives":
+        picked = [r for r in results if attack(r) is True and r.p_malicious is not None
+                  and r.p_malicious < threshold]
+        what = f"Prompt Guard false negatives (attack, scored under {threshold:g})"
+    else:
+        picked = [r for r in results if attack(r) is False and r.p_malicious is not None
+                  and r.p_malicious >= threshold]
+        what = f"Prompt Guard false positives (no attack, scored {threshold:g} or more)"
+    return picked, what, {**source, "prompt_guard_threshold": threshold, "attack_column": column}
+
+
+def _attack_labels(run: str, settings: Any, path: str | None) -> dict[str, bool | None]:
+    """The dataset's attack label per row, where its reader gives one (`Row.attack`)."""
+    path = path or settings.dataset
+    try:
+        data = read_dataset(path, settings.format)
+    except DatasetError as exc:
+        raise QueueError(f"Cannot read the dataset of run '{run}' ({exc}). Pass the file it "
+                         "judged (dataset=, or --dataset) if it has moved.") from None
+    return {row.row_id: getattr(row, "attack", None) for row in data.rows}
 
 
 def _labelled_keys(store: Store) -> set[str]:
@@ -511,15 +582,21 @@ _MINE = "SELECT 1 FROM queue_outcomes o WHERE o.item_id = i.id AND o.reviewer = 
 
 def submit(store: Store, queue: str, item_id: int, reviewer: str, verdict: str,
            categories: Sequence[str] | str = (), note: str = "", *,
-           none_fits: bool = False) -> Outcome:
+           none_fits: bool = False,
+           prompt_guard: Mapping[Any, Any] | Sequence[pg.PromptGuardInput] | None = None
+           ) -> Outcome:
     """Save the reviewer's label of an item as a labeled example, and record it in the queue.
 
-    An unsafe label names a category, or says that none fits (`none_fits`)."""
+    An unsafe label names a category, or says that none fits (`none_fits`). `prompt_guard`
+    gives the reviewer's Prompt Guard labels of the user messages ({message index: "benign" or
+    "malicious"}), saved in the same transaction against the item's stored Prompt Guard answer;
+    a queue of Prompt Guard's misses needs one for each user message."""
     reviewer, item_id = _reviewer(reviewer), _item_id(item_id)
     with store._lock:
         q = _queue_row(store, queue)
         row = _item_row(store, q, item_id)
     codes = _check_codes(q, verdict, categories)
+    pg_labels = _prompt_guard_inputs(q, row, prompt_guard, note)
     example = _example(store, q, row)
     prepared = prepare_example(example)
     label = check_label(LabelInput(reviewer, verdict, codes, note, bool(none_fits)),
@@ -536,6 +613,9 @@ def submit(store: Store, queue: str, item_id: int, reviewer: str, verdict: str,
                          [prepared.row["source"], example_id])
         label_id, action = store._put_label(example_id, label, bool(prepared.row["model_unsafe"]),
                                             reason=f"queue {q['name']}", settle_now=False)
+        if pg_labels:
+            pg.put_labels(store.db, example_id, reviewer, pg_labels, now(),
+                          reason=f"queue {q['name']}", settle_now=False)
         store.db.execute(
             "INSERT INTO queue_outcomes (item_id, reviewer, queue_id, status, example_id, "
             "label_id, at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (item_id, reviewer) DO UPDATE "
@@ -555,6 +635,7 @@ def submit(store: Store, queue: str, item_id: int, reviewer: str, verdict: str,
                          [item_id, reviewer])
         # After the outcome, so that the rule sees this queue's overlap.
         settle(store.db, example_id, now(), by=reviewer)
+        pg.settle_example(store.db, example_id, now(), by=reviewer)
     return Outcome(item_id, reviewer, LABELLED, example_id, label_id, action)
 
 
@@ -671,12 +752,42 @@ def _outcome(store: Store, item_id: int, reviewer: str) -> dict[str, Any] | None
 
 
 def _item(q: Mapping[str, Any], row: Mapping[str, Any], expires: str) -> QueueItem:
+    messages = json.loads(row["conversation"])
     return QueueItem(
         id=row["id"], queue=q["name"], position=row["position"], family=q["family"],
-        messages=json.loads(row["conversation"]), model=row["model"], verdict=row["verdict"],
+        messages=messages, model=row["model"], verdict=row["verdict"],
         categories=tuple(json.loads(row["categories"])), p_unsafe=row["p_unsafe"],
         threshold=row["threshold"], raw_output=row["raw_output"] or "", error=row["error"],
-        source=json.loads(row["source"]), codes=_codes(q), lease_expires_at=expires)
+        source=json.loads(row["source"]), codes=_codes(q), lease_expires_at=expires,
+        prompt_guard=json.loads(row["prompt_guard"]) if row.get("prompt_guard") else None,
+        user_messages=tuple(m.index for m in pg.judged_messages(messages)),
+        prompt_guard_required=_about_prompt_guard(q))
+
+
+def _about_prompt_guard(q: Mapping[str, Any]) -> bool:
+    return json.loads(q["source"]).get("select") in PROMPT_GUARD_SELECTIONS
+
+
+def _prompt_guard_inputs(q: Mapping[str, Any], row: Mapping[str, Any],
+                         given: Mapping[Any, Any] | Sequence[pg.PromptGuardInput] | None,
+                         note: str) -> list[pg.PromptGuardInput]:
+    """The reviewer's Prompt Guard labels of an item, given against its stored answer: a
+    mapping {message index: "benign" / "malicious"} or PromptGuardInputs."""
+    stored = json.loads(row["prompt_guard"]) if row.get("prompt_guard") else {}
+    if isinstance(given, Mapping):
+        given = [pg.PromptGuardInput(
+            pg.index_of(index), pg.parse_value(value), stored.get("model") if stored else None,
+            stored.get("preprocessing", "none"), None, note) for index, value in given.items()]
+    labels = list(given or ())
+    if _about_prompt_guard(q):
+        users = [m.index for m in pg.judged_messages(json.loads(row["conversation"]))]
+        missing = sorted(set(users) - {pg.index_of(x.message_index) for x in labels})
+        if missing:
+            raise InvalidLabel(
+                f"Queue '{q['name']}' is about Prompt Guard: label user message"
+                f"{'s' * (len(missing) > 1)} {', '.join(str(i + 1) for i in missing)} "
+                f"{pg.VALUE_HELP}.")
+    return labels
 
 
 def _codes(q: Mapping[str, Any]) -> tuple[str, ...]:
@@ -742,12 +853,15 @@ def _example(store: Store, q: Mapping[str, Any], row: Mapping[str, Any]) -> Exam
     first = raw.strip().splitlines()[0].strip().lower() if raw.strip() else ""
     # A failed or unjudged item has no answer: stored as not judged (its p_unsafe column holds
     # 0 only because the column may not be empty; nothing reads it while judged is 0).
+    stored_pg = json.loads(row["prompt_guard"]) if row.get("prompt_guard") else {}
     output = ModelOutput(
         model=row["model"], raw_output=raw, unsafe=row["verdict"] == UNSAFE,
         p_unsafe=row["p_unsafe"] if row["p_unsafe"] is not None else 0.0,
         threshold=row["threshold"], categories=tuple(json.loads(row["categories"])),
         model_label=first if first in (SAFE, UNSAFE) and row["verdict"] else "",
-        judged=row["verdict"] is not None)
+        judged=row["verdict"] is not None,
+        prompt_guard_model=stored_pg.get("model", ""),
+        prompt_guard_scores={str(k): float(v) for k, v in stored_pg.get("scores", {}).items()})
     custom = tuple(CustomCategory(c["name"], c.get("description", ""))
                    for c in json.loads(q["custom_categories"]))
     return ExampleInput(conversation, q["family"], output, tuple(json.loads(q["excluded"])),

@@ -207,3 +207,49 @@ def m006_policies(db: Database) -> None:
                    "new version instead'); END")
     db["eval_runs"].add_column("policy", str)
     db["examples"].add_column("policy", str)
+
+
+@migrations()
+def m007_prompt_guard_labels(db: Database) -> None:
+    """Prompt Guard labels (labels/prompt_guard.py): per judged user message of an example, a
+    reviewer's "benign" or "malicious" with the Prompt Guard model, preprocessing and score it
+    was given against; one final label per message, the disagreements a lead settles and every
+    change, under the rule of labels/final.py. Queue items keep Prompt Guard's stored answer."""
+    db["prompt_guard_labels"].create({
+        "id": int, "example_id": int, "message_index": int, "reviewer": str,
+        "malicious": int, "model": str, "preprocessing": str,
+        "score": float,  # NULL when Prompt Guard did not score the message
+        "note": str, "created_at": str, "updated_at": str, "deleted_at": str,
+    }, pk="id", foreign_keys=[("example_id", "examples", "id")],
+        not_null={"example_id", "message_index", "reviewer", "malicious", "model",
+                  "preprocessing", "created_at", "updated_at"})
+    # One active label per reviewer and message; deleted ones stay for the record.
+    db.execute("CREATE UNIQUE INDEX idx_prompt_guard_labels_active ON prompt_guard_labels "
+               "(example_id, message_index, reviewer) WHERE deleted_at IS NULL")
+    db["prompt_guard_final"].create({
+        "example_id": int, "message_index": int, "malicious": int,
+        "source": str,  # "agreed" or "adjudicated", as final_labels
+        "reviewers": str,  # JSON list
+        "decided_by": str, "reason": str, "decided_at": str,
+        "model": str, "preprocessing": str, "score": float,  # what the labels were given against
+    }, pk=("example_id", "message_index"), foreign_keys=[("example_id", "examples", "id")],
+        not_null={"malicious", "source", "reviewers", "decided_at", "model", "preprocessing"})
+    db["prompt_guard_disagreements"].create({
+        "id": int, "example_id": int, "message_index": int, "queue_id": int, "opened_at": str,
+        "status": str,  # open / resolved / settled, as disagreements
+        "closed_at": str, "resolved_by": str, "reason": str, "malicious": int,
+    }, pk="id", foreign_keys=[("example_id", "examples", "id"), ("queue_id", "queues", "id")],
+        not_null={"example_id", "message_index", "opened_at", "status"})
+    db.execute("CREATE UNIQUE INDEX idx_prompt_guard_disagreements_open ON "
+               "prompt_guard_disagreements (example_id, message_index) WHERE status = 'open'")
+    db["prompt_guard_events"].create({
+        "id": int, "example_id": int, "message_index": int,
+        "label_id": int,  # NULL for a change of the final label or a disagreement
+        "action": str, "by": str, "reason": str, "before": str, "after": str, "at": str,
+    }, pk="id", foreign_keys=[("example_id", "examples", "id"),
+                              ("label_id", "prompt_guard_labels", "id")],
+        not_null={"example_id", "message_index", "action", "at"})
+    db["prompt_guard_events"].create_index(["example_id"])
+    # JSON {"model", "preprocessing", "threshold", "scores": {message index: p_malicious}}; NULL
+    # when the item carries no Prompt Guard answer.
+    db["queue_items"].add_column("prompt_guard", str)

@@ -29,6 +29,8 @@ from labels.content import PreparedExample, allowed_codes, check_label, code_key
 from labels.errors import InvalidLabel, LabelsError, NotFound
 from labels.filters import where_clause
 from labels.final import FINAL, REVIEWER, LabelChoice, final_from_row, reopen_queue_items, settle
+from labels.prompt_guard import PromptGuardInput
+from labels.prompt_guard import put_labels as put_prompt_guard_labels
 from labels.records import (
     UNSAFE,
     ExampleFilter,
@@ -193,13 +195,17 @@ class Store:
 
     # Writing
 
-    def save_example(self, example: ExampleInput, label: LabelInput) -> SavedExample:
-        """Store an example (once per content) with a reviewer's label, in one transaction."""
+    def save_example(self, example: ExampleInput, label: LabelInput,
+                     prompt_guard: Sequence[PromptGuardInput] = ()) -> SavedExample:
+        """Store an example (once per content) with a reviewer's label and their Prompt Guard
+        labels of its user messages (labels/prompt_guard.py), in one transaction."""
         prepared = prepare_example(example)
         label = check_label(label, prepared.allowed)
         with self._write():
             example_id, new = self._insert_example(prepared)
             label_id, action = self._put_label(example_id, label, bool(prepared.row["model_unsafe"]))
+            if prompt_guard:
+                put_prompt_guard_labels(self.db, example_id, label.reviewer, prompt_guard, now())
         return SavedExample(example_id, label_id, new, action)
 
     def add_label(self, example_id: int, label: LabelInput) -> StoredLabel:

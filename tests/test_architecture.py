@@ -177,3 +177,46 @@ def long_functions(paths, limit: int = 80) -> list[str]:
 def test_no_function_of_the_app_is_over_80_lines():
     paths = [REPO / "app.py", *sorted((REPO / "guard_app").rglob("*.py"))]
     assert not long_functions(paths), long_functions(paths)
+
+
+# ---- guard_app's rooms: no feature folder leans on another (issue 22) ----
+
+def feature_folders() -> set[str]:
+    """guard_app's feature folders (guard_app/<feature>/, one per screen)."""
+    return {p.parent.name for p in (REPO / "guard_app").glob("*/__init__.py")}
+
+
+def feature_of(module: str, features: set[str]) -> str | None:
+    """'guard_app.moderate.tab' -> 'moderate'; a shared module (guard_app.run) -> None."""
+    parts = module.split(".")
+    if len(parts) >= 2 and parts[0] == "guard_app" and parts[1] in features:
+        return parts[1]
+    return None
+
+
+def cross_feature(module: str, imported: str, features: set[str]) -> bool:
+    """Whether `module` (in a feature folder) imports another feature folder."""
+    mine, theirs = feature_of(module, features), feature_of(imported, features)
+    return mine is not None and theirs is not None and mine != theirs
+
+
+def test_the_rule_catches_an_import_of_another_feature_folder():
+    features = {"moderate", "review", "explore"}
+    assert cross_feature("guard_app.moderate.tab", "guard_app.review.tab", features)
+    assert cross_feature("guard_app.review.logic", "guard_app.moderate", features)
+    assert not cross_feature("guard_app.moderate.tab", "guard_app.moderate.logic", features)
+    assert not cross_feature("guard_app.moderate.tab", "guard_app.run", features)
+    assert not cross_feature("guard_app.page", "guard_app.review.tab", features)  # composes
+
+
+def test_no_feature_folder_imports_another():
+    """page.py composes the panels; what several screens share lives in guard_app's own
+    modules (run, conversation, parsers, result_html, policy_picker). Imports inside
+    functions count too (imports_of walks the whole file)."""
+    features = feature_folders()
+    assert {"moderate", "review", "explore", "api", "evaluate"} <= features
+    wrong = sorted(f"{path.relative_to(REPO)} imports {name}"
+                   for path in sorted((REPO / "guard_app").rglob("*.py"))
+                   for name in imports_of(path)
+                   if cross_feature(module_name(path), name, features))
+    assert not wrong, "\n".join(wrong)

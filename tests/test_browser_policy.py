@@ -86,3 +86,45 @@ def test_enter_applies_a_typed_threshold_with_its_digits(browser, served):
     expect(threshold).to_have_value("0.003", timeout=60_000)
     expect(page.locator("#gl-eval-report")).to_contain_text("0.003", timeout=60_000)
     page.close()
+
+
+def test_the_batch_form_survives_a_reload_and_the_status_names_run_a(browser, served):
+    """gr.BrowserState keeps the form in this browser. Each edit is stored before the next is
+    made (the stored, encrypted value changes), so the reload reads every one of them."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    url, _ = served
+    key = "guard-lab-batch-evaluation-form"
+    page = browser.new_page(viewport={"width": 1360, "height": 1600})
+
+    def stored_after(edit) -> None:
+        before = page.evaluate(f"() => localStorage.getItem('{key}')")
+        edit()
+        page.wait_for_function(f"(v) => localStorage.getItem('{key}') !== v", arg=before,
+                               timeout=60_000)
+
+    def pick(elem_id: str, option: str) -> None:
+        page.locator(f"#{elem_id} input").click()
+        page.get_by_role("option", name=option).click()
+
+    page.goto(url)
+    page.wait_for_selector("#gl-add")
+    page.get_by_role("tab", name="Batch evaluation").click()
+    expect(page.locator("#gl-eval-kept-note")).to_contain_text("an uploaded file is not")
+    stored_after(lambda: page.locator("#gl-eval-limit input").fill("7"))
+    stored_after(lambda: page.locator("#gl-eval-target input").fill("0.2"))
+    stored_after(lambda: page.get_by_label("target recall (at least)").first.check())
+    stored_after(lambda: pick("gl-eval-policy", "zero@1"))  # last: it also sets the form
+
+    page.reload()
+    page.wait_for_selector("#gl-add")
+    page.get_by_role("tab", name="Batch evaluation").click()
+    expect(page.locator("#gl-eval-limit input")).to_have_value("7", timeout=60_000)
+    expect(page.locator("#gl-eval-target input")).to_have_value("0.2")
+    expect(page.get_by_label("target recall (at least)").first).to_be_checked()
+    expect(page.locator("#gl-eval-policy input")).to_have_value("zero@1")
+
+    # The status line names run A, the run the report and the rows below read.
+    pick("gl-eval-run-a", "stored")
+    expect(page.locator("#gl-eval-status")).to_contain_text(
+        "Run A: 'stored' (finished; 2 of 2 rows stored; policy none", timeout=60_000)
+    page.close()

@@ -187,7 +187,7 @@ def test_examples_record_where_they_came_from_and_every_export_carries_it(store,
         "run": "run1", "row_id": "r1", "dataset": "data.jsonl", "format": "jsonl",
         "gold": "unsafe", "gold_categories": [], "queue": "fn", "item_id": item.id}
     assert len(source["dataset_sha256"]) == 64
-    for fmt in FORMATS:
+    for fmt in (f for f in FORMATS if f != "prompt-guard"):  # that one is {"text", "label"}
         out = tmp_path / f"out.{fmt}"
         export(store, fmt, out)
         if fmt == "parquet":
@@ -226,7 +226,7 @@ def test_no_export_format_trains_towards_two_answers_for_one_input(store, tmp_pa
     fl.resolve(store, 4, "carol", "unsafe", "S2", "clearly S2")
     store.save_example(example("Agreed"), label("alice", "unsafe", ("S2",)))
     store.add_label(5, label("bob", "unsafe", ("S2",)))
-    for fmt in FORMATS:
+    for fmt in (f for f in FORMATS if f != "prompt-guard"):  # that one is {"text", "label"}
         out = tmp_path / f"out.{fmt}"
         export(store, fmt, out, labels=choice)
         pairs = training_pairs(out, fmt)

@@ -205,8 +205,9 @@ def test_overlap_two_each_item_to_both_never_three_and_blind(run_store):
     assert bob_again.id == 1
     shown = bob_again.to_json()
     assert sorted(shown) == ["categories", "codes", "error", "family", "id", "lease_expires_at",
-                             "messages", "model", "p_unsafe", "position", "queue", "raw_output",
-                             "source", "threshold", "verdict"]
+                             "messages", "model", "p_unsafe", "position", "prompt_guard",
+                             "prompt_guard_required", "queue", "raw_output", "source",
+                             "threshold", "user_messages", "verdict"]
     assert "alice" not in json.dumps(shown) and "weapons" not in json.dumps(shown)
     assert (bob_again.verdict, bob_again.categories, bob_again.model) == ("unsafe", ("S1",), LG4)
     q.submit(run_store, "both", 1, "bob", "safe")

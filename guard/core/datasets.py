@@ -37,6 +37,12 @@ RESPONSE_COLUMNS = ("response", "output")
 LABEL_COLUMNS = ("label", "gold")
 CATEGORY_COLUMNS = ("categories",)
 ID_COLUMNS = ("id",)
+# Prompt Guard's ground truth: is the prompt an attack (jailbreak or prompt injection)? A column
+# apart from `label`, which says whether the content is harmful: a toxic plain request is no
+# attack, and an attack may ask for nothing harmful.
+ATTACK_COLUMNS = ("attack",)
+MALICIOUS_WORDS = ("true", "1", "malicious", "jailbreak", "injection")
+BENIGN_WORDS = ("false", "0", "benign")
 
 _UNSAFE_WORDS = {"unsafe", "1", "true", "yes"}
 _SAFE_WORDS = {"safe", "0", "false", "no"}
@@ -59,7 +65,8 @@ MODERATION_TO_CODES: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class Row:
-    """One item to judge. `gold` is True for unsafe, None when the file gives no label."""
+    """One item to judge. `gold` is True for unsafe, None when the file gives no label;
+    `attack` is True for a jailbreak or prompt injection, None when the file does not say."""
 
     row_id: str
     line: int
@@ -67,6 +74,7 @@ class Row:
     response: str | None = None
     gold: bool | None = None
     categories: tuple[str, ...] = ()
+    attack: bool | None = None
 
     @property
     def size(self) -> int:
@@ -94,6 +102,11 @@ class Dataset:
     @property
     def has_categories(self) -> bool:
         return any(r.categories for r in self.rows) or self.format == "openai-moderation"
+
+    @property
+    def has_attack(self) -> bool:
+        """Whether some row says whether its prompt is an attack: Prompt Guard's ground truth."""
+        return any(r.attack is not None for r in self.rows)
 
 
 class _RowError(ValueError):
@@ -394,6 +407,27 @@ def parse_gold(value: Any) -> bool | None:
     raise _RowError(f"label '{value}' is not one of safe/unsafe/0/1/true/false")
 
 
+def parse_attack(value: Any) -> bool | None:
+    """The attack column: true/1/malicious/jailbreak/injection -> True, false/0/benign -> False,
+    missing or empty -> None; anything else is refused with the accepted values."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    word = str(value).strip().lower()
+    if word in MALICIOUS_WORDS:
+        return True
+    if word in BENIGN_WORDS:
+        return False
+    if word == "":
+        return None
+    raise _RowError(f"attack {str(value)!r} is not one of {'/'.join(MALICIOUS_WORDS)} "
+                    f"(an attack) or {'/'.join(BENIGN_WORDS)} (benign); leave it empty when "
+                    "the row does not say")
+
+
 def _codes(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -418,7 +452,8 @@ def _generic_row(line: int, record: Mapping[str, Any]) -> Row:
         row_id=_row_id(record, line), line=line, prompt=_text(prompt, "the prompt"),
         response=None if response is None else _text(response, "the response"),
         gold=parse_gold(_first(record, LABEL_COLUMNS)),
-        categories=_codes(_first(record, CATEGORY_COLUMNS)))
+        categories=_codes(_first(record, CATEGORY_COLUMNS)),
+        attack=parse_attack(_first(record, ATTACK_COLUMNS)))
 
 
 def _xstest_row(line: int, record: Mapping[str, Any]) -> Row:

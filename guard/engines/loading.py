@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from guard.core.categories import Family, parse_codes
-from guard.core.errors import GuardError
+from guard.core.errors import GuardError, ModelLoadError
 from guard.core.policy import Policy, ad_hoc, read_policy_file
 from guard.core.verdict import DEFAULT_THRESHOLD
 from guard.engines.http_client import DEFAULT_IN_FLIGHT, MAX_IN_FLIGHT
@@ -45,6 +45,9 @@ class EngineOptions:
     tiny_dir: Path | None = None  # set when tiny
     llama_guard: str = DEFAULT_LLAMA_GUARD  # transformers: a model id or a local folder
     prompt_guard: str = DEFAULT_PROMPT_GUARD  # "86m", "22m", a model id or folder, or "none"
+    # With a tuned folder in prompt_guard (python -m guard.tune prompt-guard): the base it goes
+    # on; None: the recorded base (the tiny Prompt Guard with tiny).
+    prompt_guard_base: str | None = None
     device: str = "auto"
     engine: str = "transformers"  # one of ENGINES
     gguf: str | None = None  # llama-cpp: a .gguf file or REPO:FILE (None with tiny: the stand-in)
@@ -132,7 +135,13 @@ def add_engine_arguments(p: argparse.ArgumentParser, environ: Mapping[str, str] 
                    help="llama-cpp: context size in tokens (env GUARD_LAB_N_CTX)")
     p.add_argument("--prompt-guard",
                    default=environ.get("GUARD_LAB_PROMPT_GUARD", DEFAULT_PROMPT_GUARD),
-                   help="86m, 22m, a model id or folder, or none (env GUARD_LAB_PROMPT_GUARD)")
+                   help="86m, 22m, a model id or folder, a folder tuned by python -m guard.tune "
+                        "prompt-guard, or none (env GUARD_LAB_PROMPT_GUARD)")
+    p.add_argument("--prompt-guard-base", metavar="MODEL",
+                   default=environ.get("GUARD_LAB_PROMPT_GUARD_BASE") or None,
+                   help="with a tuned --prompt-guard folder: the base it was tuned on (86m, 22m, "
+                        "a model id or folder; default: the base its record names, the tiny one "
+                        "with --tiny); another base is refused (env GUARD_LAB_PROMPT_GUARD_BASE)")
     p.add_argument("--device", default=environ.get("GUARD_LAB_DEVICE", "auto"),
                    help="auto, cuda, cuda:1, cpu (env GUARD_LAB_DEVICE)")
     p.add_argument("--quantize", choices=QUANTIZE,
@@ -166,6 +175,7 @@ def engine_options(args: argparse.Namespace, environ: Mapping[str, str] = os.env
     return EngineOptions(
         tiny=args.tiny, tiny_dir=default_tiny_dir(environ) if args.tiny else None,
         llama_guard=args.llama_guard, prompt_guard=args.prompt_guard, device=args.device,
+        prompt_guard_base=getattr(args, "prompt_guard_base", None),
         engine=args.engine, gguf=args.gguf, family=Family(args.family) if args.family else None,
         threads=args.threads, n_ctx=args.n_ctx,
         adapter=Path(args.adapter) if args.adapter else None,
@@ -255,10 +265,22 @@ def load_llama_guard(options: EngineOptions) -> Any:
 def load_prompt_guard(options: EngineOptions, source: str | None = None) -> Any:
     """Prompt Guard from `source` (default: the options' choice); None when that is "none"."""
     from guard.engines.prompt_guard import PromptGuard
+    from guard.engines.tuned_prompt_guard import is_tuned_folder, load_tuned
 
     source = source or options.prompt_guard
     if source.lower() == "none":
         return None
+    if is_tuned_folder(source):
+        base = options.prompt_guard_base
+        if base is None and options.tiny:
+            from guard.testing.tiny import build_tiny_models
+
+            base = str(build_tiny_models(options.tiny_dir)[1])
+        return load_tuned(source, base=base, device="cpu" if options.tiny else options.device)
+    if options.prompt_guard_base is not None and source == options.prompt_guard:
+        raise ModelLoadError(f"--prompt-guard-base goes with a tuned folder in --prompt-guard (made by "
+                         f"python -m guard.tune prompt-guard); {source} is not one. Leave "
+                         "--prompt-guard-base out, or give the tuned folder.")
     if options.tiny:
         from guard.testing.tiny import build_tiny_models
 

@@ -69,6 +69,9 @@ def pack(windows: list[list[int]], max_batch: int, max_tokens: int) -> list[list
 class PromptGuard:
     """A loaded Prompt Guard classifier. The malicious probability is softmax index 1."""
 
+    # A tuned model's record (guard.engines.tuned_prompt_guard.TunedInfo); None for a base model.
+    tuned: Any = None
+
     def __init__(self, model: Any, tokenizer: Any, *, name: str, revision: str | None = None,
                  window: int | None = None) -> None:
         self.model = model
@@ -83,9 +86,15 @@ class PromptGuard:
 
     @classmethod
     def load(cls, model_id: str | Path, *, device: str | None = None, revision: str | None = None,
-             token: str | None = None) -> PromptGuard:
+             token: str | None = None, plain: bool = False) -> PromptGuard:
+        """A hub id, a folder, "86m"/"22m", or a folder made by `python -m guard.tune
+        prompt-guard` (loaded on its recorded base; `plain` reads such a folder's own files)."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from guard.engines.tuned_prompt_guard import is_tuned_folder, load_tuned
+
+        if not plain and is_tuned_folder(model_id):
+            return load_tuned(model_id, device=device)
         model_id = PROMPT_GUARD_MODELS.get(str(model_id).lower(), str(model_id))
         try:
             tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision, token=token)

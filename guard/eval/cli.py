@@ -10,7 +10,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -18,6 +19,14 @@ from guard.cli_edge import run_command
 from guard.core.categories import parse_codes
 from guard.core.datasets import FORMATS, Dataset, read_dataset
 from guard.eval.errors import EvalError
+from guard.eval.prompt_guard_eval import (
+    DEFAULT_THRESHOLD,
+    attack_labels,
+    run_attack_labels,
+    run_attack_report,
+    window_scores,
+)
+from guard.eval.prompt_guard_metrics import TARGET_FPRS, AttackReport, ScoredMessage
 from guard.eval.report import EvalReport, build_report, compare, format_comparison, format_report
 from guard.eval.runner import DEFAULT_BATCH_SIZE, ProgressHook, check_batch_size, evaluate_dataset
 from guard.versions import check_or_exit
@@ -65,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="--engine openai: requests in flight at most, 1 to 512; a busy server "
                         "(HTTP 429/503) lowers it for a while (env GUARD_LAB_OPENAI_CONCURRENCY; "
                         "default 16)")
+    p.add_argument("--prompt-guard-threshold", type=float, default=None, metavar="T",
+                   help="with an attack column: Prompt Guard flags score >= T in its report "
+                        f"(default {DEFAULT_THRESHOLD:g}, LlamaFirewall's)")
+    p.add_argument("--target-fpr", default=None, metavar="F[,F...]",
+                   help="with an attack column: suggest Prompt Guard thresholds for these "
+                        f"false-positive rates (default {','.join(f'{t:g}' for t in TARGET_FPRS)})")
     p.add_argument("--report", type=Path, metavar="REPORT.json", help="write the metrics here")
     p.add_argument("--predictions", type=Path, metavar="PRED.jsonl",
                    help="write one JSON line per row here")
@@ -94,6 +109,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise EvalError("--only-one and --save-variant go with --sweep-categories.")
     if args.batch_size < 1:
         raise EvalError(f"--batch-size must be 1 or more, got {args.batch_size}.")
+    pg_threshold, targets = _prompt_guard_options(args)
     dataset = _read_checked(args)
     from guard.cli import _quiet_transformers, load_guards
 
@@ -109,13 +125,70 @@ def _evaluate(args: argparse.Namespace) -> int:
                 progress=progress)
         finally:
             close()
-        report = build_report(outcome.run, runs.results(outcome.run.id))
+        report = _with_attack(build_report(outcome.run, runs.results(outcome.run.id)), dataset,
+                              guards, pg_threshold, targets)
     if outcome.resumed:
         print(f"resumed run '{outcome.run.name}': {outcome.skipped} rows were already done, "
               f"{outcome.judged} judged now", file=sys.stderr)
     print(format_report(report))
+    _print_attack(report, dataset)
     _write_outputs(args, report, dataset)
     return 0
+
+
+def _print_attack(report: EvalReport, dataset: Dataset) -> None:
+    if report.prompt_guard_attack is not None:
+        print(report.prompt_guard_attack.sentence)
+        for warning in report.prompt_guard_attack.messages.warnings:
+            print(f"warning: Prompt Guard: {warning}", file=sys.stderr)
+    elif dataset.has_attack:
+        print("warning: the dataset has an attack column but Prompt Guard was not run "
+              "(--prompt-guard none): no Prompt Guard figures.", file=sys.stderr)
+
+
+def _with_attack(report: EvalReport, dataset: Dataset, guards: Any, threshold: float,
+                 targets: tuple[float, ...]) -> EvalReport:
+    """The report with Prompt Guard's figures against the dataset's attack column, both levels
+    (a Prompt Guard pass gives the window scores); as it was without the column or the model."""
+    windows = _attack_windows(dataset, guards, report)
+    if windows is None:
+        return report
+    return replace(report, prompt_guard_attack=run_attack_report(
+        report.run, report.results, attack_labels(dataset), windows, threshold=threshold,
+        target_fprs=targets))
+
+
+def _prompt_guard_options(args: argparse.Namespace) -> tuple[float, tuple[float, ...]]:
+    """--prompt-guard-threshold and --target-fpr, checked."""
+    threshold = DEFAULT_THRESHOLD if args.prompt_guard_threshold is None \
+        else args.prompt_guard_threshold
+    if not 0.0 <= threshold <= 1.0:  # also NaN
+        raise EvalError(f"--prompt-guard-threshold must be between 0 and 1, got {threshold}.")
+    if args.target_fpr is None:
+        return threshold, TARGET_FPRS
+    targets = []
+    for part in args.target_fpr.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            value = float("nan")
+        if not 0.0 <= value <= 1.0:
+            raise EvalError(f"--target-fpr takes rates from 0 to 1 separated by commas, such as "
+                            f"0.01,0.05; got {part.strip()!r}.")
+        targets.append(value)
+    return threshold, tuple(targets)
+
+
+def _attack_windows(dataset: Dataset, guards: Any, report: EvalReport
+                    ) -> dict[str, tuple[float, ...]] | None:
+    """The window scores of the attack-labelled prompts (a Prompt Guard pass: the run stores
+    only each prompt's maximum); None when there is no attack column or no Prompt Guard."""
+    if not dataset.has_attack or guards.prompt_guard is None:
+        return None
+    judged = {r.row_id for r in report.results}
+    prompts = {r.row_id: r.prompt for r in dataset.rows
+               if r.attack is not None and r.row_id in judged}
+    return window_scores(guards.prompt_guard.score_many, prompts)
 
 
 def _evaluate_policy(args: argparse.Namespace) -> int:
@@ -156,6 +229,8 @@ def _evaluate_policy(args: argparse.Namespace) -> int:
         finally:
             close()
         table = sweep.sweep_table(outcome, runs)
+        first = _with_attack(table[0].report, dataset, guards, policy.prompt_guard.threshold,
+                             _prompt_guard_options(args)[1])
         saved = policies.save(store, saving) if saving is not None else None
     for vr in outcome.runs:
         if vr.resumed:
@@ -164,19 +239,21 @@ def _evaluate_policy(args: argparse.Namespace) -> int:
     if args.sweep_categories:
         print(sweep.format_table(table))
     else:
-        print(format_report(table[0].report))
+        print(format_report(first))
+    _print_attack(first, dataset)
     if saved is not None:
         print(f"{'Saved' if saved.new else 'Unchanged:'} {saved.policy.label}"
               f"{'' if saved.new else ' already says this'}.")
     if args.report:
-        data = table[0].report.to_json()
+        data = first.to_json()
         data["bad_rows"] = [{"line": b.line, "message": b.message} for b in dataset.bad_rows]
         if args.sweep_categories:
             data["sweep"] = [row.to_json() for row in table]
         _write(args.report, json.dumps(data, indent=2) + "\n")
     if args.predictions:
-        _write(args.predictions, "".join(json.dumps(prediction(r)) + "\n"
-                                         for r in table[0].report.results))
+        attack = _by_id(first.prompt_guard_attack)
+        _write(args.predictions, "".join(json.dumps(prediction(r, attack)) + "\n"
+                                         for r in first.results))
     return 0
 
 
@@ -203,7 +280,8 @@ def _compare(args: argparse.Namespace) -> int:
         reports = []
         for name in args.compare:
             run = runs.get(name)
-            reports.append(build_report(run, runs.results(run.id)))
+            attack, _ = run_attack_labels(run.settings)  # its dataset's, when still the same
+            reports.append(build_report(run, runs.results(run.id), attack=attack))
     comparison = compare(*reports)
     print(format_comparison(comparison))
     if args.report:
@@ -237,16 +315,30 @@ def _write_outputs(args: argparse.Namespace, report: EvalReport, dataset: Datase
         data["bad_rows"] = [{"line": b.line, "message": b.message} for b in dataset.bad_rows]
         _write(args.report, json.dumps(data, indent=2) + "\n")
     if args.predictions:
-        _write(args.predictions, "".join(json.dumps(prediction(r)) + "\n"
+        attack = _by_id(report.prompt_guard_attack)
+        _write(args.predictions, "".join(json.dumps(prediction(r, attack)) + "\n"
                                          for r in report.results))
 
 
-def prediction(result: Any) -> dict[str, Any]:
+def _by_id(report: AttackReport | None) -> dict[str, ScoredMessage] | None:
+    return None if report is None else {m.row_id: m for m in report.rows}
+
+
+def prediction(result: Any, attack: Mapping[str, ScoredMessage] | None = None) -> dict[str, Any]:
+    """One row's line; with Prompt Guard's scored messages (by row id, when the dataset has an
+    attack column), also its attack label and the score of each window of its prompt (null
+    where not known)."""
     gold = None if result.gold is None else ("unsafe" if result.gold else "safe")
-    return {"id": result.row_id, "gold": gold, "verdict": result.verdict,
+    line = {"id": result.row_id, "gold": gold, "verdict": result.verdict,
             "p_unsafe": result.p_unsafe, "categories": list(result.categories),
             "gold_categories": list(result.gold_categories), "p_malicious": result.p_malicious,
             "error": result.error}
+    if attack is not None:
+        message = attack.get(result.row_id)
+        line["attack"] = None if message is None else message.malicious
+        line["window_scores"] = (list(message.window_scores)
+                                 if message is not None and message.window_scores else None)
+    return line
 
 
 def _write(path: Path, text: str) -> None:

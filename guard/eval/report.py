@@ -8,12 +8,14 @@ codes the dataset's gold labels use: a code the data never names cannot be judge
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from guard.eval.prompt_guard_eval import Windows, run_attack_report
+from guard.eval.prompt_guard_metrics import AttackReport
 from labels.content import code_key
 from labels.metrics import (
     Confusion,
@@ -78,6 +80,9 @@ class EvalReport:
     prompt_guard: PromptGuardMetrics | None
     has_categories: bool
     results: tuple[EvalResult, ...] = field(repr=False, compare=False, default=())
+    # Prompt Guard against the dataset's attack column (guard.eval.prompt_guard_metrics);
+    # None when no row has one.
+    prompt_guard_attack: AttackReport | None = None
 
     def headline(self) -> dict[str, float | None]:
         data = self.metrics.to_json()
@@ -99,6 +104,8 @@ class EvalReport:
             "pr_curve": [{"threshold": p.threshold, "precision": p.precision, "recall": p.recall}
                          for p in self.curve],
             "prompt_guard": None if self.prompt_guard is None else self.prompt_guard.to_json(),
+            "prompt_guard_attack": (None if self.prompt_guard_attack is None
+                                    else self.prompt_guard_attack.to_json()),
         }
         if not self.has_categories:
             data["categories"] = []
@@ -106,7 +113,11 @@ class EvalReport:
 
 
 def build_report(run: EvalRun, results: Sequence[EvalResult], *,
-                 max_curve_points: int = MAX_CURVE_POINTS) -> EvalReport:
+                 max_curve_points: int = MAX_CURVE_POINTS,
+                 attack: Mapping[str, bool] | None = None, windows: Windows | None = None
+                 ) -> EvalReport:
+    """`attack` (row id -> the dataset's attack label) adds Prompt Guard's figures against it,
+    with `windows` (row id -> its window scores) the window level too."""
     measured = [r for r in results if r.gold is not None and r.verdict is not None]
     gold_codes = {c for r in measured for c in r.gold_categories}
     codes = tuple(sorted(gold_codes, key=code_key))
@@ -124,7 +135,8 @@ def build_report(run: EvalRun, results: Sequence[EvalResult], *,
         failed=sum(r.error is not None for r in results),
         curve=_curve(inputs.y_true, inputs.scores, max_curve_points),
         prompt_guard=_prompt_guard(run, results), has_categories=bool(codes),
-        results=tuple(results))
+        results=tuple(results),
+        prompt_guard_attack=run_attack_report(run, results, attack or {}, windows))
 
 
 def at_threshold(results: Sequence[EvalResult], threshold: float) -> tuple[EvalResult, ...]:
@@ -140,16 +152,18 @@ def at_threshold(results: Sequence[EvalResult], threshold: float) -> tuple[EvalR
 
 
 def report_at(run: EvalRun, results: Sequence[EvalResult], threshold: float | None = None, *,
-              max_curve_points: int = MAX_CURVE_POINTS) -> EvalReport:
+              max_curve_points: int = MAX_CURVE_POINTS,
+              attack: Mapping[str, bool] | None = None, windows: Windows | None = None
+              ) -> EvalReport:
     """The report of a stored run at `threshold` (None: the run's own), from its stored scores.
 
     The report's run carries the threshold applied; the stored run keeps its own.
     """
+    extra = {"max_curve_points": max_curve_points, "attack": attack, "windows": windows}
     if threshold is None or float(threshold) == run.settings.threshold:
-        return build_report(run, results, max_curve_points=max_curve_points)
+        return build_report(run, results, **extra)
     shown = replace(run, settings=replace(run.settings, threshold=float(threshold)))
-    return build_report(shown, at_threshold(results, float(threshold)),
-                        max_curve_points=max_curve_points)
+    return build_report(shown, at_threshold(results, float(threshold)), **extra)
 
 
 def _curve(y_true: Sequence[bool], scores: Sequence[float], limit: int) -> tuple[CurvePoint, ...]:
@@ -237,6 +251,17 @@ def _flat(report: EvalReport) -> dict[str, float | None]:
         pg = report.prompt_guard.to_json()
         for key in ("precision", "recall", "fpr", "auprc"):
             flat[f"prompt_guard_{key}"] = pg[key]
+    if report.prompt_guard_attack is not None:
+        for level in (report.prompt_guard_attack.messages, report.prompt_guard_attack.windows):
+            if level is None:
+                continue
+            data_pg = level.to_json()
+            for key in ("n", "precision", "recall", "fpr", "roc_auc", "auprc",
+                        "recall_at_1pct_fpr"):
+                flat[f"prompt_guard_attack_{level.level}_{key}"] = data_pg[key]
+        flat["prompt_guard_attack_multi_window_messages"] = (
+            report.prompt_guard_attack.multi_window
+            if report.prompt_guard_attack.windows_known else None)
     if report.has_categories:
         for row in data["categories"]:
             flat[f"{row['code']}_fnr"] = row["fnr"]

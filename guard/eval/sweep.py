@@ -180,14 +180,28 @@ def judge_variants(todo: Sequence[tuple[int, int, Row]], guards: Guards,
     if guards.prompt_guard is not None:
         distinct = list(dict.fromkeys(row.row_id for _, _, row in todo))
         prompts = {row.row_id: row.prompt for _, _, row in todo}
-        scores = dict(zip(distinct, prompt_guard_scores(guards.prompt_guard,
-                                                         [prompts[r] for r in distinct]),
+        reader = _Reading(guards.prompt_guard, first.prompt_guard.preprocessing)
+        scores = dict(zip(distinct, prompt_guard_scores(reader, [prompts[r] for r in distinct]),
                           strict=True))
     results = []
     for k, (i, position, row) in enumerate(todo):
         outcome = verdicts.get(k, built[row.row_id])
         results.append(decided(policies[i], outcome, position, row, scores.get(row.row_id)))
     return results
+
+
+class _Reading:
+    """Prompt Guard reading each text as the policy says (`prompt_guard.preprocessing`), for
+    `prompt_guard_scores`: the variants of a sweep share their Prompt Guard settings."""
+
+    def __init__(self, prompt_guard: Any, preprocessing: str) -> None:
+        self.prompt_guard, self.preprocessing = prompt_guard, preprocessing
+
+    def score_many(self, texts: Sequence[str]) -> Any:
+        return self.prompt_guard.score_many(texts, preprocessing=self.preprocessing)
+
+    def score(self, text: str) -> Any:
+        return self.prompt_guard.score(text, preprocessing=self.preprocessing)
 
 
 def _one(guards: Guards, conversation: Conversation, policy: Policy) -> Any:

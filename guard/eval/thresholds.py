@@ -51,9 +51,12 @@ def show_threshold(value: float) -> str:
 
 
 def suggest(y_true: Sequence[bool], scores: Sequence[float], target: str, value: float, *,
-            min_per_class: int = MIN_PER_CLASS) -> Suggestion:
+            min_per_class: int = MIN_PER_CLASS,
+            classes: tuple[str, str] = ("unsafe", "safe")) -> Suggestion:
     """The threshold that meets `target` ("fpr": at most `value`, with the most recall;
-    "recall": at least `value`, with the fewest false positives), with what it costs."""
+    "recall": at least `value`, with the fewest false positives), with what it costs.
+    `classes` names the positive and negative class in the warnings (Prompt Guard:
+    ("malicious", "benign"))."""
     if target not in TARGETS:
         raise ValueError(f"The target must be one of {', '.join(TARGETS)}, got {target!r}.")
     if not isinstance(value, int | float) or math.isnan(value) or not 0.0 <= value <= 1.0:
@@ -80,12 +83,13 @@ def suggest(y_true: Sequence[bool], scores: Sequence[float], target: str, value:
     warnings = []
     for name, number in (("precision", precision), ("recall", recall)):
         if number == 0:
-            warnings.append(f"{name} is 0 at this threshold: it flags "
-                            f"{'nothing that is unsafe' if name == 'recall' else 'only safe rows'}"
-                            "; it is no usable threshold.")
+            flags = f"nothing that is {classes[0]}" if name == "recall" else \
+                f"only {classes[1]} rows"
+            warnings.append(f"{name} is 0 at this threshold: it flags {flags}; it is no usable "
+                            "threshold.")
     if target == "recall" and positives and recall < value:
         warnings.append(f"No threshold reaches recall {value:g} on these rows.")
-    for name, count in (("unsafe", positives), ("safe", negatives)):
+    for name, count in ((classes[0], positives), (classes[1], negatives)):
         if count < min_per_class:
             warnings.append(f"Only {count} labelled {name} rows: too few to trust this rate "
                             f"(one row moves it by {1 / max(count, 1):.0%}); label at least "

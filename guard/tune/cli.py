@@ -3,6 +3,7 @@
     python -m guard.tune check   --db guard_lab.db
     python -m guard.tune train   --db guard_lab.db --out adapters/policy-v1
     python -m guard.tune compare --db guard_lab.db --adapter adapters/policy-v1
+    python -m guard.tune prompt-guard --db guard_lab.db --base 22m --out tuned/pg-v1
 
 Bad input ends with exit status 2 and one line on stderr. A killed `train` keeps its last
 checkpoint: the same command again resumes from it.
@@ -114,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--threshold", type=float, default=0.5)
     m.add_argument("--batch-size", type=int, default=16)
     m.add_argument("--report", type=Path, metavar="REPORT.json")
+    from guard.tune.cli_prompt_guard import add_parser as add_prompt_guard
+
+    add_prompt_guard(sub)
     return p
 
 
@@ -130,6 +134,10 @@ def _run(args: argparse.Namespace) -> int:
     from guard.cli import _quiet_transformers
 
     _quiet_transformers()
+    if args.command == "prompt-guard":
+        from guard.tune.cli_prompt_guard import run as run_prompt_guard
+
+        return run_prompt_guard(args)
     return _train(args) if args.command == "train" else _compare(args)
 
 

@@ -3,17 +3,19 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+
 import gradio as gr
 
 from guard.core.prompt_guard_text import PREPROCESSING
 from guard_app.api import logic, mcp
-from guard_app.context import GPU, PageContext
-from guard_app.explore import tab as explore_tab
+from guard_app.context import GPU, PRIVATE, PageContext
 from guard_app.guarded import guarded
 
 API_HELP = """
 **Other clients.** The same server answers **`POST /v1/moderations`**, OpenAI's moderation API
-(`OpenAI(base_url="http://127.0.0.1:7860/v1", api_key=...).moderations.create(input=...)`;
+(`OpenAI(base_url="__BASE__v1", api_key=...).moderations.create(input=...)`;
 a conversation goes in as `extra_body={"messages": [...]}`), and is an **MCP server** at
 `/gradio_api/mcp/` with three tools: `moderate`, `sweep` and `prompt_guard` (images as data
 URLs). The README has an example of each.
@@ -29,7 +31,7 @@ under `prompt_guard.preprocessing`.
 
 ```python
 from gradio_client import Client, handle_file
-client = Client("http://127.0.0.1:7860/")
+client = Client("__BASE__")
 result = client.predict(
     '[{"role": "user", "content": [{"type": "text", "text": "What is in this picture?"},'
     ' {"type": "image", "path": "red.png"}]}]',
@@ -61,10 +63,25 @@ labels database).
 """
 
 
+# The help with the page's own address, as the browser reached it (behind a proxy or on a
+# Space too).
+HELP_HERE = ("() => " + json.dumps(API_HELP) + ".split('__BASE__').join("
+             "window.location.origin + window.location.pathname.replace(/[^/]*$/, ''))")
+PLACEHOLDER = "http://127.0.0.1:7860/"  # until the page says where it is served from
+
+
+def api_help(address: str | None) -> str:
+    """The help with this server's address in the examples."""
+    base = (address or "").strip() or PLACEHOLDER
+    if not base.startswith(("http://", "https://")) or any(c in base for c in "`\"'<>\n"):
+        base = PLACEHOLDER
+    return API_HELP.replace("__BASE__", base if base.endswith("/") else base + "/")
+
+
 class ApiTab:
     def __init__(self, ctx: PageContext) -> None:
         self.ctx = ctx
-        gr.Markdown(API_HELP)
+        self.help = gr.Markdown(api_help(None), elem_id="gl-api-help")
         self.conversation = gr.Code(logic.EXAMPLE, language="json", label="conversation (JSON)",
                                     lines=6, interactive=True)
         self.images = gr.File(file_count="multiple", file_types=["image"],
@@ -86,8 +103,11 @@ class ApiTab:
                 ("attribution", "Attribution"))}
         self.result = gr.JSON(label="result")
 
-    def wire(self) -> None:
+    def wire(self, demo: gr.Blocks, wire_explore: Callable[..., None]) -> None:
+        """`wire_explore` is guard_app.explore.tab.wire_api (page.py hands it over)."""
         ctx = self.ctx
+        # In the browser: the help with the address the page was reached at.
+        demo.load(None, None, [self.help], js=HELP_HERE, **PRIVATE)
         model = {"concurrency_limit": ctx.concurrency, "concurrency_id": GPU}
 
         @guarded
@@ -102,7 +122,7 @@ class ApiTab:
                                           self.threshold, self.pg_preprocessing, self.policy],
                             [self.result],
                             api_name="moderate", **model)
-        explore_tab.wire_api(self.explore, self.conversation, self.images, self.excluded,
+        wire_explore(self.explore, self.conversation, self.images, self.excluded,
                              self.threshold, self.only_one, self.result,
                              lambda: logic.explore_inputs_api(ctx.guards), ctx.slot,
                              default_threshold=ctx.threshold, max_images=ctx.max_images,

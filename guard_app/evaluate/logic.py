@@ -10,6 +10,7 @@ components. A threshold other than the run's own is applied to the stored p_unsa
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
@@ -20,6 +21,8 @@ import pandas as pd
 
 from guard.core.categories import Family, categories_for, choices, guess_family
 from guard.core.datasets import BadRow, Row, conversation_for
+from guard.core.prompt_guard_text import TextScore
+from guard.core.verdict import parse_answer
 from guard.engines.service import Guards
 from guard.eval import (
     FORMATS,
@@ -35,13 +38,24 @@ from guard.eval import (
     read_dataset,
     run_settings,
 )
+from guard.eval.prompt_guard_eval import (
+    ScoreMany,
+    attack_labels,
+    run_attack_labels,
+    window_scores,
+)
+from guard.eval.prompt_guard_eval import report_rows as attack_rows
 from guard.eval.report import report_at
 from guard.eval.runner import DEFAULT_BATCH_SIZE, Judge, default_run_name
+from guard.eval.thresholds import show_threshold, suggest
 from labels import queues
 from labels.errors import NotFound
 from labels.runs import EvalResult, EvalRun, Runs, RunSettings
 
 UPLOAD = "upload"
+LABELLED = "labelled"  # the labels database's examples with a final label (labels.labelled_dataset)
+LABELLED_CHOICE = ("Labelled examples (final labels; text of one user message and an optional "
+                   "answer)")
 # The public sets, by the file names under the data folder; absent files are not offered.
 BUILTIN: dict[str, tuple[str, str, str]] = {
     "xstest": ("XSTest prompts (450, safe and unsafe look-alikes)", "xstest_prompts.csv",
@@ -95,9 +109,11 @@ def builtin_sets(data_dir: str | Path | None) -> dict[str, tuple[str, Path, str]
             if (folder / name).is_file()}
 
 
-def source_choices(builtins: Mapping[str, tuple[str, Path, str]]) -> list[tuple[str, str]]:
+def source_choices(builtins: Mapping[str, tuple[str, Path, str]], labelled: bool = False
+                   ) -> list[tuple[str, str]]:
     return [("Upload a CSV or JSONL file", UPLOAD)] + [(label, key) for key, (label, _, _)
-                                                       in builtins.items()]
+                                                       in builtins.items()] + (
+        [(LABELLED_CHOICE, LABELLED)] if labelled else [])
 
 
 def guess_format(path: str | None) -> str | None:
@@ -113,8 +129,14 @@ def guess_format(path: str | None) -> str | None:
 
 
 def pick_dataset(source: str, upload: str | None, fmt: str | None,
-                 builtins: Mapping[str, tuple[str, Path, str]]) -> Dataset:
-    """Read the chosen dataset; the format of a built-in set is fixed."""
+                 builtins: Mapping[str, tuple[str, Path, str]], *, store: Any = None,
+                 family: Family | str = Family.LLAMA_GUARD_4,
+                 hidden: frozenset[int] = frozenset()) -> Dataset:
+    """Read the chosen dataset; the format of a built-in set is fixed. The labelled examples
+    (with `store`; not the reader's blind ones, `hidden`) are written to a file named by its
+    content first, then read as any file."""
+    if source == LABELLED and store is not None:
+        return labelled_dataset(store, family, hidden)
     if source in builtins:
         _, path, builtin_format = builtins[source]
         return read_dataset(path, builtin_format)
@@ -126,6 +148,26 @@ def pick_dataset(source: str, upload: str | None, fmt: str | None,
     if fmt not in FORMATS:
         raise EvalError(f"Pick the file's format: one of {', '.join(FORMATS)}.")
     return read_dataset(upload, fmt)
+
+
+def labelled_dataset(store: Any, family: Family | str, hidden: frozenset[int] = frozenset()
+                     ) -> Dataset:
+    """The final-labelled examples of `family` as a dataset; those a row cannot hold (several
+    turns, images) are named as one bad row, so the page says how many were left out."""
+    from labels.labelled_dataset import write_labelled
+
+    written = write_labelled(store, Family(family).value, hidden=hidden)
+    if not written.rows:
+        raise EvalError(f"No {Family(family).label} example has a final label and a text "
+                        f"conversation of one user message (and an optional answer); "
+                        f"{written.skipped} labelled ones have several turns or images. Label "
+                        "such examples first, or upload a dataset file.")
+    dataset = read_dataset(written.path, "jsonl")
+    if written.skipped:
+        left_out = BadRow(0, f"{written.skipped} labelled examples left out: several turns or "
+                             "images, which a dataset row cannot hold")
+        dataset = replace(dataset, bad_rows=(*dataset.bad_rows, left_out))
+    return dataset
 
 
 def parse_limit(value: float | str | None) -> int | None:
@@ -190,8 +232,44 @@ def evaluate(dataset: Dataset, guards: Guards, runs: Runs, *, name: str = "",
         dataset, guards, runs, name=stored.name if stored else name, excluded=excluded,
         threshold=stored.settings.threshold if stored else threshold, batch_size=batch_size,
         limit=limit, progress=progress, judge_batch=judge_batch)
-    return Evaluation(dataset, outcome,
-                      report_at(outcome.run, runs.results(outcome.run.id), threshold))
+    results = runs.results(outcome.run.id)
+    attack = attack_labels(dataset)
+    windows = None
+    scorer = _window_scorer(guards, judge_batch)
+    if attack and scorer is not None:
+        judged = {r.row_id for r in results}
+        windows = window_scores(scorer, {r.row_id: r.prompt for r in dataset.rows
+                                         if r.row_id in attack and r.row_id in judged})
+        _remember_windows(outcome.run, windows)
+    return Evaluation(dataset, outcome, report_at(outcome.run, results, threshold,
+                                                  attack=attack, windows=windows))
+
+
+# Window scores of the latest runs this server evaluated, by (run id, dataset hash): the run
+# stores each prompt's maximum only, and the page re-reads the run right after evaluating it.
+_WINDOWS: OrderedDict[tuple[Any, ...], dict[str, tuple[float, ...]]] = OrderedDict()
+KEPT_WINDOWS = 8
+
+
+def _remember_windows(run: EvalRun, windows: dict[str, tuple[float, ...]]) -> None:
+    key = _windows_key(run)
+    _WINDOWS[key] = windows
+    _WINDOWS.move_to_end(key)
+    while len(_WINDOWS) > KEPT_WINDOWS:
+        _WINDOWS.popitem(last=False)
+
+
+def _windows_key(run: EvalRun) -> tuple[Any, ...]:
+    s = run.settings
+    return (run.id, s.name, s.dataset_sha256, s.prompt_guard_model, run.created_at)
+
+
+def _window_scorer(guards: Guards, judge_batch: Judge | None) -> ScoreMany | None:
+    """Prompt Guard's window scores, through the same GPU boundary as the judge (gpu_judge's
+    `score_windows`) or in this process; None when Prompt Guard is not loaded."""
+    if guards.prompt_guard is None:
+        return None
+    return getattr(judge_batch, "score_windows", None) or guards.prompt_guard.score_many
 
 
 def _stored_at_another_threshold(runs: Runs, wanted: RunSettings, *, named: bool
@@ -227,12 +305,20 @@ def status_text(evaluation: Evaluation) -> str:
         notes.append(f"{o.failed} failed (stored with their error)")
     if evaluation.dataset.bad_rows:
         notes.append(f"{len(evaluation.dataset.bad_rows)} bad rows skipped (listed below)")
+    if report.prompt_guard_attack is not None:
+        notes.append(report.prompt_guard_attack.sentence.rstrip("."))
     shown, stored = report.run.settings.threshold, o.run.settings.threshold
     if shown != stored:
         notes.append(f"shown at threshold {shown:g} from the stored scores (the run keeps its "
                      f"verdicts at {stored:g}; the model was not run again for it)")
     return (f"{head} {'; '.join(notes)}. The run is stored under its name: press Run again "
             "with the same name and settings to resume it (stored rows are not judged again).")
+
+
+def _threshold(value: Any) -> str:
+    """A threshold with four decimals, or with the digits they would hide (0.00081)."""
+    text = _value(value)
+    return text if value is None or float(text) == float(value) else show_threshold(value)
 
 
 def _value(value: Any) -> str:
@@ -243,21 +329,70 @@ def _value(value: Any) -> str:
     return f"{float(value):.4f}"
 
 
+def run_a_status(run: EvalRun) -> str:
+    """The status line for a stored run picked as run A: what the report and rows below read."""
+    s = run.settings
+    policy = s.policy or "none (the tab's own settings)"
+    return (f"Run A: '{run.name}' ({run.status}; {run.done_rows} of {run.total_rows} rows "
+            f"stored; policy {policy}; stored at threshold {s.threshold:g}). The report, the "
+            "rows and a queue below read it; Run evaluation judges the settings above.")
+
+
+def kept_form(kept: Any, offered: Mapping[str, Sequence[Any]], codes: Sequence[str]
+              ) -> dict[str, Any]:
+    """The form values kept in the browser that still make sense here (a policy or a dataset
+    that is gone, a category the model lacks and a number out of range are left out)."""
+    if not isinstance(kept, Mapping):
+        return {}
+    found: dict[str, Any] = {}
+    for key in ("source", "policy"):
+        if kept.get(key) in offered.get(key, ()):
+            found[key] = kept[key]
+    if kept.get("format") in FORMATS:
+        found["format"] = kept["format"]
+    if kept.get("target") in ("fpr", "recall"):
+        found["target"] = kept["target"]
+    for key in ("limit", "batch_size"):
+        if kept.get(key) is None or isinstance(kept[key], int | float) and kept[key] >= 0:
+            found[key] = kept.get(key)
+    for key in ("threshold", "target_value"):
+        value = kept.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
+            found[key] = value
+    if isinstance(kept.get("categories"), list):
+        found["categories"] = [c for c in kept["categories"] if c in codes]
+    if isinstance(kept.get("typed"), str):
+        found["typed"] = kept["typed"][:32]
+    for key in ("leave_out", "alone"):
+        if isinstance(kept.get(key), bool):
+            found[key] = kept[key]
+    return found
+
+
 def report_rows(report: EvalReport) -> list[list[str]]:
     data = report.to_json()
     rows = [[key, _value(data[key])] for key in ("n", "precision", "recall", "f1", "fpr", "auprc")]
     rows += [[key, _value(data["confusion_matrix"][key])] for key in ("tp", "fp", "fn", "tn")]
-    rows.append(["threshold", _value(data["threshold"])])
+    rows.append(["threshold", _threshold(data["threshold"])])
     suggested = data.get("suggested_threshold")
     if suggested:
         target = f"{suggested['target_fpr']:g}"
         rows += [[f"threshold for FPR <= {target}", _value(suggested["threshold"])],
                  [f"precision at the FPR <= {target} threshold", _value(suggested["precision"])],
                  [f"recall at the FPR <= {target} threshold", _value(suggested["recall"])]]
+        measured = [r for r in report.results if r.gold is not None and r.p_unsafe is not None
+                    and r.verdict is not None]
+        if measured:  # what the fixed suggestion costs, said as the Suggest button says it
+            found = suggest([bool(r.gold) for r in measured],
+                            [float(r.p_unsafe) for r in measured], "fpr",
+                            suggested["target_fpr"])
+            rows += [[f"warning at the FPR <= {target} threshold", w] for w in found.warnings]
     pg = data.get("prompt_guard")
     if pg:
         rows += [[f"prompt_guard_{key} (at {pg['threshold']:g})", _value(pg[key])]
                  for key in ("precision", "recall", "fpr", "auprc")]
+    if report.prompt_guard_attack is not None:  # against the dataset's attack column
+        rows += attack_rows(report.prompt_guard_attack)
     return rows
 
 
@@ -289,8 +424,20 @@ def names_only(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def attack_scores(data: dict[str, Any], report: EvalReport) -> dict[str, Any]:
+    """The report's JSON with the scores behind its Prompt Guard figures: per message with an
+    attack label, its label, its served score and its windows' (the first MAX_TABLE_ROWS)."""
+    pg = report.prompt_guard_attack
+    if pg is None or not isinstance(data.get("prompt_guard_attack"), dict):
+        return data
+    rows = [{"id": m.row_id, "attack": m.malicious, "p_malicious": m.score,
+             "window_scores": list(m.window_scores) or None} for m in pg.rows[:MAX_TABLE_ROWS]]
+    return {**data, "prompt_guard_attack": {**data["prompt_guard_attack"], "rows": rows,
+                                            "rows_left_out": max(0, len(pg.rows) - len(rows))}}
+
+
 def report_json(evaluation: Evaluation) -> dict[str, Any]:
-    data = names_only(evaluation.report.to_json())
+    data = attack_scores(names_only(evaluation.report.to_json()), evaluation.report)
     data["bad_rows"] = [{"line": b.line, "message": b.message}
                         for b in evaluation.dataset.bad_rows]
     data["resumed"] = evaluation.outcome.resumed
@@ -405,6 +552,22 @@ def _texts(settings: RunSettings, mtime_ns: int, size: int) -> RunTexts:
                      for r in dataset.rows}, dataset.bad_rows)
 
 
+def run_attack(settings: RunSettings) -> dict[str, bool]:
+    """The attack labels of a run's dataset, read again (once per file version); {} when the
+    file has none, is gone or changed. Window scores are not stored: a stored run shows
+    Prompt Guard's message level."""
+    try:
+        info = os.stat(settings.dataset)
+    except OSError:
+        return {}
+    return _attack(settings, info.st_mtime_ns, info.st_size)
+
+
+@lru_cache(maxsize=4)
+def _attack(settings: RunSettings, mtime_ns: int, size: int) -> dict[str, bool]:
+    return run_attack_labels(settings)[0]
+
+
 def shorten(text: str, limit: int = TEXT_CHARS) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[:limit - 1].rstrip() + "…"
@@ -450,9 +613,20 @@ def row_cells(result: EvalResult, texts: Mapping[str, tuple[str, str]]) -> list[
     gold = "-" if result.gold is None else "safe" if not result.gold else (
         " ".join(["unsafe", ",".join(result.gold_categories)]).strip())
     prompt, response = texts.get(result.row_id, ("", ""))
-    return [result.row_id, gold, result.verdict or "failed", _value(result.p_unsafe),
+    return [result.row_id, gold, verdict_cell(result), _value(result.p_unsafe),
             ",".join(result.categories) if result.predicted_unsafe else "",
             result.error or "", prompt, response]
+
+
+def verdict_cell(result: EvalResult) -> str:
+    """The decision (the policy's, or at the threshold shown), and the model's own answer
+    beside it when they differ: "safe (model: unsafe S1)"."""
+    if result.verdict is None:
+        return "failed"
+    said = parse_answer(result.raw_output)
+    if not said.label or said.label == result.verdict:
+        return result.verdict
+    return f"{result.verdict} (model: {' '.join([said.label, ','.join(said.codes)]).strip()})"
 
 
 def category_choices(family: Family | str, results: Sequence[EvalResult] = ()
@@ -479,7 +653,7 @@ class RunView:
     codes: list[tuple[str, str]]
 
     def to_json(self) -> dict[str, Any]:
-        data = names_only(self.report.to_json())
+        data = attack_scores(names_only(self.report.to_json()), self.report)
         data["stored_threshold"] = self.run.settings.threshold
         data["bad_rows"] = [{"line": b.line, "message": b.message} for b in self.texts.bad_rows]
         return data
@@ -495,7 +669,8 @@ def run_view(runs: Runs, name: str | None, threshold: float | str | None = None,
     run = stored_run(runs, name)
     t = run.settings.threshold if threshold is None or threshold == "" else parse_threshold(
         threshold)
-    report = report_at(run, runs.results(run.id), t)
+    report = report_at(run, runs.results(run.id), t, attack=run_attack(run.settings),
+                       windows=_WINDOWS.get(_windows_key(run)))
     theirs = other_verdicts(runs, run, other) if show == DIFFERS else None
     picked = pick_rows(report.results, show or ALL, code or None, theirs)
     texts = run_texts(run.settings)
@@ -587,4 +762,9 @@ def gpu_judge(slot: int) -> Judge:
               threshold: float) -> list[EvalResult]:
         rows = [{"position": position, "row": asdict(row)} for position, row in batch]
         return [EvalResult(**r) for r in gpu.judge(slot, rows, list(excluded), threshold)]
+
+    def score_windows(texts: list[str]) -> list[TextScore]:
+        return [TextScore.from_json(s) for s in gpu.score_prompts(slot, list(texts))]
+
+    judge.score_windows = score_windows  # type: ignore[attr-defined]  # see _window_scorer
     return judge

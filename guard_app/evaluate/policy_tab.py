@@ -10,11 +10,11 @@ from typing import Any
 
 import gradio as gr
 
-from guard_app import uploads
+from guard_app import gpu, uploads
+from guard_app import policy_picker as picker
 from guard_app.evaluate import logic as view
 from guard_app.evaluate import sweep
 from guard_app.guarded import in_place, on_page_and_api
-from guard_app.moderate import policy as picker
 
 PRIVATE = {"api_visibility": "private"}
 
@@ -36,8 +36,11 @@ class PolicyPanel:
             self.suggest = gr.Button("Suggest", size="sm", elem_id="gl-eval-suggest")
         self.suggestion = gr.HTML(elem_id="gl-eval-suggestion-view")
         with gr.Row():
+            # A custom value: a policy saved after the page was built (or NAME@VERSION) is
+            # looked up in the store, which refuses an unknown one by name.
             self.policy = gr.Dropdown(picker.choices(book), value=picker.default_choice(book),
                                       label="Policy", elem_id="gl-eval-policy",
+                                      allow_custom_value=True,
                                       info="picking one sets the categories and threshold; "
                                            "(the settings below): the tab's own")
             self.leave_out = gr.Checkbox(True, label="each enabled category left out")
@@ -112,19 +115,23 @@ class PolicyPanel:
             if (source or view.UPLOAD) == view.UPLOAD and path:
                 uploads.check_owned(path, request)
                 uploads.keep(path)
-            dataset = view.pick_dataset(source or view.UPLOAD, path, fmt, tab.builtins)
-            base = sweep.base_policy(picker.picked(book, choice), excluded_of(ticked),
-                                     view.parse_threshold(threshold), tab.family)
+            dataset = view.pick_dataset(source or view.UPLOAD, path, fmt, tab.builtins,
+                                        store=tab.store, family=tab.family,
+                                        hidden=tab.blind(source, session, typed, profile))
+            excluded, threshold = excluded_of(ticked), view.parse_threshold(threshold)
+            base = sweep.base_policy(sweep.chosen_policy(book, choice), excluded, threshold,
+                                     tab.family)
+            used = sweep.policy_guards(guards, gpu.prompt_guard_choices(guards), base)
             started = time.perf_counter()
             table, found = sweep.run_sweep(
-                dataset, guards, tab.runs, base, name=(name or "").strip() or None,
+                dataset, used, tab.runs, base, name=(name or "").strip() or None,
                 leave_out=bool(leave_out), alone=bool(alone),
                 batch_size=view.parse_batch_size(batch_size), limit=view.parse_limit(limit),
                 progress=lambda done, total: progress((done, total), desc="variant rows"),
                 judge=judge)
             said = (f"{len(table)} runs ({base.recorded or 'the tab settings, no policy'}) in "
                     f"{time.perf_counter() - started:.1f} s; each is stored under its name and "
-                    "resumes when swept again.")
+                    f"resumes when swept again. {sweep.tab_note(base, excluded, threshold)}")
             choices = sweep.variant_choices(table)
             return {self.sweep_status: html.escape(said), self.table: sweep.sweep_rows(table),
                     self.variants: sweep.variant_policies(found),

@@ -14,7 +14,7 @@ from guard.core.policy import Policy, ad_hoc
 from guard.engines.service import Guards
 from guard.eval.errors import EvalError
 from guard.eval.report import report_at
-from guard.eval.runner import ProgressHook
+from guard.eval.runner import ProgressHook, RunOutcome
 from guard.eval.sweep import SweepRow, VariantJudge, judge_variants, sweep_dataset, sweep_table
 from guard.eval.sweep import variants as sweep_variants
 from guard.eval.thresholds import Suggestion, show_threshold, suggest
@@ -43,7 +43,22 @@ def judge_call(slot: int, items: list[dict[str, Any]], policies: list[dict[str, 
     """One batch of (variant, row) pairs, plain data in and out (guard.eval.sweep)."""
     todo = [(item["variant"], item["position"], Row(**item["row"])) for item in items]
     found = [policy_of(p) for p in policies]
-    return [asdict(r) for r in judge_variants(todo, gpu.models(slot).guards, found)]
+    loaded = gpu.models(slot)
+    guards = policy_guards(loaded.guards, loaded.prompt_guards, found[0])
+    return [asdict(r) for r in judge_variants(todo, guards, found)]
+
+
+def policy_guards(guards: Guards, choices: Any, policy: Policy) -> Guards:
+    """The models a dataset run under `policy` uses: its Prompt Guard model among the page's
+    choices ("none": no Prompt Guard), the loaded one when that model is not offered here; the
+    loaded ones for the tab's own settings (no policy). The variants of a sweep share it."""
+    if policy.ad_hoc:
+        return guards
+    if policy.prompt_guard.model == "none":
+        return Guards(guards.llama_guard, None)
+    if policy.prompt_guard.model in getattr(choices, "sources", {}):
+        return Guards(guards.llama_guard, choices.get(policy.prompt_guard.model))
+    return guards
 
 
 def gpu_judge(slot: int) -> VariantJudge:
@@ -71,6 +86,48 @@ def base_policy(chosen: Policy | None, excluded: Sequence[str], threshold: float
                 family: Any) -> Policy:
     """The picked policy, or the tab's categories and threshold as an unrecorded one."""
     return chosen if chosen is not None else ad_hoc(tuple(excluded), threshold, family)
+
+
+def chosen_policy(book: Any, choice: str | None) -> Policy | None:
+    """The policy the tab's picker names; no choice at all (an API caller that sent none)
+    means the server's default policy, "(the settings below)" the tab's own settings."""
+    from guard_app import policy_picker as picker
+
+    if not choice:
+        return None if book is None else book.default
+    return picker.picked(book, choice)
+
+
+def tab_note(policy: Policy, excluded: Sequence[str], threshold: float) -> str:
+    """What a run under `policy` says when the tab's categories or threshold differ from it."""
+    if policy.ad_hoc:
+        return (f"No policy: the tab's own settings decided the verdicts (excluded "
+                f"{', '.join(policy.excluded) or 'none'}, threshold {policy.threshold:g}), and "
+                "the run records no policy.")
+    said = f"Policy {policy.label} decided the verdicts, and the run records it."
+    differ = [what for what, same in (
+        ("categories", sorted(excluded) == sorted(policy.excluded)),
+        ("threshold", float(threshold) == policy.threshold)) if not same]
+    if differ:
+        said += (f" The tab's {' and '.join(differ)} differ from the policy's and were not "
+                 "used: pick the policy again to see its settings, or pick \"(the settings "
+                 "below)\" to run the tab's own.")
+    return said
+
+
+def run_policy(dataset: Dataset, guards: Guards, runs: Runs, policy: Policy, *,
+               name: str | None, batch_size: int, limit: int | None,
+               progress: ProgressHook | None = None, judge: VariantJudge | None = None
+               ) -> RunOutcome:
+    """A plain run of Batch evaluation under a saved policy: one stored run whose verdicts are
+    the policy's decisions (as the sweep stores them), recording name@version."""
+    outcome = sweep_dataset(dataset, guards, runs, sweep_variants(policy, sweep=False),
+                            name=name, batch_size=batch_size, limit=limit, progress=progress,
+                            judge=judge)
+    done = outcome.runs[0]
+    failed = sum(r.error is not None for r in runs.results(done.run.id))
+    return RunOutcome(done.run, done.resumed, done.judged, done.skipped, failed,
+                                dataset.bad_rows, outcome.seconds)
 
 
 def sweep_rows(table: Sequence[SweepRow]) -> list[list[str]]:

@@ -18,13 +18,18 @@ from typing import Any
 import gradio as gr
 
 from guard.core.categories import Family, choices
+from guard.core.policy import ad_hoc
 from guard.engines.service import Guards
 from guard.eval import FORMATS
-from guard_app import uploads
+from guard.eval.report import report_at
+from guard_app import gpu, uploads
+from guard_app import policy_picker as picker
 from guard_app.evaluate import logic as view
+from guard_app.evaluate import sweep
 from guard_app.evaluate.policy_tab import PolicyPanel
 from guard_app.guarded import guarded, in_place, on_page_and_api
 from labels.errors import LabelsError
+from labels.queues import blind_examples
 from labels.runs import Runs
 
 PRIVATE = {"api_visibility": "private"}
@@ -32,8 +37,17 @@ INTRO = (
     "Run Llama Guard (and Prompt Guard) over a labelled dataset and read model-card metrics: "
     "precision, recall, F1, false positive rate and the area under the precision-recall curve. "
     "**CSV / JSONL** files need a `prompt` (or `text`, `input`) column; optional `response` "
-    "(then the response is judged), `label` (safe/unsafe, 0/1), `categories` (e.g. `S1,S10`) "
-    "and `id`. Every run is stored under its name in the labels database.")
+    "(then the response is judged), `label` (safe/unsafe, 0/1), `categories` (e.g. `S1,S10`), "
+    "`attack` (is the prompt a jailbreak or prompt injection: true/false, 1/0, malicious/benign, "
+    "jailbreak/injection; Prompt Guard's ground truth, apart from `label`) and `id`. With an "
+    "`attack` column the report adds Prompt Guard's figures as its model card gives them (AUC, "
+    "recall at 1% FPR, AUPRC, precision/recall/FPR at its threshold, thresholds for a target "
+    "FPR), per message and per 512-token window. Every run is stored under its name in the "
+    "labels database.")
+KEPT_KEY = "guard-lab-batch-evaluation-form"  # localStorage, encrypted by Gradio
+FILE_NOTE = ("<small>This form is kept in your browser across a reload (the dataset choice, "
+             "limit, policy, categories, thresholds and targets); an uploaded file is not: "
+             "upload it again after a reload.</small>")
 OPENED = ("Row '{row}' of run '{run}' is open in the Moderate tab ({verdict}, p_unsafe "
           "{p} at threshold {t:g}).")
 
@@ -68,6 +82,10 @@ class EvalTab:
         self.model = ""  # the loaded Llama Guard's name (wire): its runs take `family`
         self.builtins = dict(builtins)
         self.codes = tuple(codes)
+        default = getattr(policies, "default", None)
+        if default is not None:  # the form starts at the default policy the picker shows
+            shown = picker.page_settings(default, family)
+            codes, threshold = shown["ticked"], shown["threshold"]
         gr.Markdown(INTRO)
         self._settings_ui(category_choices, codes, threshold)
         self.status = gr.HTML(elem_id="gl-eval-status")  # escaped text: run names are visitors'
@@ -96,16 +114,17 @@ class EvalTab:
                      threshold: float) -> None:
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
-                self.source = gr.Radio(view.source_choices(self.builtins), value=view.UPLOAD,
-                                       label="Dataset", elem_id="gl-eval-source",
-                                       visible=bool(self.builtins))
+                self.source = gr.Radio(view.source_choices(self.builtins, labelled=True),
+                                       value=view.UPLOAD, label="Dataset",
+                                       elem_id="gl-eval-source")
                 self.file = gr.File(label="Dataset file (CSV or JSONL, may be .gz)",
                                     file_types=[".csv", ".jsonl", ".json", ".gz"],
                                     type="filepath", elem_id="gl-eval-file")
+                gr.Markdown(FILE_NOTE, elem_id="gl-eval-kept-note")
                 self.format = gr.Dropdown(
                     [f for f in FORMATS], value="csv", label="Format",
-                    info="csv / jsonl: prompt, response, label, categories, id columns; xstest "
-                         "and openai-moderation: those sets' own columns")
+                    info="csv / jsonl: prompt, response, label, categories, attack, id columns; "
+                         "xstest and openai-moderation: those sets' own columns")
                 self.name = gr.Textbox(
                     label="Run name", max_lines=1, elem_id="gl-eval-name",
                     placeholder="empty: a name made from the dataset and settings",
@@ -113,6 +132,7 @@ class EvalTab:
                          "settings: stored rows are not judged again.")
                 with gr.Row():  # no minimum: the handler refuses a bad number in place
                     self.limit = gr.Number(None, precision=0, label="Limit rows",
+                                           elem_id="gl-eval-limit",
                                            info="the first N good rows; 0 or empty for all")
                     self.batch_size = gr.Number(view.DEFAULT_BATCH_SIZE, precision=0,
                                                 label="Batch size", elem_id="gl-eval-batch-size")
@@ -265,10 +285,15 @@ class EvalTab:
         who = list(self.bar.inputs) if self.bar is not None else []
         self._wire_settings(moderate_categories)
         self._wire_run(guards, excluded_of, who, concurrency=concurrency,
-                       concurrency_id=concurrency_id, judge_batch=judge_batch)
+                       concurrency_id=concurrency_id, judge_batch=judge_batch,
+                       variant_judge=variant_judge)
         self._wire_rows(who)
         self.policy_panel.wire(guards, who, excluded_of, judge=variant_judge,
                                concurrency=concurrency, concurrency_id=concurrency_id)
+        self._wire_kept(demo)
+        # The status line names run A, the run the report and the rows read.
+        self.run_a.change(self.run_a_status, [self.run_a, self.evaluated, *who], [self.status],
+                          **PRIVATE)
         on_page_and_api(self.make_queue.click, self.queue_from_stored_run,
                         [self.queue_name, self.run_a, self.queue_rows, self.run_b, self.band,
                          self.overlap, *who], [self.queue_json], api_name="queue_from_run")
@@ -295,40 +320,59 @@ class EvalTab:
 
     def _wire_run(self, guards: Guards, excluded_of: Callable[[Sequence[str]], tuple[str, ...]],
                   who: list[Any], *, concurrency: int, concurrency_id: str,
-                  judge_batch: Callable | None) -> None:
+                  judge_batch: Callable | None, variant_judge: Callable | None = None) -> None:
+        book = self.policy_panel.book
+
         def run_evaluation(source, path, fmt, name, limit, batch_size, ticked, threshold,
-                           session=None, typed=None, profile: gr.OAuthProfile | None = None,
-                           request: gr.Request = None,
+                           session=None, typed=None, choice=None,
+                           profile: gr.OAuthProfile | None = None, request: gr.Request = None,
                            progress=gr.Progress()):  # noqa: B008 (gradio finds the bar this way)
             self.reviewer("run evaluations", session, typed, profile)
             if (source or view.UPLOAD) == view.UPLOAD and path:
                 uploads.check_owned(path, request)  # only what this visitor uploaded
                 uploads.keep(path)  # the run's rows read their texts from it again
-            dataset = view.pick_dataset(source or view.UPLOAD, path, fmt, self.builtins)
+            dataset = view.pick_dataset(source or view.UPLOAD, path, fmt, self.builtins,
+                                        store=self.store, family=self.family,
+                                        hidden=self.blind(source, session, typed, profile))
 
             def step(done: int, total: int) -> None:
                 progress((done, total), desc="rows judged", unit="rows")
 
-            evaluation = view.evaluate(
-                dataset, guards, self.runs, name=name, excluded=excluded_of(ticked),
-                threshold=view.parse_threshold(threshold),
-                batch_size=view.parse_batch_size(batch_size), limit=view.parse_limit(limit),
-                progress=step, judge_batch=judge_batch)
+            excluded, threshold = excluded_of(ticked), view.parse_threshold(threshold)
+            policy = sweep.chosen_policy(book, choice)
+            if policy is None:  # the tab's own settings: the plain runner, no policy recorded
+                evaluation = view.evaluate(
+                    dataset, guards, self.runs, name=name, excluded=excluded,
+                    threshold=threshold, batch_size=view.parse_batch_size(batch_size),
+                    limit=view.parse_limit(limit), progress=step, judge_batch=judge_batch)
+                policy = ad_hoc(tuple(excluded), threshold, self.family)
+            else:  # the policy's decisions, stored as a sweep stores its first variant
+                used = sweep.policy_guards(guards, gpu.prompt_guard_choices(guards), policy)
+                outcome = sweep.run_policy(
+                    dataset, used, self.runs, policy, name=(name or "").strip() or None,
+                    batch_size=view.parse_batch_size(batch_size),
+                    limit=view.parse_limit(limit), progress=step, judge=variant_judge)
+                evaluation = view.Evaluation(
+                    dataset, outcome, report_at(outcome.run, self.runs.results(outcome.run.id)))
             report, run = evaluation.report, evaluation.outcome.run.name
             lists = self.run_lists(session, typed, profile)
-            return {self.status: _text(view.status_text(evaluation)),
+            said = f"{view.status_text(evaluation)} {sweep.tab_note(policy, excluded, threshold)}"
+            return {self.status: _text(said),
                     self.report: view.report_rows(report), self.curve: view.curve_frame(report),
                     self.per_category: view.category_rows(report, self.family),
                     self.bad: view.bad_rows(dataset), self.json: view.report_json(evaluation),
                     **lists, self.run_a: gr.Dropdown(choices=view.run_names(self.runs), value=run),
-                    self.evaluated: (run, time.time_ns())}
+                    self.evaluated: (run, time.time_ns(), _text(said))}
 
         # The page then shows the run row by row (self.evaluated changes); a State output is no
-        # output of the endpoint for gradio_client, so /evaluate keeps its eight.
+        # output of the endpoint for gradio_client, so /evaluate keeps its eight. The policy
+        # comes last, after the reviewer's name, so callers of its first nine keep working (it
+        # defaults to the picker's first value: the server's default policy, if any).
+        pad = [] if who else [gr.State(None), gr.State(None)]
         on_page_and_api(
             self.run.click, run_evaluation,
             [self.source, self.file, self.format, self.name, self.limit, self.batch_size,
-             self.categories, self.threshold, *who],
+             self.categories, self.threshold, *who, *pad, self.policy_panel.policy],
             [self.status, self.report, self.curve, self.per_category, self.bad, self.json,
              self.run_a, self.run_b, self.evaluated],
             api_name="evaluate", concurrency_limit=concurrency, concurrency_id=concurrency_id)
@@ -354,6 +398,56 @@ class EvalTab:
                          opened, **PRIVATE)
         gr.Button(visible=False).click(guarded(self.open_row), [self.run_a, self.row_id, *who],
                                        [self.opened, self.opened_json], api_name="run_row")
+
+    def blind(self, source: str | None, session: Any, typed: Any, profile: Any
+              ) -> frozenset[int]:
+        """The labelled examples this reviewer labels blind (an open queue item of theirs):
+        a run over the labelled examples leaves them out, so their gold does not show."""
+        if source != view.LABELLED or self.bar is None:
+            return frozenset()
+        name = self.bar.who("run evaluations", session, typed, profile)
+        return blind_examples(self.store, name) if name else frozenset()
+
+    def run_a_status(self, name, evaluated, session=None, typed=None,
+                     profile: gr.OAuthProfile | None = None) -> Any:
+        """The status line for the run A now picked; the run this page evaluated last keeps
+        what its evaluation said."""
+        if not name:
+            return gr.skip()
+        if evaluated and evaluated[0] == name:
+            return evaluated[2]
+        try:
+            self.reviewer("read evaluation runs", session, typed, profile)
+            run = self.runs.get(str(name).strip())
+        except LabelsError:
+            return gr.skip()
+        return _text(view.run_a_status(run))
+
+    def _wire_kept(self, demo: gr.Blocks) -> None:
+        """Keep the form in the browser (gr.BrowserState), and put it back on a reload. The
+        state is made here, outside the tab: a tab not yet opened is not mounted, and a state
+        inside it would not have read the browser's storage when the page loads."""
+        self.kept = gr.BrowserState(None, storage_key=KEPT_KEY)
+        panel = self.policy_panel
+        fields = {"source": self.source, "format": self.format, "limit": self.limit,
+                  "batch_size": self.batch_size, "categories": self.categories,
+                  "threshold": self.threshold, "policy": panel.policy, "typed": panel.typed,
+                  "target": panel.target, "target_value": panel.target_value,
+                  "leave_out": panel.leave_out, "alone": panel.alone}
+        keys, parts = list(fields), list(fields.values())
+
+        def keep(*values):
+            return dict(zip(keys, values, strict=True))
+
+        def restore(kept):
+            offered = {"source": [k for _, k in view.source_choices(self.builtins, True)],
+                       "policy": picker.choices(panel.book)}
+            found = view.kept_form(kept, offered, self.codes)
+            return {component: found.get(key, gr.skip()) for key, component in fields.items()}
+
+        gr.on([part.change for part in parts], keep, parts, [self.kept], queue=False,
+              show_progress="hidden", **PRIVATE)
+        demo.load(restore, [self.kept], parts, queue=False, show_progress="hidden", **PRIVATE)
 
     def _picked(self, name, show, code, other, session=None, typed=None,
                 profile: gr.OAuthProfile | None = None) -> dict:

@@ -16,7 +16,7 @@ from guard.core.conversation import Conversation
 from guard.core.errors import GuardError
 from guard.core.prompts import CustomCategory
 from guard.core.verdict import Verdict
-from guard_app.moderate.results import bar
+from guard_app.result_html import bar
 
 SCORES_MEANING = (
     "Each bar is the probability that the model names this category first, given that it "

@@ -12,9 +12,9 @@ from typing import Any
 import gradio as gr
 
 from guard_app import gpu
-from guard_app.api.logic import build_conversation, parse_excluded, parse_threshold
 from guard_app.explore import logic as view
 from guard_app.guarded import guarded
+from guard_app.parsers import build_conversation, parse_excluded, parse_threshold
 
 PRIVATE = {"api_visibility": "private"}
 # prepare(turns, ticked, custom) -> (engine, conversation, excluded codes, custom categories)
@@ -109,7 +109,8 @@ def wire_api(buttons: dict[str, gr.Button], conversation: gr.Code, images: gr.Fi
              excluded: gr.Textbox, threshold: gr.Number, only_one: gr.Checkbox, result: gr.JSON,
              engine: Callable[[], Any], slot: int, *, default_threshold: float,
              max_images: int, concurrency: int, concurrency_id: str) -> None:
-    """/sweep, /category_scores and /attribution: a JSON conversation in, JSON out."""
+    """/sweep, /category_scores and /attribution: a JSON conversation in, JSON out (the API
+    tab's form; page.py hands its components over)."""
     model = {"concurrency_limit": concurrency, "concurrency_id": concurrency_id}
 
     def run(action, conversation_value, files, excluded_value, threshold_value, only_one=False):

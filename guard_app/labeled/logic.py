@@ -21,9 +21,11 @@ from typing import Any
 from PIL import Image
 
 from guard.core.categories import Family, categories_for
+from guard.eval.thresholds import TARGETS, Suggestion, show_threshold, suggest
 from guard_app.exports import PREFIX
 from labels import ExampleFilter, ExampleSummary, LabelInput, MetricInputs, Store, StoredExample
 from labels import final as finals
+from labels import prompt_guard as pg
 from labels.content import code_key
 from labels.errors import InvalidLabel, LabelsError
 from labels.export import FORMATS, export
@@ -344,7 +346,24 @@ def history_rows(store: Store, example_id: int, reader: Reader = EVERYONE) -> li
         rows += [[e["at"][:19].replace("T", " "), f"final: {e['action']}", "", e["by"] or "",
                   e["reason"] or "", _brief(e["before"]), _brief(e["after"])]
                  for e in finals.final_history(store, example_id)]
-    return rows
+    return rows + _prompt_guard_history(store, example_id, reader)
+
+
+def _prompt_guard_history(store: Store, example_id: int, reader: Reader) -> list[list[Any]]:
+    """The Prompt Guard labels' changes, per message (a blind reader: their own only)."""
+    hidden = example_id in reader.hidden
+
+    def said(value: dict[str, Any] | None, index: int) -> str:
+        if not value:
+            return ""
+        return f"message {index + 1}: {'malicious' if value['malicious'] else 'benign'}"
+
+    return [[e["at"][:19].replace("T", " "),
+             f"prompt guard: {e['action']}" if e["label_id"] else f"prompt guard final: "
+             f"{e['action']}", e["label_id"] or "", e["by"] or "", e["reason"] or "",
+             said(e["before"], e["message_index"]), said(e["after"], e["message_index"])]
+            for e in pg.history(store, example_id)
+            if not hidden or (e["label_id"] and e["by"] == reader.name)]
 
 
 def own_label(example: StoredExample, reviewer: str) -> tuple[str | None, list[str], str]:
@@ -401,7 +420,8 @@ def delete_label(store: Store, example_id: int, label_id: Any, reviewer: str, re
     return f"Deleted label #{number} ({label.reviewer}: {label.label}); the history keeps it."
 
 
-EXPORT_SUFFIX = {"jsonl": ".jsonl", "parquet": ".parquet", "llama-guard": ".jsonl"}
+EXPORT_SUFFIX = {"jsonl": ".jsonl", "parquet": ".parquet", "llama-guard": ".jsonl",
+                 "prompt-guard": ".jsonl"}
 
 
 def export_file(store: Store, fmt: str, filters: ExampleFilter | None = None,
@@ -434,7 +454,7 @@ def export_file(store: Store, fmt: str, filters: ExampleFilter | None = None,
 
 def unit(fmt: str) -> str:
     """What an export of `fmt` counts: fine-tuning data has a row per prompt with an answer."""
-    return "training row" if fmt == "llama-guard" else "example"
+    return "training row" if fmt in ("llama-guard", "prompt-guard") else "example"
 
 
 def exported(count: int, fmt: str, filters: ExampleFilter | None) -> str:
@@ -513,15 +533,34 @@ class Measured:
 
 
 def measure(store: Store, *, model: str | None = "", reviewer: str | None = "",
-            target_fpr: float | None = 0.05, labels: str | None = finals.FINAL) -> Measured:
+            target_fpr: float | None = 0.05, labels: str | None = finals.FINAL,
+            target: str | None = "fpr", threshold: float | str | None = None) -> Measured:
     """The model against the final labels (`labels`: or every label, or one reviewer's; a
-    `reviewer` named means theirs)."""
-    target = 0.05 if target_fpr is None else float(target_fpr)
-    if not 0.0 <= target <= 1.0:
-        raise InvalidLabel(f"The target false-positive rate must be between 0 and 1, got {target}.")
+    `reviewer` named means theirs). `target_fpr` is the target's value: a false-positive rate
+    (at most), or with `target="recall"` a recall (at least); the suggested threshold comes
+    with what it costs (guard.eval.thresholds). A typed `threshold` reads the overall numbers
+    at p_unsafe >= it instead of the model's own verdicts."""
+    kind = (target or "fpr").strip().lower()
+    if kind not in TARGETS:
+        raise InvalidLabel(f"The target must be one of {', '.join(TARGETS)}, got {target!r}.")
+    what = "false-positive rate" if kind == "fpr" else "recall"
+    try:
+        value = 0.05 if target_fpr is None else float(target_fpr)
+    except (TypeError, ValueError):
+        raise InvalidLabel(f"The target {what} must be a number between 0 and 1, got "
+                           f"{target_fpr!r}.") from None
+    if not 0.0 <= value <= 1.0:
+        raise InvalidLabel(f"The target {what} must be between 0 and 1, got {value:g}.")
+    at = typed_threshold(threshold)
     model, reviewer = _text(model), _text(reviewer)
     inputs = store.metric_inputs(reviewer=reviewer, model=model, labels=labels or finals.FINAL)
-    report = evaluate(inputs, target_fpr=target)
+    stored = inputs  # the model's own verdicts: the per-category rates read these
+    if at is not None:  # the stored scores at the typed threshold (no model runs)
+        flagged = tuple(score >= at for score in inputs.scores)
+        inputs = replace(inputs, y_pred=flagged, pred_categories=tuple(
+            codes if unsafe else frozenset()
+            for codes, unsafe in zip(inputs.pred_categories, flagged, strict=True)))
+    report = evaluate(inputs, target_fpr=value if kind == "fpr" else None)
     if not report.n:
         raise InvalidLabel("No labels match: save some labels (or loosen the model/reviewer "
                            "filters) before measuring. By default only final labels count "
@@ -532,7 +571,7 @@ def measure(store: Store, *, model: str | None = "", reviewer: str | None = "",
                 _num(report.false_positive_rate), _num(report.auprc)]]
     confusion = [["gold: safe", c.tn, c.fp], ["gold: unsafe", c.fn, c.tp]]
     by_family = [(family, names, r) for family, names, rates
-                 in _rates_by_family(store, model, reviewer, inputs, labels) for r in rates]
+                 in _rates_by_family(store, model, reviewer, stored, labels) for r in rates]
     cats = [[family, f"{r.code} {names[r.code]}" if r.code in names else r.code, r.positives,
              r.negatives, _num(r.false_negative_rate), _num(r.false_positive_rate)]
             for family, names, r in by_family]
@@ -540,12 +579,16 @@ def measure(store: Store, *, model: str | None = "", reviewer: str | None = "",
     curve = [{"recall": float(r), "precision": float(p),
               "threshold": float(thresholds[i]) if i < len(thresholds) else 1.0}
              for i, (p, r) in enumerate(zip(prec, rec, strict=True))]
-    s = report.suggested
-    words = ("" if s is None else
-             f"Suggested threshold for FPR ≤ {s.target_fpr:g}: **{s.threshold:.4f}** "
-             f"(FPR {s.false_positive_rate:.3f}, recall {s.recall:.3f}, precision "
-             f"{s.precision:.3f} on these {report.n} labels).")
+    found = suggest(inputs.y_true, inputs.scores, kind, value)
+    words = suggestion_words(found)
+    if at is not None:
+        words = (f"Overall and confusion matrix at the typed threshold **{show_threshold(at)}** "
+                 "(from the stored p_unsafe; the per-category rates below stay at the model's own "
+                 "verdicts).\n\n"
+                 + words)
     as_json = report.to_json()  # its "categories" add up the families' codes: these do not
+    as_json["suggestion"] = found.to_json()
+    as_json["threshold"] = at
     as_json["categories"] = [
         {"family": family, "code": r.code, "name": names.get(r.code, ""),
          "positives": r.positives, "negatives": r.negatives,
@@ -553,6 +596,30 @@ def measure(store: Store, *, model: str | None = "", reviewer: str | None = "",
          "fpr": None if math.isnan(r.false_positive_rate) else r.false_positive_rate}
         for family, names, r in by_family]
     return Measured(summary, confusion, cats, curve, words, as_json)
+
+
+def suggestion_words(found: Suggestion) -> str:
+    """A suggested threshold in words: what it costs, and each warning on a line of its own."""
+    bound = "FPR ≤" if found.target == "fpr" else "recall ≥"
+    head = (f"Suggested threshold for {bound} {found.value:g}: "
+            f"**{show_threshold(found.threshold)}** (precision {found.precision:.3f}, recall "
+            f"{found.recall:.3f}, FPR {found.fpr:.3f} on {found.positives} unsafe and "
+            f"{found.negatives} safe labels). Type it under Threshold and press Enter to read "
+            "the numbers at it.")
+    return "\n\n".join([head, *(f"⚠ {w}" for w in found.warnings)])
+
+
+def typed_threshold(value: float | str | None) -> float | None:
+    """A threshold typed in Measure (empty: the model's own verdicts), from 0 to 1."""
+    if value is None or not str(value).strip():
+        return None
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise InvalidLabel(f"Type a threshold from 0 to 1, e.g. 0.003; got {value!r}.") from None
+    if not 0.0 <= number <= 1.0:  # also NaN
+        raise InvalidLabel(f"The threshold must be from 0 to 1, got {value!r}.")
+    return number
 
 
 def _families_by_model(store: Store, model: str | None, reviewer: str | None
@@ -674,3 +741,98 @@ def lead_view(store: Store, reader: Reader) -> tuple[list[list[Any]], list[list[
                  q.labels, q.skips, q.open_disagreements] for q in queues_]
     return reviewers, by_queue, {"reviewers": [r.to_json() for r in people],
                                  "queues": [q.to_json() for q in queues_]}
+
+
+# ---- Prompt Guard labels of the open example (labels/prompt_guard.py) ----
+
+PROMPT_GUARD_HEADERS = ["message", "text", "Prompt Guard score", "labels", "final"]
+
+
+def prompt_guard_table(store: Store, example: StoredExample, reader: Reader = EVERYONE
+                       ) -> list[list[Any]]:
+    """One row per user message: Prompt Guard's stored score, the reviewers' benign / malicious
+    labels (a blind reader: their own only) and the final label."""
+    hidden = example.id in reader.hidden
+    labels = [x for x in pg.labels_of(store, example.id) if not hidden or x.reviewer == reader.name]
+    finals_by = {} if hidden else pg.finals_of(store, example.id)
+    rows = []
+    for message in pg.judged_messages(example.messages, example.output.prompt_guard_scores):
+        score = "" if message.score is None else f"{message.score:.3f}"
+        votes = "; ".join(f"{x.reviewer}: {x.value}" for x in labels
+                          if x.message_index == message.index)
+        final = finals_by.get(message.index)
+        said = "" if hidden else "none yet" if final is None else (
+            f"{'malicious' if final.malicious else 'benign'} ("
+            + (f"decided by lead {final.decided_by}: {final.reason}" if final.decided_by
+               else f"agreed by {', '.join(final.reviewers)}") + ")")
+        rows.append([message.index + 1, _short(message.text), score, votes, said])
+    return rows
+
+
+def prompt_guard_choices(example: StoredExample) -> list[tuple[str, int]]:
+    """The user messages a Prompt Guard label may be about: (what the page shows, index)."""
+    return [(f"Message {m.index + 1}: {_short(m.text, 50)}", m.index)
+            for m in pg.judged_messages(example.messages)]
+
+
+def own_prompt_guard(store: Store, example_id: int, reviewer: str) -> tuple[list[int], list[int]]:
+    """The messages the reviewer labelled (malicious, benign), to prefill the edit form."""
+    mine = pg.labels_of(store, example_id, reviewer) if reviewer else []
+    return ([x.message_index for x in mine if x.malicious],
+            [x.message_index for x in mine if not x.malicious])
+
+
+def save_prompt_guard(store: Store, example_id: int, reviewer: str, malicious: list[Any] | None,
+                      benign: list[Any] | None) -> str:
+    """Save the reviewer's Prompt Guard labels of a stored example's user messages (ticked
+    malicious or benign; one in neither keeps what it had). An edit keeps the model,
+    preprocessing and score the message was labelled against (else the example's stored
+    score)."""
+    bad = {pg.index_of(i) for i in malicious or ()}
+    good = {pg.index_of(i) for i in benign or ()}
+    if bad & good:
+        raise InvalidLabel(f"Message {min(bad & good) + 1} is ticked both malicious and benign; "
+                           "untick one.")
+    if not bad | good:
+        raise InvalidLabel("Tick a user message as malicious or benign first.")
+    example = store.get_example(example_id)
+    users = {m.index for m in pg.judged_messages(example.messages)}
+    if (bad | good) - users:
+        raise InvalidLabel(f"Message {min((bad | good) - users) + 1} is not a user message of "
+                           f"example #{example_id}; tick only the user messages listed.")
+    given = {}
+    for x in sorted(pg.labels_of(store, example_id), key=lambda x: x.reviewer != reviewer):
+        given.setdefault(x.message_index, x)
+    inputs = [pg.PromptGuardInput(
+        i, i in bad, given[i].model if i in given else None,
+        given[i].preprocessing if i in given else "none",
+        given[i].score if i in given else None) for i in sorted(bad | good)]
+    done = pg.record(store, example_id, reviewer, inputs)
+    changed = sum(action != "unchanged" for _, action in done)
+    return (f"Saved {reviewer}'s Prompt Guard labels of example #{example_id}: "
+            f"{len(bad)} malicious, {len(good)} benign ({changed} new or changed).")
+
+
+def resolve_prompt_guard(store: Store, reader: Reader, example_id: Any, message: Any,
+                         label: Any, reason: str | None) -> str:
+    """A lead's final Prompt Guard label of a message (`message` numbered from 1)."""
+    check_lead(reader, "resolve disagreements")
+    number = pg.index_of(message)
+    if number < 1:
+        raise InvalidLabel("Messages are numbered from 1: enter the message's number.")
+    if label not in pg.VALUES:
+        raise InvalidLabel(f"Pick the final Prompt Guard label: {pg.VALUE_HELP}.")
+    decided = pg.resolve(store, parse_id(example_id), number - 1, reader.name, label,
+                         reason or "")
+    return (f"Example #{decided.example_id} message {number}: final "
+            f"{'malicious' if decided.malicious else 'benign'} by {decided.decided_by}.")
+
+
+PROMPT_GUARD_DISAGREEMENT_HEADERS = ["example", "message", "queue", "labels"]
+
+
+def prompt_guard_disagreement_rows(store: Store) -> list[list[Any]]:
+    """The open Prompt Guard disagreements, for a lead."""
+    return [[d.example_id, d.message_index + 1, d.queue or "",
+             "; ".join(f"{x['reviewer']}: {x['label']}" for x in d.labels)]
+            for d in pg.disagreements(store)]

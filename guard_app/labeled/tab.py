@@ -18,6 +18,7 @@ from guard.core.categories import Family, choices
 from guard_app.exports import Downloads
 from guard_app.guarded import guarded, in_place, on_page_and_api  # escaped: toasts render HTML
 from guard_app.labeled import logic as view
+from guard_app.labeled import prompt_guard_measure as pg_measure
 from guard_app.reviewers import duration
 from guard_app.signin import SHORTCUTS, ReviewerBar
 from labels.errors import LabelsError
@@ -132,6 +133,7 @@ class LabelsBrowser:
             self.edit_none_fits = gr.Checkbox(False, label="Unsafe, and none of these categories "
                                               "fits", elem_id="gl-edit-none-fits")
             self.edit_save = gr.Button("Save my label", size="sm", elem_id="gl-edit-save")
+            self._open_prompt_guard_ui()
             with gr.Row():
                 self.delete_id = gr.Dropdown([], label="Label to delete", scale=1,
                                              elem_id="gl-delete-id")
@@ -140,6 +142,24 @@ class LabelsBrowser:
                 self.delete = gr.Button("Delete label", size="sm", variant="stop", scale=0,
                                         elem_id="gl-delete")
             self.open_status = gr.HTML(elem_id="gl-open-status")
+
+    def _open_prompt_guard_ui(self) -> None:
+        """Prompt Guard's own labels of the open example: per user message, benign or malicious
+        (a jailbreak or prompt injection), beside the Llama Guard labels."""
+        with gr.Accordion("Prompt Guard labels (per user message)", open=True,
+                          elem_id="gl-open-pg"):
+            self.pgl_table = gr.Dataframe(headers=view.PROMPT_GUARD_HEADERS, interactive=False,
+                                          wrap=True, datatype="str", elem_id="gl-open-pg-table")
+            gr.Markdown("**Your Prompt Guard labels** (per user message; the history keeps the "
+                        "old ones)")
+            with gr.Row():
+                self.pgl_malicious = gr.CheckboxGroup(
+                    [], label="Malicious (a jailbreak or prompt injection)",
+                    elem_id="gl-pg-malicious", scale=2)
+                self.pgl_benign = gr.CheckboxGroup([], label="Benign", elem_id="gl-pg-benign",
+                                                   scale=2)
+                self.pgl_save = gr.Button("Save my Prompt Guard labels", size="sm", scale=0,
+                                          elem_id="gl-pg-save")
 
     def _export_ui(self) -> None:
         with gr.Row():
@@ -194,6 +214,7 @@ class LabelsBrowser:
                 self.lead_resolve = gr.Button("Resolve", size="sm", variant="primary", scale=0,
                                               elem_id="gl-lead-resolve")
             self.lead_status = gr.HTML(elem_id="gl-lead-status")
+            self._lead_prompt_guard_ui()
             self.lead_stats = gr.Button("Lead's view: reviewers and queues", size="sm",
                                         elem_id="gl-lead-view")
             self.lead_people = gr.Dataframe(headers=view.REVIEWER_STATS_HEADERS,
@@ -203,6 +224,27 @@ class LabelsBrowser:
                                             label="Per queue", datatype="str",
                                             elem_id="gl-lead-queues")
             self.lead_stats_json = gr.JSON(visible=False)
+
+    def _lead_prompt_guard_ui(self) -> None:
+        gr.Markdown("**Prompt Guard disagreements:** user messages whose reviewers reached the "
+                    "number of reviews and disagree on benign or malicious.")
+        self.pgd_refresh = gr.Button("Show open Prompt Guard disagreements", size="sm",
+                                     elem_id="gl-pgd-refresh")
+        self.pgd_table = gr.Dataframe(headers=view.PROMPT_GUARD_DISAGREEMENT_HEADERS,
+                                      interactive=False, wrap=True, datatype="str",
+                                      elem_id="gl-pgd-table")
+        with gr.Row():
+            self.pgd_example = gr.Number(label="Example id", precision=0, minimum=1, scale=0,
+                                         min_width=110, elem_id="gl-pgd-example")
+            self.pgd_message = gr.Number(label="Message", precision=0, minimum=1, scale=0,
+                                         min_width=90, elem_id="gl-pgd-message")
+            self.pgd_label = gr.Radio(["benign", "malicious"], label="Final Prompt Guard label",
+                                      elem_id="gl-pgd-label")
+            self.pgd_reason = gr.Textbox(label="Why (required, recorded)", max_lines=2, scale=2,
+                                         elem_id="gl-pgd-reason")
+            self.pgd_resolve = gr.Button("Resolve", size="sm", variant="primary", scale=0,
+                                         elem_id="gl-pgd-resolve")
+        self.pgd_status = gr.HTML(elem_id="gl-pgd-status")
 
     def _measure_ui(self) -> None:
         with gr.Accordion("Measure", open=False, elem_id="gl-measure"):
@@ -214,8 +256,15 @@ class LabelsBrowser:
             with gr.Row():
                 self.m_model = gr.Textbox(label="Model (optional)", max_lines=1)
                 self.m_reviewer = gr.Textbox(label="Reviewer (optional)", max_lines=1)
-                self.m_target = gr.Number(value=0.05, minimum=0, maximum=1,
-                                          label="Target false-positive rate")
+                self.m_kind = gr.Radio([("target FPR (at most)", "fpr"),
+                                        ("target recall (at least)", "recall")], value="fpr",
+                                       label="Suggest a threshold for", elem_id="gl-measure-kind")
+                self.m_target = gr.Number(value=0.05, minimum=0, maximum=1, label="Target",
+                                          elem_id="gl-measure-target",
+                                          info="the FPR or recall to meet, from 0 to 1")
+                self.m_typed = gr.Textbox(label="Threshold (type it, press Enter)", max_lines=1,
+                                          elem_id="gl-measure-typed",
+                                          info="empty: the model's own verdicts; e.g. 0.003")
                 self.m_labels = gr.Dropdown(["final", "all"], value="final", label="Labels",
                                             allow_custom_value=True, elem_id="gl-measure-labels",
                                             info="final (one per example), all, reviewer:NAME")
@@ -224,12 +273,36 @@ class LabelsBrowser:
                                           label="Overall")
             self.m_confusion = gr.Dataframe(headers=view.CONFUSION_HEADERS, interactive=False,
                                             label="Confusion matrix")
-            self.m_threshold = gr.Markdown("")
+            self.m_threshold = gr.Markdown("", elem_id="gl-measure-threshold")
             self.m_categories = gr.Dataframe(headers=view.CATEGORY_RATE_HEADERS,
                                              interactive=False, label="Per category")
             self.m_curve = gr.LinePlot(pd.DataFrame({"recall": [], "precision": []}),
                                        x="recall", y="precision",
                                        title="Precision-recall curve of p_unsafe")
+            self._measure_prompt_guard_ui()
+
+    def _measure_prompt_guard_ui(self) -> None:
+        gr.Markdown("#### Prompt Guard against its labels\n\nEach user message's stored Prompt "
+                    "Guard score (its maximum over 512-token windows) against the reviewers' "
+                    "benign / malicious labels, as the model card measures it: ROC AUC, recall "
+                    "at 1% FPR, AUPRC, and precision, recall and FPR at the threshold; one row "
+                    "per Prompt Guard model and preprocessing.")
+        with gr.Row():
+            self.pg_labels = gr.Dropdown(["final", "all"], value="final", label="Labels",
+                                         allow_custom_value=True, elem_id="gl-measure-pg-labels",
+                                         info="final, all, reviewer:NAME")
+            self.pg_threshold = gr.Number(0.9, minimum=0, maximum=1, label="Threshold",
+                                          elem_id="gl-measure-pg-threshold",
+                                          info="malicious when the score is at least this "
+                                               "(0.9: LlamaFirewall's)")
+            self.pg_target = gr.Number(0.01, minimum=0, maximum=1, label="Target FPR",
+                                       elem_id="gl-measure-pg-target",
+                                       info="suggest the threshold for at most this FPR")
+            self.pg_run = gr.Button("Measure Prompt Guard", size="sm",
+                                    elem_id="gl-measure-pg-run")
+        self.pg_table = gr.Dataframe(headers=pg_measure.HEADERS, interactive=False,
+                                     label="Prompt Guard", elem_id="gl-measure-pg-table")
+        self.pg_words = gr.Markdown("", elem_id="gl-measure-pg-words")
 
     # ---- handlers ----
 
@@ -245,6 +318,8 @@ class LabelsBrowser:
         example = who.sees(self.store.get_example(example_id))
         images = view.images(example)
         label, codes, note = view.own_label(example, who.name)
+        pg_choices = view.prompt_guard_choices(example)
+        pg_mine = view.own_prompt_guard(self.store, example.id, who.name)
         return {
             self.current: example.id, self.open_id: example.id,
             self.conversation: view.conversation_html(example),
@@ -263,6 +338,10 @@ class LabelsBrowser:
                                                  for lb in example.labels], value=None),
             self.delete_reason: "",
             self.open_status: status,
+            self.pgl_table: _frame(view.prompt_guard_table(self.store, example, who),
+                                   view.PROMPT_GUARD_HEADERS),
+            self.pgl_malicious: gr.CheckboxGroup(choices=pg_choices, value=pg_mine[0]),
+            self.pgl_benign: gr.CheckboxGroup(choices=pg_choices, value=pg_mine[1]),
         }
 
     @property
@@ -270,7 +349,7 @@ class LabelsBrowser:
         return [self.current, self.open_id, self.conversation, self.gallery, self.answer,
                 self.labels, self.history, self.edit_label, self.edit_categories,
                 self.edit_note, self.edit_none_fits, self.delete_id, self.delete_reason,
-                self.open_status]
+                self.open_status, self.pgl_table, self.pgl_malicious, self.pgl_benign]
 
     def wire(self) -> None:
         # No handler is named as its endpoint: Gradio names the page's (private) listener after
@@ -410,6 +489,19 @@ class LabelsBrowser:
         self.edit_label.change(clear_if_safe, self.edit_label, self.edit_categories,
                                show_progress="hidden", **PRIVATE)
 
+        def save_prompt_guard(session, typed, current, malicious, benign,
+                              profile: gr.OAuthProfile | None = None):
+            who = bar.who("label for Prompt Guard", session, typed, profile, need_name=True)
+            if current is None:
+                raise view.InvalidLabel("Open an example first.")
+            done = view.save_prompt_guard(self.store, current, who, malicious, benign)
+            reader = view.Reader.of(self.store, who, lead=bar.gate.is_lead(who))
+            return self._show(current, reader, f'<div class="gl-note">{html.escape(done)}</div>')
+
+        on_page_and_api(self.pgl_save.click, save_prompt_guard,
+                        [*who_in, self.current, self.pgl_malicious, self.pgl_benign], shown,
+                        api_name="save_prompt_guard_labels")
+
     def _wire_export(self) -> None:
         bar, out = self.bar, [self.download, self.download_url]
 
@@ -521,13 +613,47 @@ class LabelsBrowser:
         on_page_and_api(self.lead_stats.click, lead_stats, self.bar.inputs,
                         [self.lead_people, self.lead_queues, self.lead_stats_json],
                         api_name="lead_view")
+        self._wire_lead_prompt_guard()
+
+    def _wire_lead_prompt_guard(self) -> None:
+        def pg_list(session, typed, profile: gr.OAuthProfile | None = None):
+            reader = self._viewer(session, typed, profile, "resolve disagreements")
+            view.check_lead(reader, "resolve disagreements")
+            return {self.pgd_table: _frame(view.prompt_guard_disagreement_rows(self.store),
+                                           view.PROMPT_GUARD_DISAGREEMENT_HEADERS)}
+
+        def pg_resolve(session, typed, example_id, message, label, reason,
+                       profile: gr.OAuthProfile | None = None):
+            reader = self._viewer(session, typed, profile, "resolve disagreements")
+            done = view.resolve_prompt_guard(self.store, reader, example_id, message, label,
+                                             reason)
+            return {self.pgd_status: f'<div class="gl-note">{html.escape(done)}</div>',
+                    self.pgd_table: _frame(view.prompt_guard_disagreement_rows(self.store),
+                                           view.PROMPT_GUARD_DISAGREEMENT_HEADERS),
+                    self.pgd_reason: ""}
+
+        def pick(table, evt: gr.SelectData):
+            row = _row(evt)
+            rows = table.values.tolist() if hasattr(table, "values") else (table or [])
+            if row is None or row >= len(rows):
+                return gr.skip(), gr.skip()
+            return rows[row][0], rows[row][1]
+
+        on_page_and_api(self.pgd_refresh.click, pg_list, self.bar.inputs, [self.pgd_table],
+                        api_name="prompt_guard_disagreements")
+        on_page_and_api(self.pgd_resolve.click, pg_resolve,
+                        [*self.bar.inputs, self.pgd_example, self.pgd_message, self.pgd_label,
+                         self.pgd_reason], [self.pgd_status, self.pgd_table, self.pgd_reason],
+                        api_name="resolve_prompt_guard")
+        self.pgd_table.select(pick, [self.pgd_table], [self.pgd_example, self.pgd_message],
+                              **PRIVATE)
 
     def _wire_measure(self) -> None:
         def measure_labels(session, typed, model, reviewer, target, labels="final",
-                           profile: gr.OAuthProfile | None = None):
+                           target_kind="fpr", at="", profile: gr.OAuthProfile | None = None):
             self._reader(session, typed, profile, "measure the model")
             m = view.measure(self.store, model=model, reviewer=reviewer, target_fpr=target,
-                             labels=labels)
+                             labels=labels, target=target_kind, threshold=at)
             return {self.m_summary: _frame(m.summary, view.SUMMARY_HEADERS),
                     self.m_confusion: _frame(m.confusion, view.CONFUSION_HEADERS),
                     self.m_categories: _frame(m.categories, view.CATEGORY_RATE_HEADERS),
@@ -536,6 +662,24 @@ class LabelsBrowser:
         asked = [*self.bar.inputs, self.m_model, self.m_reviewer, self.m_target]
         shown = [self.m_summary, self.m_confusion, self.m_categories, self.m_curve,
                  self.m_threshold]
-        self.m_run.click(in_place(measure_labels, shown), [*asked, self.m_labels], shown,
+        on_page = [*asked, self.m_labels, self.m_kind, self.m_typed]
+        self.m_run.click(in_place(measure_labels, shown), on_page, shown,
                          api_name="measure_on_page", **PRIVATE)
+        # Enter applies a typed threshold (or target) at once, without leaving the box.
+        gr.on([self.m_typed.submit, self.m_target.submit], in_place(measure_labels, shown),
+              on_page, shown, **PRIVATE)
         _api_only(measure_labels, asked, shown, "measure")  # its inputs as before: final labels
+        self._wire_measure_prompt_guard()
+
+    def _wire_measure_prompt_guard(self) -> None:
+        def measure_prompt_guard(session, typed, labels, threshold, target,
+                                 profile: gr.OAuthProfile | None = None):
+            self._reader(session, typed, profile, "measure Prompt Guard")
+            m = pg_measure.measure_prompt_guard(self.store, labels=labels, target_fpr=target,
+                                                threshold=threshold)
+            return {self.pg_table: _frame(m.rows, pg_measure.HEADERS), self.pg_words: m.words}
+
+        shown = [self.pg_table, self.pg_words]
+        self.pg_run.click(in_place(measure_prompt_guard, shown),
+                          [*self.bar.inputs, self.pg_labels, self.pg_threshold, self.pg_target],
+                          shown, **PRIVATE)

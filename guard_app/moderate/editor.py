@@ -15,8 +15,9 @@ from typing import Any
 
 from guard.core import limits
 from guard.core.conversation import MAX_IMAGES, ROLES, Conversation, Turn, validate
-from guard.core.errors import InvalidConversation, InvalidImage
+from guard.core.errors import InvalidConversation
 from guard.core.images import load_image
+from guard_app.conversation import to_conversation  # noqa: F401 (named here as before)
 
 TurnDict = dict[str, Any]
 
@@ -125,24 +126,6 @@ def problem(turns: Sequence[TurnDict], max_images: int = MAX_IMAGES) -> str:
     return ""
 
 
-def to_conversation(turns: Sequence[TurnDict], max_images: int = MAX_IMAGES) -> Conversation:
-    """Decode the images and build the validated conversation the engine takes."""
-    if not turns:
-        raise InvalidConversation(
-            "The conversation is empty. Write a user message and press 'Add turn', or load an "
-            "example.")
-    built = []
-    for turn in turns:
-        images = []
-        for path in turn["images"]:
-            try:
-                images.append(load_image(path, name=Path(path).name))
-            except InvalidImage as exc:
-                raise InvalidImage(f"{exc} Remove it from the conversation.") from None
-        built.append(Turn(turn["role"], turn["text"], tuple(images)))
-    return Conversation.build(built, max_images=max_images)
-
-
 def has_images(turns: Sequence[TurnDict], pending: Sequence[str] = ()) -> bool:
     return bool(pending) or any(t["images"] for t in turns)
 
@@ -155,8 +138,22 @@ def turn_html(index: int, turn: TurnDict, judged: bool = False) -> str:
     images = len(turn["images"])
     count = f' <span class="gl-muted">· {images} image{"s" if images != 1 else ""}</span>' if images else ""
     return (f'<div class="gl-turn-head"><span class="gl-role gl-role-{role}">{index + 1}. {badge}'
-            f'</span>{count}{note}</div>'
-            f'<div class="gl-turn-text">{html.escape(turn["text"])}</div>')
+            f'</span>{count}{note}</div>{folded_text(turn["text"])}')
+
+
+FOLD_CHARS, FOLD_LINES = 600, 12  # a longer turn shows its start, with "show all"
+
+
+def folded_text(text: str) -> str:
+    """A turn's text, escaped; a long one folded to its start with a "show all" to open it."""
+    lines = text.split("\n")
+    if len(text) <= FOLD_CHARS and len(lines) <= FOLD_LINES:
+        return f'<div class="gl-turn-text">{html.escape(text)}</div>'
+    start = "\n".join(lines[:FOLD_LINES])[:FOLD_CHARS].rstrip()
+    return (f'<details class="gl-fold"><summary><div class="gl-turn-text gl-fold-start">'
+            f'{html.escape(start)}…</div><span class="gl-show-all">show all '
+            f'({len(text):,} characters)</span></summary>'
+            f'<div class="gl-turn-text">{html.escape(text)}</div></details>')
 
 
 def summary_html(turns: Sequence[TurnDict], pending: Sequence[str], editing: int | None,

@@ -6,75 +6,28 @@ The conversation is built and checked here; the models run in one GPU call (guar
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
-from guard.core.categories import LLAMA_GUARD_4_CATEGORIES, Family, categories_for
+from guard.core.categories import LLAMA_GUARD_4_CATEGORIES, Family
 from guard.core.conversation import MAX_IMAGES
 from guard.core.errors import GuardError, ModelLoadError
 from guard.core.prompt_guard_text import check_preprocessing
-from guard.core.prompts import CustomCategory, check_custom, plan
+from guard.core.prompts import check_custom, plan
 from guard.engines.engine import ModelInfo
-from guard.engines.service import Guards, Moderation
+from guard.engines.service import Guards
 from guard_app import gpu
+from guard_app.conversation import to_conversation
 from guard_app.models import PromptGuardChoices
-from guard_app.moderate import editor
+from guard_app.run import (  # noqa: F401 (shared by every screen; named here as before)
+    PageRun,
+    custom_categories,
+    engine_family,
+    engine_info,
+    engine_line,
+    excluded_codes,
+)
 
 CODES = tuple(c.code for c in LLAMA_GUARD_4_CATEGORIES)
 MAX_CUSTOM = 8
-
-
-@dataclass(frozen=True)
-class PageRun:
-    """One run of both guards as the page keeps it (in gr.State) and the Review panel saves it.
-
-    `result` is `Moderation.to_json()`: it crossed the GPU boundary as plain data, and it is
-    what the page shows as JSON; `moderation` is the same, typed.
-    """
-
-    result: dict[str, Any]
-    prompt: str  # the exact prompt Llama Guard saw ("" when it did not run)
-    notes: list[str]
-    turns: list[dict[str, Any]]  # the page's turns it ran on
-    excluded: list[str]
-    custom: list[dict[str, str]]  # the custom categories, {name, description}
-    pg_label: str = ""  # how the page named the Prompt Guard choice
-
-    @property
-    def moderation(self) -> Moderation:
-        return Moderation.from_json(self.result)
-
-    @property
-    def judged(self) -> bool:
-        """Whether Llama Guard gave a verdict (the Review panel has something to review)."""
-        return "p_unsafe" in self.result
-
-
-def engine_info(guards: Guards) -> ModelInfo | None:
-    return guards.llama_guard.describe() if guards.llama_guard is not None else None
-
-
-def engine_family(guards: Guards) -> Family:
-    """The loaded Llama Guard's family; Llama Guard 4's categories when none is loaded."""
-    info = engine_info(guards)
-    return Family(info.family) if info is not None else Family.LLAMA_GUARD_4
-
-
-def engine_line(info: ModelInfo) -> str:
-    """e.g. 'Llama-Guard-3-1B.gguf (Llama Guard 3) on llama-cpp, cpu'."""
-    return f"{info.name} ({Family(info.family).label}) on {info.engine}, {info.device}"
-
-
-def excluded_codes(ticked: Sequence[str] | None, family: Family | str = Family.LLAMA_GUARD_4
-                   ) -> tuple[str, ...]:
-    """The family's fixed categories left unticked."""
-    ticked = set(ticked or ())
-    return tuple(c.code for c in categories_for(family) if c.code not in ticked)
-
-
-def custom_categories(custom: Sequence[dict[str, str]]) -> tuple[CustomCategory, ...]:
-    """The page's custom categories ({name, description}) as the engine takes them."""
-    return gpu.custom_of(custom)
 
 
 def add_custom(custom: Sequence[dict[str, str]], name: str, description: str
@@ -100,7 +53,7 @@ def run_guards(guards: Guards, prompt_guards: PromptGuardChoices | None, turns: 
 
     The conversation is built and checked here; the models run in one GPU call (guard_app.gpu).
     """
-    conversation = editor.to_conversation(turns, max_images)
+    conversation = to_conversation(turns, max_images)
     excluded = excluded_codes(ticked, engine_family(guards))
     custom_cats = custom_categories(custom)
     notes = []
@@ -138,7 +91,7 @@ def explore_inputs(guards: Guards, turns: list[dict], ticked: Sequence[str] | No
     if guards.llama_guard is None:
         raise ModelLoadError("Llama Guard is not loaded, so there is nothing to explore. The "
                              "banner at the top says why.")
-    return (guards.llama_guard, editor.to_conversation(turns, max_images),
+    return (guards.llama_guard, to_conversation(turns, max_images),
             excluded_codes(ticked, engine_family(guards)), custom_categories(custom))
 
 

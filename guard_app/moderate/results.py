@@ -6,13 +6,14 @@ from a person (category names, raw model output) is escaped before it reaches th
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from typing import Any
 
 from guard.core.categories import Family, categories_for, custom_codes
 from guard.core.prompts import neutralising_markers
 from guard.engines.prompt_guard import FIREWALL_THRESHOLD
+from guard_app.result_html import bar, e
+from guard_app.run import model_name
 
 PROMPT_GUARD_CUTOFF = 0.5  # the classifier's own decision: malicious is the likelier class
 SPECIAL_TOKEN_NOTE = (
@@ -49,19 +50,27 @@ def what_they_judge(family: Family | str = Family.LLAMA_GUARD_4) -> str:
         "not a bug.")
 
 
-def e(value: Any) -> str:
-    return html.escape(str(value))
+def verdict_words(result: dict[str, Any], unsafe: bool) -> str:
+    """'unsafe: S1 Violent Crimes', 'unsafe (no category named)' or 'safe'."""
+    if not unsafe:
+        return "safe"
+    named = ", ".join(f"{c['code']} {c['name']}" for c in result["categories"])
+    return f"unsafe: {named}" if named else "unsafe (no category named)"
 
 
-def bar(value: float, threshold: float | None, *, kind: str, label: str) -> str:
-    """A 0-1 bar with an optional threshold mark."""
-    pct = max(0.0, min(1.0, value)) * 100
-    mark = ""
-    if threshold is not None:
-        mark = (f'<div class="gl-bar-mark" style="left:{threshold * 100:.1f}%" '
-                f'title="threshold {threshold:.2f}"></div>')
-    return (f'<div class="gl-bar" role="img" aria-label="{e(label)} {value:.3f}">'
-            f'<div class="gl-bar-fill gl-{kind}" style="width:{pct:.1f}%"></div>{mark}</div>')
+def excluded_only_sentence(result: dict[str, Any], unsafe: bool) -> str:
+    """One plain sentence when the model named only categories the policy leaves out."""
+    left_out = result.get("excluded_codes") or []
+    if result["categories"] or not left_out:
+        return ""
+    codes = ", ".join(left_out)
+    decision = (result.get("decision") or {}).get("verdict")
+    if decision == "safe" or not unsafe:
+        return (f"The model answered unsafe, but only for categories this policy leaves out "
+                f"({codes}), so the policy decides safe.")
+    return (f"The model answered unsafe, but only for categories this policy leaves out "
+            f"({codes}); this policy still counts such an answer as unsafe (its harm score is "
+            "at or above the threshold).")
 
 
 def llama_guard_html(result: dict[str, Any], threshold: float,
@@ -78,6 +87,7 @@ def llama_guard_html(result: dict[str, Any], threshold: float,
         categories = '<p class="gl-muted">The model named no category.</p>'
     else:
         categories = ""
+    plain = excluded_only_sentence(result, unsafe)
     notes = []
     if result.get("model_label") and result["model_label"] != verdict:
         notes.append(f"The model's text said “{e(result['model_label'])}”; at this threshold "
@@ -94,18 +104,21 @@ def llama_guard_html(result: dict[str, Any], threshold: float,
         notes.append(f'<span class="gl-prompt-marker-text">{PROMPT_MARKER_NOTE}{what}</span>')
     info = result.get("llama_guard") or {}
     notes_html = "".join(f'<p class="gl-note">{n}</p>' for n in notes)
+    plain_html = f'<p class="gl-plain" id="gl-excluded-only">{e(plain)}</p>' if plain else ""
     return (
         f'<div class="gl-card gl-card-{verdict}" id="gl-llama-guard">'
         f'<div class="gl-card-title">{e(Family(family).label)} · harmful content</div>'
-        f'<div class="gl-verdict gl-verdict-{verdict}" data-verdict="{verdict}">{verdict.upper()}'
-        f'</div><div class="gl-muted">judging the last message, the {role}</div>'
-        f'{categories}'
-        f'<div class="gl-row"><span>p_unsafe <b class="gl-p-unsafe">{p:.3f}</b></span>'
+        f'<div class="gl-verdict gl-verdict-{verdict}" data-verdict="{verdict}">'
+        f'{e(verdict_words(result, unsafe))}</div>'
+        f'<div class="gl-muted">judging the last message, the {role}</div>{plain_html}'
+        f'<div class="gl-row"><span>harm score <b class="gl-harm">{p:.2f}</b> '
+        f'<span class="gl-muted">(p_unsafe <b class="gl-p-unsafe">{p:.3f}</b>)</span></span>'
         f'<span class="gl-muted">threshold {threshold:.2f}</span></div>'
-        f'{bar(p, threshold, kind=verdict, label="p_unsafe")}{notes_html}'
+        f'{bar(p, threshold, kind=verdict, label="harm score")}'
+        f'<details class="gl-more"><summary>Details</summary>{categories}{notes_html}'
         f'<div class="gl-meta">{float(result["seconds"]):.2f} s on {e(info.get("device", "?"))}'
         f' · {e(info.get("dtype", ""))} · {int(result.get("prompt_tokens", 0)):,} prompt tokens'
-        f' · {e(info.get("name", ""))}</div></div>')
+        f' · {e(model_name(info.get("name", "")))}</div></details></div>')
 
 
 def _window_note(message: dict[str, Any], window: int) -> str:
@@ -124,7 +137,7 @@ def prompt_guard_html(pg: dict[str, Any], turns: Sequence[dict[str, Any]] | None
     for m in pg["messages"]:
         p = float(m["p_malicious"])
         kind = "unsafe" if p >= PROMPT_GUARD_CUTOFF else "safe"
-        word = "malicious" if p >= PROMPT_GUARD_CUTOFF else "benign"
+        word = "looks like an attack" if p >= PROMPT_GUARD_CUTOFF else "looks benign"
         text = ""
         if turns is not None and m["index"] < len(turns):
             snippet = turns[m["index"]]["text"]
@@ -138,28 +151,39 @@ def prompt_guard_html(pg: dict[str, Any], turns: Sequence[dict[str, Any]] | None
     worst = float(pg.get("max_p_malicious", 0.0))
     preprocessing = str(pg.get("preprocessing", "none"))
     verdict = "malicious" if worst >= PROMPT_GUARD_CUTOFF else "benign"
+    kind = "unsafe" if verdict == "malicious" else "safe"
+    words = (f"looks like a jailbreak / injection (score {worst:.2f})" if verdict == "malicious"
+             else f"looks benign (score {worst:.2f})")
     seconds = sum(float(m["seconds"]) for m in pg["messages"])
-    table = ('<table class="gl-pg"><thead><tr><th>Turn</th><th>Text</th><th>p_malicious</th>'
-             '</tr></thead><tbody>' + "".join(rows) + '</tbody></table>') if rows else (
-        '<p class="gl-muted">No user turns to score.</p>')
+    table = ('<table class="gl-pg"><thead><tr><th>Turn</th><th>Text</th><th>score '
+             '(p_malicious)</th></tr></thead><tbody>' + "".join(rows) + '</tbody></table>'
+             ) if rows else '<p class="gl-muted">No user turns to score.</p>'
     return (
-        f'<div class="gl-card gl-card-{"unsafe" if verdict == "malicious" else "safe"}" '
-        f'id="gl-prompt-guard"><div class="gl-card-title">Prompt Guard 2 · jailbreak and '
-        f'injection patterns {e(label)}</div>'
-        f'<div class="gl-verdict gl-verdict-{"unsafe" if verdict == "malicious" else "safe"}" '
-        f'data-verdict="{verdict}">{verdict.upper()}</div>'
-        f'<div class="gl-muted">highest score {worst:.3f} over the user turns; the bar marks '
-        f'{FIREWALL_THRESHOLD}, where Meta\'s LlamaFirewall blocks</div>{table}'
+        f'<div class="gl-card gl-card-{kind}" id="gl-prompt-guard"><div class="gl-card-title">'
+        f'Prompt Guard 2 · jailbreak and injection patterns {e(label)}</div>'
+        f'<div class="gl-verdict gl-verdict-{kind} gl-verdict-pg" data-verdict="{verdict}">'
+        f'{e(words)}</div>'
+        f'<div class="gl-muted">the highest score over the user turns; 0.5 and above looks like '
+        f'an attack</div>{table}'
+        f'<details class="gl-more"><summary>Details</summary>'
+        f'<div class="gl-muted">Each score is p_malicious, the model\'s probability of an attack '
+        f'pattern; the bar marks {FIREWALL_THRESHOLD}, where Meta\'s LlamaFirewall blocks. Long '
+        f'messages are scored in windows of {int(pg.get("window", 512))} tokens, and the '
+        f'highest window counts.</div>'
         f'<div class="gl-muted gl-pg-preprocessing" data-preprocessing="{e(preprocessing)}">'
         f'Scored {e(PREPROCESSING_NOTE.get(preprocessing, preprocessing))}.</div>'
         f'<div class="gl-meta">{seconds:.2f} s on {e(pg.get("device", "?"))} · '
-        f'{e(pg.get("name", ""))}</div></div>')
+        f'{e(model_name(pg.get("name", "")))}</div></details></div>')
 
 
 def results_html(result: dict[str, Any] | None, threshold: float,
                  turns: Sequence[dict[str, Any]] | None = None, *, pg_label: str = "",
-                 notes: Sequence[str] = (), family: Family | str = Family.LLAMA_GUARD_4) -> str:
-    """The whole results panel for one run; the threshold can change after the run."""
+                 notes: Sequence[str] = (), family: Family | str = Family.LLAMA_GUARD_4,
+                 stale: bool = False) -> str:
+    """The whole results panel for one run; the threshold can change after the run.
+
+    `stale`: the conversation or the settings changed after the run, so it is marked out of
+    date (guard_app.run.out_of_date)."""
     if not result:
         return ('<div class="gl-empty">Compose a conversation or load an example, then press '
                 '<b>Run both guards</b>.</div>')
@@ -171,7 +195,24 @@ def results_html(result: dict[str, Any] | None, threshold: float,
     note_html = "".join(f'<p class="gl-note">{e(n)}</p>' for n in notes)
     total = result.get("timings", {}).get("total_s")
     footer = f'<div class="gl-meta">total {float(total):.2f} s</div>' if total is not None else ""
-    return f'<div class="gl-results">{"".join(parts)}</div>{note_html}{footer}'
+    shown = f'<div class="gl-results">{"".join(parts)}</div>{note_html}{footer}'
+    if stale:
+        return (f'<div class="gl-stale" id="gl-stale" role="status"><b>Out of date.</b> The '
+                'conversation or the settings changed after this run. Press <b>Run both '
+                f'guards</b> for a result that matches.</div><div class="gl-out-of-date">'
+                f'{shown}</div>')
+    return shown
+
+
+def refused_image_html(message: str) -> str:
+    """Beside the composer: the file that was not attached, and what the turn will hold."""
+    return (f'<div class="gl-problem" id="gl-refused-image" role="alert">Not attached: '
+            f'{e(message)} The turn you are writing holds only what is shown above.</div>')
+
+
+def kept_note_html(said: str) -> str:
+    """What the browser could not keep across a reload ('' when it kept everything)."""
+    return f'<div class="gl-problem" id="gl-kept-problem">{e(said)}</div>' if said else ""
 
 
 def banner_html(tiny: bool, failures: dict[str, str], loaded: dict[str, str],
@@ -180,10 +221,9 @@ def banner_html(tiny: bool, failures: dict[str, str], loaded: dict[str, str],
     parts = []
     if tiny:
         parts.append(
-            '<div class="gl-banner gl-banner-tiny"><b>Test models.</b> This page runs the tiny '
-            f'offline stand-ins for {e(Family(family).label)} and Prompt Guard 2. They only know '
-            'a few examples; their verdicts mean nothing. Start without <code>--tiny</code> to '
-            'use the real models.</div>')
+            '<div class="gl-banner gl-banner-tiny"><b>Test models.</b> Tiny offline stand-ins '
+            f'for {e(Family(family).label)} and Prompt Guard 2 that know a few examples: their '
+            'verdicts mean nothing.</div>')
     for name, message in failures.items():
         parts.append(
             f'<div class="gl-banner gl-banner-error"><b>{e(name)} did not load.</b> {e(message)}'

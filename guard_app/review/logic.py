@@ -6,14 +6,16 @@ import html
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from guard.core.categories import choices
 from guard.core.prompts import CustomCategory
-from guard_app.moderate.editor import to_conversation
+from guard_app.conversation import stored_turns, to_conversation
+from guard_app.result_html import stored_answer_html  # noqa: F401 (named here as before)
 
 if TYPE_CHECKING:
-    from guard_app.moderate.logic import PageRun
+    from guard_app.run import PageRun
 from labels import ExampleFilter, ExampleInput, LabelInput, ModelOutput, SavedExample, Store, queues
+from labels import prompt_guard as pg
 from labels.errors import InvalidLabel
+from labels.prompt_guard import PromptGuardInput
 
 LIST_HEADERS = ["id", "created", "preview", "images", "model", "p_unsafe", "model categories",
                 "gold labels", "reviewers", "disagreement"]
@@ -48,10 +50,60 @@ def default_label(result: dict[str, Any], threshold: float, model_right: bool
     return ("safe", []) if unsafe else ("unsafe", [])
 
 
+def prompt_guard_choices(run: PageRun | None) -> list[tuple[str, int]]:
+    """The user messages a Prompt Guard label may be about, as (what the page shows, message
+    index): "Message 1: Ignore all… (p_malicious 0.970)"."""
+    if run is None:
+        return []
+    scores = {m["index"]: float(m["p_malicious"])
+              for m in (run.result.get("prompt_guard") or {}).get("messages", [])}
+    out = []
+    for index, turn in enumerate(run.turns):
+        text = str(turn.get("text") or "").strip()
+        if turn.get("role") != "user" or not text:
+            continue
+        snippet = " ".join(text.split())
+        snippet = snippet if len(snippet) <= 60 else snippet[:59] + "…"
+        score = f" (p_malicious {scores[index]:.3f})" if index in scores else ""
+        out.append((f"Message {index + 1}: {snippet}{score}", index))
+    return out
+
+
+def prompt_guard_marks(malicious: Sequence[Any] | None, benign: Sequence[Any] | None
+                       ) -> dict[int, bool]:
+    """The page's two boxes of user messages (ticked malicious, ticked benign) as {message
+    index: malicious}; a message ticked in both is refused, one in neither is left unlabelled."""
+    bad = {pg.index_of(i) for i in malicious or ()}
+    good = {pg.index_of(i) for i in benign or ()}
+    if bad & good:
+        raise InvalidLabel(f"Message {min(bad & good) + 1} is ticked both malicious and benign "
+                           "for Prompt Guard; untick one.")
+    return {**dict.fromkeys(good, False), **dict.fromkeys(bad, True)}
+
+
+def prompt_guard_inputs(result: dict[str, Any], messages: Sequence[int],
+                        marks: dict[int, bool]) -> list[PromptGuardInput]:
+    """The reviewer's Prompt Guard labels ({message index: malicious}; `messages`: the user
+    messages' indexes), given against the run's Prompt Guard answer."""
+    unknown = sorted(set(marks) - set(messages))
+    if unknown:
+        raise InvalidLabel(f"Message {unknown[0] + 1} is not a user message of this "
+                           "conversation; label only the user messages listed.")
+    found = result.get("prompt_guard") or {}
+    scores = {int(m["index"]): float(m["p_malicious"]) for m in found.get("messages", [])}
+    return [PromptGuardInput(i, marks[i], found.get("name", ""),
+                             found.get("preprocessing") or "none", scores.get(i))
+            for i in sorted(marks)]
+
+
 def save_review(store: Store, run: PageRun | None, threshold: float, *, reviewer: str,
                 model_right: str | None, label: str | None, categories: Sequence[str],
-                note: str, max_images: int, none_fits: bool = False) -> SavedExample:
-    """Store the judged conversation with the reviewer's label, in one transaction."""
+                note: str, max_images: int, none_fits: bool = False,
+                prompt_guard: dict[int, bool] | None = None) -> SavedExample:
+    """Store the judged conversation with the reviewer's label, in one transaction.
+
+    `prompt_guard`: the reviewer's Prompt Guard labels, {user message index: malicious (a
+    jailbreak or prompt injection) or not}; messages left out get none."""
     result = run.result if run is not None else {}
     if "p_unsafe" not in result:
         raise InvalidLabel("There is no Llama Guard verdict to review. Run the guards first.")
@@ -72,9 +124,11 @@ def save_review(store: Store, run: PageRun | None, threshold: float, *, reviewer
         output=model_output(result, threshold), excluded=tuple(run.excluded),
         custom=tuple(CustomCategory(c["name"], c["description"]) for c in run.custom),
         prompt=run.prompt)
+    pg_labels = prompt_guard_inputs(result, [i for _, i in prompt_guard_choices(run)],
+                                    dict(prompt_guard or {}))
     return store.save_example(example, LabelInput(reviewer or "", label,
                                                   tuple(categories or ()), note or "",
-                                                  bool(none_fits)))
+                                                  bool(none_fits)), pg_labels)
 
 
 def list_rows(store: Store, *, label: str = "any", category: str = "", disagreement: bool = False,
@@ -90,38 +144,6 @@ def list_rows(store: Store, *, label: str = "any", category: str = "", disagreem
 
 # ---- review queues (labels.queues) as the page shows them ----
 
-def stored_turns(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A stored item's chat-format messages as the page's turns (text only: runs and imports
-    hold no pictures)."""
-    turns = []
-    for message in messages:
-        content = message.get("content", "")
-        if isinstance(content, list):
-            content = "\n".join(p.get("text", "") for p in content if p.get("type") == "text")
-        turns.append({"role": message["role"], "text": str(content), "images": []})
-    return turns
-
-
-def stored_answer_html(item: dict[str, Any]) -> str:
-    """The model's stored answer of a queue item or a run row: verdict, p_unsafe, categories."""
-    e = html.escape
-    if item.get("error"):
-        return (f'<div class="gl-stored gl-stored-failed"><b>The model failed on this row:</b> '
-                f'{e(str(item["error"]))}</div>')
-    if item.get("verdict") is None:
-        return ('<div class="gl-stored" id="gl-stored-answer"><b>Not judged</b>: no model answer '
-                'is stored (imported); run the guards to see one. Model metrics leave it '
-                'out.</div>')
-    names = dict((code, label) for label, code in choices(item.get("family") or "llama-guard-4"))
-    cats = ", ".join(names.get(c, c) for c in item.get("categories") or []) or "none"
-    p = item.get("p_unsafe")
-    score = ("" if p is None else
-             f" (p_unsafe {float(p):.3f} at threshold {float(item.get('threshold', 0.5)):.2f})")
-    return (f'<div class="gl-stored gl-stored-{e(item["verdict"])}" id="gl-stored-answer">'
-            f'<b>Model said {e(item["verdict"])}</b>{score} · categories: {e(cats)} · '
-            f'<span class="gl-muted">{e(item.get("model") or "")}</span></div>')
-
-
 def queue_choices(store: Store) -> list[str]:
     return [q.name for q in queues.list_queues(store)]
 
@@ -132,3 +154,41 @@ def queue_item_html(item: dict[str, Any]) -> str:
     rows = "".join(f'<div class="gl-qturn"><b>{e(m["role"])}</b> {e(str(t["text"]))}</div>'
                    for m, t in zip(item["messages"], stored_turns(item["messages"]), strict=True))
     return f'<div class="gl-queue-item" id="gl-queue-item">{rows}</div>'
+
+
+# ---- Prompt Guard labels of a queue item ----
+
+def item_prompt_guard_choices(item: dict[str, Any]) -> list[tuple[str, int]]:
+    """A queue item's user messages as (what the page shows, message index), with Prompt
+    Guard's stored score when the item carries one."""
+    scores = {int(k): float(v) for k, v in ((item.get("prompt_guard") or {}).get("scores")
+                                            or {}).items()}
+    turns = stored_turns(item["messages"])
+    out = []
+    for index in item.get("user_messages") or ():
+        snippet = " ".join(str(turns[index]["text"]).split())
+        snippet = snippet if len(snippet) <= 60 else snippet[:59] + "…"
+        score = f" (p_malicious {scores[index]:.3f})" if index in scores else ""
+        out.append((f"Message {index + 1}: {snippet}{score}", index))
+    return out
+
+
+def item_prompt_guard_html(item: dict[str, Any]) -> str:
+    """Prompt Guard's stored answer of a queue item, and what the queue asks of Prompt Guard."""
+    found = item.get("prompt_guard") or {}
+    e = html.escape
+    parts = []
+    if found.get("scores"):
+        threshold = float(found.get("threshold", 0.9))
+        said = ", ".join(
+            f"message {int(i) + 1}: {float(p):.3f} "
+            f"({'malicious' if float(p) >= threshold else 'benign'})"
+            for i, p in sorted(found["scores"].items(), key=lambda kv: int(kv[0])))
+        parts.append(f"<b>Prompt Guard said</b> {e(said)} at threshold {threshold:.2f} · "
+                     f'<span class="gl-muted">{e(found.get("model") or "")}</span>')
+    if item.get("prompt_guard_required"):
+        parts.append("This queue is about Prompt Guard: label each user message benign or "
+                     "malicious.")
+    if not parts:
+        return ""
+    return f'<div class="gl-stored" id="gl-stored-prompt-guard">{" ".join(parts)}</div>'

@@ -1,5 +1,6 @@
 """The review queues through the API: /queue_create, /queue_list, /queue_next, /queue_submit,
-/queue_skip, /queue_back and /queue_progress, JSON out (labels.queues does the work).
+/queue_skip, /queue_back and /queue_progress, JSON out (labels.queues does the work);
+/queue_submit_prompt_guard is /queue_submit with the item's Prompt Guard labels.
 
 Each takes the reviewer first, as the other labelling endpoints do: a typed name, ignored when
 the server has reviewer accounts (then sign in with /reviewer_sign_in in the same session).
@@ -11,6 +12,7 @@ server path; its answers name the file, never where it lies on the server.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,9 @@ import gradio as gr
 from guard_app import uploads
 from guard_app.guarded import guarded
 from guard_app.signin import ReviewerBar
+from labels import prompt_guard as pg
 from labels import queues
+from labels.errors import InvalidLabel
 
 
 def names_only(data: Any) -> Any:
@@ -39,6 +43,21 @@ def names_only(data: Any) -> Any:
 NONE_FITS = "none fits"  # /queue_submit's categories when no category of the family fits
 
 
+def prompt_guard_labels(text: Any) -> dict[Any, Any] | None:
+    """/queue_submit's `prompt_guard`: a JSON object {message index: "benign" / "malicious"},
+    or empty for none."""
+    if text in (None, "") or (isinstance(text, str) and not text.strip()):
+        return None
+    try:
+        value = json.loads(text) if isinstance(text, str) else text
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise InvalidLabel('prompt_guard is a JSON object such as {"0": "malicious"}: each user '
+                           "message's index (the item's user_messages) and benign or malicious.")
+    return value
+
+
 class QueueApi:
     def __init__(self, store: Any, bar: ReviewerBar) -> None:
         self.store, self.bar = store, bar
@@ -54,7 +73,9 @@ class QueueApi:
                file_format, profile: gr.OAuthProfile | None = None,
                request: gr.Request = None) -> dict[str, Any]:
         """A queue from a stored run's rows (`run`, `select`) or from an uploaded CSV/JSONL
-        `file` (a path string is refused by Gradio's file input before it gets here)."""
+        `file` (a path string is refused by Gradio's file input before it gets here). The
+        prompt-guard-* selections take Prompt Guard's misses at 0.9 (the CLI's --threshold
+        picks another)."""
         self._who("create review queues", session, typed, profile)
         overlap = int(overlap or 1)
         if file:
@@ -78,15 +99,23 @@ class QueueApi:
 
     def submit(self, session, typed, queue, item_id, verdict, categories, note,
                profile: gr.OAuthProfile | None = None) -> dict:
+        """/queue_submit: as before Prompt Guard labels (it gives none)."""
+        return self.submit_prompt_guard(session, typed, queue, item_id, verdict, categories,
+                                        note, "", profile)
+
+    def submit_prompt_guard(self, session, typed, queue, item_id, verdict, categories, note,
+                            prompt_guard="", profile: gr.OAuthProfile | None = None) -> dict:
         """Label an item; the answer carries the next item for this reviewer (or null). An
         unsafe label names a category, or says categories "none fits" (no category of the
-        family fits; stored as such)."""
+        family fits; stored as such). `prompt_guard`: JSON {message index: "benign" or
+        "malicious"} for the item's user messages (its `user_messages`), or empty."""
         reviewer = self._who("label queue items", session, typed, profile)
         none_fits = isinstance(categories, str) and " ".join(
             categories.lower().split()) == NONE_FITS
         outcome = queues.submit(self.store, queue, item_id, reviewer, verdict,
                                 () if none_fits else categories or (), note or "",
-                                none_fits=none_fits)
+                                none_fits=none_fits,
+                                prompt_guard=prompt_guard_labels(prompt_guard))
         return {"outcome": outcome.to_json(),
                 **self._state(queue, reviewer, queues.next_item(self.store, queue, reviewer))}
 
@@ -107,9 +136,11 @@ class QueueApi:
             return {"item": None, "label": None,
                     "progress": queues.progress(self.store, queue, reviewer).to_json()}
         item, label = found
+        mine = pg.labels_of(self.store, label.example_id, reviewer)
         return {**self._state(queue, reviewer, item),
                 "label": {"label": label.label, "categories": list(label.categories),
-                          "none_fits": label.none_fits, "note": label.note}}
+                          "none_fits": label.none_fits, "note": label.note},
+                "prompt_guard": {str(x.message_index): x.value for x in mine}}
 
     def progress(self, session, typed, queue, profile: gr.OAuthProfile | None = None) -> dict:
         reviewer = self._who("see queue progress", session, typed, profile)
@@ -124,6 +155,7 @@ class QueueApi:
             text["file"] = gr.File(label="file", type="filepath",
                                    file_types=[".csv", ".jsonl", ".json", ".gz"])
             number = {k: gr.Number(label=k) for k in ("band", "overlap", "item_id")}
+            text["prompt_guard"] = gr.Textbox(label="prompt_guard")
             out = gr.JSON(label="result")
             who = self.bar.inputs
             endpoints = {
@@ -135,6 +167,11 @@ class QueueApi:
                 "queue_next": (self.next, [text["queue"]]),
                 "queue_submit": (self.submit, [text["queue"], number["item_id"], text["verdict"],
                                                text["categories"], text["note"]]),
+                # The same with Prompt Guard labels: JSON {message index: label}.
+                "queue_submit_prompt_guard": (
+                    self.submit_prompt_guard, [text["queue"], number["item_id"], text["verdict"],
+                                               text["categories"], text["note"],
+                                               text["prompt_guard"]]),
                 "queue_skip": (self.skip, [text["queue"], number["item_id"]]),
                 "queue_back": (self.back, [text["queue"], number["item_id"]]),
                 "queue_progress": (self.progress, [text["queue"]]),

@@ -1,4 +1,5 @@
-"""The Moderate tab's policy picker, "Save as policy" and the decision beside the model's answer.
+"""The policy picker (the Moderate tab's and Batch evaluation's), "Save as policy" and the
+decision beside the model's answer.
 
 Gradio-free. Picking a policy sets the page's categories, custom categories, threshold and
 Prompt Guard reading; a run records the picked policy (name@version) only while the page still
@@ -14,7 +15,7 @@ from typing import Any
 
 from guard.core.categories import Family, categories_for
 from guard.core.policy import Policy, PromptGuardPolicy, ad_hoc
-from guard_app.moderate import logic
+from guard_app import run as logic
 
 PAGE = "(the settings below)"  # the picker's choice for no policy
 
