@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
+from datetime import UTC, datetime
 from typing import Any
 
 from labels.errors import LabelsError, NotFound
 from labels.store import Store, now
 
 RUNNING, FINISHED = "running", "finished"
+# The migration from which each result keeps its attack label and window scores (labels.schema).
+ATTACK_MIGRATION = "m008_eval_attack_windows"
 
 
 class RunConflict(LabelsError):
@@ -90,6 +93,11 @@ class EvalResult:
     p_malicious: float | None  # None when Prompt Guard was not run
     error: str | None = None
     created_at: str = ""
+    # Prompt Guard's ground truth, stored with the row (migration m008): the dataset's attack
+    # label (None when it does not say, or the row was stored before m008) and the score of
+    # each 512-token window of the prompt, whose maximum is p_malicious (() when unknown).
+    attack: bool | None = None
+    window_scores: tuple[float, ...] = ()
 
     @property
     def predicted_unsafe(self) -> bool:
@@ -170,6 +178,22 @@ class Runs:
                 "SELECT * FROM eval_results WHERE run_id = ? ORDER BY position, row_id", [run_id]))
         return [_result(r) for r in rows]
 
+    def stored_before_attack(self, run_id: int) -> set[str]:
+        """Row ids of the run stored before migration m008, which stores each row's attack
+        label and window scores: for these rows a NULL attack means "not known", so their
+        labels must come from the run's dataset, read again. Empty for a run stored since."""
+        with self.store._lock:
+            applied = self.db.execute(
+                "SELECT applied_at FROM _sqlite_migrations WHERE name = ?",
+                [ATTACK_MIGRATION]).fetchone()
+            rows = self.db.execute(
+                "SELECT row_id, created_at FROM eval_results WHERE run_id = ? AND attack IS NULL "
+                "AND window_scores IS NULL", [run_id]).fetchall()
+        if applied is None or not rows:
+            return set()
+        since = _instant(applied[0])
+        return {row_id for row_id, at in rows if _instant(at) < since}
+
     def delete(self, name: str) -> None:
         """Forget a run and its results (to start it again from scratch)."""
         run = self.get(name)
@@ -206,13 +230,21 @@ def _settings(row: Mapping[str, Any]) -> RunSettings:
         policy=row.get("policy") or "")
 
 
+def _instant(text: str) -> datetime:
+    """A stored time: labels.store.now()'s ISO form or sqlite-utils' str(datetime), in UTC."""
+    at = datetime.fromisoformat(text)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
 def _result_row(run_id: int, r: EvalResult, at: str) -> dict[str, Any]:
     return {"run_id": run_id, "row_id": r.row_id, "position": r.position,
             "gold": None if r.gold is None else int(r.gold),
             "gold_categories": json.dumps(list(r.gold_categories)), "verdict": r.verdict,
             "p_unsafe": r.p_unsafe, "categories": json.dumps(list(r.categories)),
             "raw_output": r.raw_output, "p_malicious": r.p_malicious, "error": r.error,
-            "created_at": at}
+            "created_at": at, "attack": None if r.attack is None else int(r.attack),
+            "window_scores": json.dumps([float(s) for s in r.window_scores])
+            if r.window_scores else None}
 
 
 def _result(row: Mapping[str, Any]) -> EvalResult:
@@ -223,5 +255,7 @@ def _result(row: Mapping[str, Any]) -> EvalResult:
         verdict=row["verdict"], p_unsafe=row["p_unsafe"],
         categories=tuple(json.loads(row["categories"] or "[]")),
         raw_output=row["raw_output"] or "", p_malicious=row["p_malicious"], error=row["error"],
-        created_at=row["created_at"])
+        created_at=row["created_at"],
+        attack=None if row.get("attack") is None else bool(row["attack"]),
+        window_scores=tuple(float(s) for s in json.loads(row.get("window_scores") or "[]")))
 

@@ -253,3 +253,14 @@ def m007_prompt_guard_labels(db: Database) -> None:
     # JSON {"model", "preprocessing", "threshold", "scores": {message index: p_malicious}}; NULL
     # when the item carries no Prompt Guard answer.
     db["queue_items"].add_column("prompt_guard", str)
+
+
+@migrations()
+def m008_eval_attack_windows(db: Database) -> None:
+    """What Prompt Guard needs of a stored run beside each row's served score (labels/runs.py):
+    the row's attack label from its dataset (NULL when the dataset does not say) and the score
+    of each 512-token window of its prompt (JSON list of floats; NULL when unknown). Rows stored
+    before this migration keep NULL in both: their run's attack labels are read from its
+    dataset again, as before."""
+    db["eval_results"].add_column("attack", int)
+    db["eval_results"].add_column("window_scores", str)

@@ -402,3 +402,16 @@ def test_labels_read_from_a_file_and_too_few_refused(tmp_path, capsys):
     assert tune(["--data", str(path), "--out", str(tmp_path / "out")]) == 2
     assert "--format prompt-guard" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_prompt_guard_export_reads_as_the_same_labels(labelled_db, tmp_path):
+    from guard.tune.prompt_guard_data import from_jsonl, from_store
+    from labels.export import export
+
+    path = tmp_path / "pg.jsonl"
+    with Store(labelled_db) as store:
+        export(store, "prompt-guard", path)
+        stored = from_store(store)
+    exported = from_jsonl(path)
+    assert sorted((e.text, e.malicious) for e in exported.examples) == sorted(
+        (e.text, e.malicious) for e in stored.examples) == sorted(LABELLED)

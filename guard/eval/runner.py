@@ -32,6 +32,7 @@ from guard.core import limits
 from guard.core.conversation import Conversation
 from guard.core.datasets import BadRow, Dataset, Row, conversation_for
 from guard.core.errors import GuardError
+from guard.core.prompt_guard_text import TextScore
 from guard.engines.openai_engine import OpenAIGuard, ServerUnavailable
 from guard.eval.errors import EvalError
 from labels.runs import EvalResult, EvalRun, Runs, RunSettings
@@ -254,15 +255,21 @@ def judge(batch: Sequence[tuple[int, Row]], guards: Guards, excluded: Sequence[s
             # One row (too long, say) spoils the batch: judge them one by one to keep the others.
             verdicts = [_one(guards, c, excluded, threshold) if isinstance(c, Conversation) else c
                         for c in built]
-    scores: list[float | None] = [None] * len(rows)
+    scores: list[TextScore | None] = [None] * len(rows)
     if guards.prompt_guard is not None:
         # Prompt Guard looks for attacks in what goes into a model: the prompt, not the answer.
         with _LOCAL_MODEL:
-            scores = prompt_guard_scores(guards.prompt_guard, [r.prompt for r in rows])
+            scores = prompt_guard_text_scores(guards.prompt_guard, [r.prompt for r in rows])
     results = []
-    for (position, row), verdict, p_malicious in zip(batch, verdicts, scores, strict=True):
+    for (position, row), verdict, score in zip(batch, verdicts, scores, strict=True):
+        # The row's attack label and, for a labelled row, its windows' scores are stored with
+        # the run, so its window-level figures need neither the dataset nor a second pass.
+        windows = tuple(score.window_scores) if score is not None and row.attack is not None \
+            else ()
         common = {"row_id": row.row_id, "position": position, "gold": row.gold,
-                  "gold_categories": row.categories, "p_malicious": p_malicious}
+                  "gold_categories": row.categories,
+                  "p_malicious": None if score is None else score.p_malicious,
+                  "attack": row.attack, "window_scores": windows}
         if isinstance(verdict, GuardError):
             results.append(EvalResult(verdict=None, p_unsafe=None, categories=(), raw_output="",
                                       error=str(verdict), **common))
@@ -282,13 +289,21 @@ def _conversation_or_error(row: Row) -> Conversation | GuardError:
 
 def prompt_guard_scores(prompt_guard: PromptGuard, prompts: list[str]) -> list[float | None]:
     """Scores of the prompts; None for a prompt Prompt Guard refuses (too long)."""
+    return [None if s is None else s.p_malicious
+            for s in prompt_guard_text_scores(prompt_guard, prompts)]
+
+
+def prompt_guard_text_scores(prompt_guard: PromptGuard, prompts: list[str]
+                             ) -> list[TextScore | None]:
+    """Each prompt's score with its windows' (one pass: the served score is their maximum);
+    None for a prompt Prompt Guard refuses (too long)."""
     try:
-        return [s.p_malicious for s in prompt_guard.score_many(prompts)]
+        return list(prompt_guard.score_many(prompts))
     except GuardError:
-        scores: list[float | None] = []
+        scores: list[TextScore | None] = []
         for prompt in prompts:
             try:
-                scores.append(prompt_guard.score(prompt).p_malicious)
+                scores.append(prompt_guard.score(prompt))
             except GuardError:
                 scores.append(None)
         return scores

@@ -25,6 +25,7 @@ from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
 
+from guard.core.errors import GuardError
 from guard.core.prompt_guard_text import check_preprocessing, collapse_spacing
 from guard.engines.prompt_guard import PromptGuard
 from guard.engines.tuned_prompt_guard import (
@@ -289,7 +290,7 @@ def tune_prompt_guard(base: PromptGuard, data: PGData, out_dir: str | Path,
     _write_json(out / METADATA, metadata)
     try:
         tuned = load_tuned(out, base=base)
-    except Exception:
+    except GuardError:
         (out / METADATA).unlink()  # not finished: the same command redoes the end
         raise
     result = before_after(base, tuned, eval_examples, threshold=settings.threshold,
