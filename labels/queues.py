@@ -233,7 +233,7 @@ def create_from_run(store: Store, name: str, run: str, select: str, *,
         source["other_run"] = other.name
     elif select in PROMPT_GUARD_SELECTIONS:
         picked, what, source = _prompt_guard_misses(found, results, select, threshold, dataset,
-                                                    source)
+                                                    source, runs)
     else:
         threshold = settings.threshold if threshold is None else threshold
         _check_band(threshold, band)
@@ -397,9 +397,23 @@ def _run_item(r: EvalResult, messages: list[dict[str, Any]], run_id: int, run: s
             "prompt_guard": pg, "_messages": messages}
 
 
+def prompt_guard_misses(store: Store, run: str, select: str, *, threshold: float | None = None,
+                        dataset: str | None = None) -> list[EvalResult]:
+    """The rows of a stored run that `select` ("prompt-guard-false-negatives" / "-false-
+    positives") would queue, without making the queue. A run keeps its rows' attack labels
+    (migration m008), so this reads no dataset unless the run was stored before it."""
+    if select not in PROMPT_GUARD_SELECTIONS:
+        raise QueueError(f"Unknown Prompt Guard selection {select!r}. Use one of "
+                         f"{', '.join(PROMPT_GUARD_SELECTIONS)}.")
+    runs = Runs(store)
+    found = runs.get(run)
+    return _prompt_guard_misses(found, runs.results(found.id), select, threshold, dataset, {},
+                                runs)[0]
+
+
 def _prompt_guard_misses(found: Any, results: list[EvalResult], select: str,
-                         threshold: float | None, dataset: str | None, source: dict[str, Any]
-                         ) -> tuple[list[EvalResult], str, dict[str, Any]]:
+                         threshold: float | None, dataset: str | None, source: dict[str, Any],
+                         runs: Runs) -> tuple[list[EvalResult], str, dict[str, Any]]:
     """Rows Prompt Guard missed (false negatives) or flagged wrongly (false positives)."""
     settings = found.settings
     threshold = PROMPT_GUARD_THRESHOLD if threshold is None else threshold
@@ -409,7 +423,14 @@ def _prompt_guard_misses(found: Any, results: list[EvalResult], select: str,
     if not settings.prompt_guard_model or all(r.p_malicious is None for r in results):
         raise QueueError(f"Run '{found.name}' has no Prompt Guard scores; run it again with "
                          "Prompt Guard loaded to queue Prompt Guard's misses.")
-    attacks = _attack_labels(found.name, settings, dataset)
+    # The run's stored attack labels (m008); rows stored before it, and a run that stored
+    # none, read the dataset's again.
+    attacks: dict[str, bool | None] = {r.row_id: r.attack for r in results
+                                       if r.attack is not None}
+    old = runs.stored_before_attack(found.id) if attacks else {r.row_id for r in results}
+    if old:
+        attacks.update({k: v for k, v in _attack_labels(found.name, settings, dataset).items()
+                        if k in old})
     column = "attack" if any(v is not None for v in attacks.values()) else "label"
 
     def attack(r: EvalResult) -> bool | None:

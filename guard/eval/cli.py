@@ -21,10 +21,9 @@ from guard.core.datasets import FORMATS, Dataset, read_dataset
 from guard.eval.errors import EvalError
 from guard.eval.prompt_guard_eval import (
     DEFAULT_THRESHOLD,
-    attack_labels,
-    run_attack_labels,
     run_attack_report,
-    window_scores,
+    stored_attack,
+    with_windows,
 )
 from guard.eval.prompt_guard_metrics import TARGET_FPRS, AttackReport, ScoredMessage
 from guard.eval.report import EvalReport, build_report, compare, format_comparison, format_report
@@ -126,7 +125,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         finally:
             close()
         report = _with_attack(build_report(outcome.run, runs.results(outcome.run.id)), dataset,
-                              guards, pg_threshold, targets)
+                              guards, pg_threshold, targets, runs)
     if outcome.resumed:
         print(f"resumed run '{outcome.run.name}': {outcome.skipped} rows were already done, "
               f"{outcome.judged} judged now", file=sys.stderr)
@@ -147,14 +146,19 @@ def _print_attack(report: EvalReport, dataset: Dataset) -> None:
 
 
 def _with_attack(report: EvalReport, dataset: Dataset, guards: Any, threshold: float,
-                 targets: tuple[float, ...]) -> EvalReport:
-    """The report with Prompt Guard's figures against the dataset's attack column, both levels
-    (a Prompt Guard pass gives the window scores); as it was without the column or the model."""
-    windows = _attack_windows(dataset, guards, report)
-    if windows is None:
+                 targets: tuple[float, ...], runs: Runs) -> EvalReport:
+    """The report with Prompt Guard's figures against the dataset's attack column, both levels:
+    the attack labels and window scores the run stored, or for rows stored without them (before
+    migration m008) the dataset's labels and a Prompt Guard pass; as it was without the column
+    or the model."""
+    if not dataset.has_attack or guards.prompt_guard is None:
         return report
+    found = stored_attack(runs, report.run, report.results, dataset=dataset)
+    judged = {r.row_id for r in report.results}
+    found = with_windows(found, report.results, guards.prompt_guard.score_many,
+                         {r.row_id: r.prompt for r in dataset.rows if r.row_id in judged})
     return replace(report, prompt_guard_attack=run_attack_report(
-        report.run, report.results, attack_labels(dataset), windows, threshold=threshold,
+        report.run, report.results, found.labels, found.windows, threshold=threshold,
         target_fprs=targets))
 
 
@@ -177,18 +181,6 @@ def _prompt_guard_options(args: argparse.Namespace) -> tuple[float, tuple[float,
                             f"0.01,0.05; got {part.strip()!r}.")
         targets.append(value)
     return threshold, tuple(targets)
-
-
-def _attack_windows(dataset: Dataset, guards: Any, report: EvalReport
-                    ) -> dict[str, tuple[float, ...]] | None:
-    """The window scores of the attack-labelled prompts (a Prompt Guard pass: the run stores
-    only each prompt's maximum); None when there is no attack column or no Prompt Guard."""
-    if not dataset.has_attack or guards.prompt_guard is None:
-        return None
-    judged = {r.row_id for r in report.results}
-    prompts = {r.row_id: r.prompt for r in dataset.rows
-               if r.attack is not None and r.row_id in judged}
-    return window_scores(guards.prompt_guard.score_many, prompts)
 
 
 def _evaluate_policy(args: argparse.Namespace) -> int:
@@ -230,7 +222,7 @@ def _evaluate_policy(args: argparse.Namespace) -> int:
             close()
         table = sweep.sweep_table(outcome, runs)
         first = _with_attack(table[0].report, dataset, guards, policy.prompt_guard.threshold,
-                             _prompt_guard_options(args)[1])
+                             _prompt_guard_options(args)[1], runs)
         saved = policies.save(store, saving) if saving is not None else None
     for vr in outcome.runs:
         if vr.resumed:
@@ -280,8 +272,11 @@ def _compare(args: argparse.Namespace) -> int:
         reports = []
         for name in args.compare:
             run = runs.get(name)
-            attack, _ = run_attack_labels(run.settings)  # its dataset's, when still the same
-            reports.append(build_report(run, runs.results(run.id), attack=attack))
+            results = runs.results(run.id)
+            # Stored with the run; a run stored before m008 reads its dataset's, when the same.
+            found = stored_attack(runs, run, results)
+            reports.append(build_report(run, results, attack=found.labels,
+                                        windows=found.windows))
     comparison = compare(*reports)
     print(format_comparison(comparison))
     if args.report:

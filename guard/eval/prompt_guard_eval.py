@@ -2,16 +2,20 @@
 window scores come from. The maths is guard.eval.prompt_guard_metrics.
 
 What a run keeps: each row's served Prompt Guard score (`p_malicious`, the maximum over its
-windows) and the dataset's path and content hash. The attack labels are read again from that
-very file (refused when its content changed), so a stored run's message-level figures can be
-recomputed at any time without a model. Window scores are not stored with the run: they come
-from a Prompt Guard pass over the labelled prompts (`window_scores`), which the CLI and the
-Batch evaluation tab make after each run; without them the report gives the message level.
+windows), its attack label from the dataset and, for a labelled row, the score of each of its
+windows (migration m008; the runner takes them from its own Prompt Guard pass). So a stored run's
+figures, both levels, are recomputed from the run alone: no model, no dataset (`stored_attack`).
+
+Runs stored before m008 keep only the served score: their attack labels are read again from the
+run's dataset (refused when its content changed), and their window scores come from a second
+Prompt Guard pass over the labelled prompts (`with_windows`), which the CLI and the Batch
+evaluation tab make only for such rows; without it the report gives the message level.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,7 @@ from guard.core.datasets import Dataset, read_dataset
 from guard.core.errors import DatasetError, GuardError
 from guard.core.prompt_guard_text import TextScore
 from guard.eval.prompt_guard_metrics import TARGET_FPRS, AttackReport, ScoredMessage, attack_report
-from labels.runs import EvalResult, EvalRun, RunSettings
+from labels.runs import EvalResult, EvalRun, Runs, RunSettings
 
 # Meta's LlamaFirewall blocks at this score (as guard.eval.report.PROMPT_GUARD_THRESHOLD).
 DEFAULT_THRESHOLD = 0.9
@@ -43,6 +47,54 @@ def run_attack_labels(settings: RunSettings) -> tuple[dict[str, bool], str]:
     if dataset.sha256 != settings.dataset_sha256:
         return {}, f"{Path(settings.dataset).name} is no longer the file the run judged"
     return attack_labels(dataset), ""
+
+
+@dataclass(frozen=True)
+class RunAttack:
+    """A stored run's attack labels and window scores, by row id, and where they came from."""
+
+    labels: dict[str, bool]
+    windows: dict[str, tuple[float, ...]]
+    read_again: int = 0  # rows stored before m008 whose labels came from the dataset again
+    problem: str = ""  # why such rows have no label (their dataset is gone or changed)
+
+    def missing_windows(self, results: Sequence[EvalResult]) -> list[str]:
+        """Labelled rows with a served score but no window scores (stored before m008)."""
+        return [r.row_id for r in results if r.row_id in self.labels
+                and r.p_malicious is not None and r.row_id not in self.windows]
+
+
+def stored_attack(runs: Runs, run: EvalRun, results: Sequence[EvalResult], *,
+                  dataset: Dataset | None = None,
+                  read: Callable[[RunSettings], tuple[dict[str, bool], str]] = run_attack_labels
+                  ) -> RunAttack:
+    """The run's stored attack labels and window scores. Rows stored before m008 (which keeps
+    them), and every row of a run that stored no label at all (stored before m008, or by a
+    writer that does not keep them), take their labels from `dataset` when it is the file the
+    run judged, else from the run's dataset read again by `read`, as before m008; nothing is
+    read for a run that stored its labels."""
+    labels = {r.row_id: r.attack for r in results if r.attack is not None}
+    windows = {r.row_id: tuple(r.window_scores) for r in results if r.window_scores}
+    old = runs.stored_before_attack(run.id) if labels else {r.row_id for r in results}
+    if not old:
+        return RunAttack(labels, windows)
+    if dataset is not None and dataset.sha256 == run.settings.dataset_sha256:
+        theirs, problem = attack_labels(dataset), ""
+    else:
+        theirs, problem = read(run.settings)
+    found = {k: v for k, v in theirs.items() if k in old}
+    return RunAttack({**labels, **found}, windows, len(found), problem)
+
+
+def with_windows(found: RunAttack, results: Sequence[EvalResult], score_many: ScoreMany,
+                 prompts: Mapping[str, str]) -> RunAttack:
+    """`found` with the window scores its stored rows lack (rows stored before m008), from a
+    Prompt Guard pass over their `prompts`; as it was when none is missing."""
+    missing = [k for k in found.missing_windows(results) if k in prompts]
+    if not missing:
+        return found
+    extra = window_scores(score_many, {k: prompts[k] for k in missing})
+    return replace(found, windows={**found.windows, **extra})
 
 
 def window_scores(score_many: ScoreMany, prompts: Mapping[str, str], *,

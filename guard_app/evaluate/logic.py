@@ -39,10 +39,11 @@ from guard.eval import (
     run_settings,
 )
 from guard.eval.prompt_guard_eval import (
+    RunAttack,
     ScoreMany,
-    attack_labels,
     run_attack_labels,
-    window_scores,
+    stored_attack,
+    with_windows,
 )
 from guard.eval.prompt_guard_eval import report_rows as attack_rows
 from guard.eval.report import report_at
@@ -233,20 +234,22 @@ def evaluate(dataset: Dataset, guards: Guards, runs: Runs, *, name: str = "",
         threshold=stored.settings.threshold if stored else threshold, batch_size=batch_size,
         limit=limit, progress=progress, judge_batch=judge_batch)
     results = runs.results(outcome.run.id)
-    attack = attack_labels(dataset)
-    windows = None
+    # The run stores each row's attack label and window scores (migration m008); rows stored
+    # before it take the dataset's labels and a Prompt Guard pass, kept for the page below.
+    found = stored_attack(runs, outcome.run, results, dataset=dataset)
     scorer = _window_scorer(guards, judge_batch)
-    if attack and scorer is not None:
+    if found.labels and scorer is not None and found.missing_windows(results):
         judged = {r.row_id for r in results}
-        windows = window_scores(scorer, {r.row_id: r.prompt for r in dataset.rows
-                                         if r.row_id in attack and r.row_id in judged})
-        _remember_windows(outcome.run, windows)
+        found = with_windows(found, results, scorer, {r.row_id: r.prompt for r in dataset.rows
+                                                      if r.row_id in judged})
+        _remember_windows(outcome.run, found.windows)
     return Evaluation(dataset, outcome, report_at(outcome.run, results, threshold,
-                                                  attack=attack, windows=windows))
+                                                  attack=found.labels, windows=found.windows))
 
 
-# Window scores of the latest runs this server evaluated, by (run id, dataset hash): the run
-# stores each prompt's maximum only, and the page re-reads the run right after evaluating it.
+# Window scores that runs stored before migration m008 lack, from the pass above, for the
+# latest runs this server evaluated, by (run id, dataset hash): the page re-reads the run
+# right after evaluating it. Runs stored since keep their own.
 _WINDOWS: OrderedDict[tuple[Any, ...], dict[str, tuple[float, ...]]] = OrderedDict()
 KEPT_WINDOWS = 8
 
@@ -554,13 +557,21 @@ def _texts(settings: RunSettings, mtime_ns: int, size: int) -> RunTexts:
 
 def run_attack(settings: RunSettings) -> dict[str, bool]:
     """The attack labels of a run's dataset, read again (once per file version); {} when the
-    file has none, is gone or changed. Window scores are not stored: a stored run shows
-    Prompt Guard's message level."""
+    file has none, is gone or changed. For runs stored before migration m008: later runs keep
+    their labels and window scores (`stored_run_attack`)."""
     try:
         info = os.stat(settings.dataset)
     except OSError:
         return {}
     return _attack(settings, info.st_mtime_ns, info.st_size)
+
+
+def stored_run_attack(runs: Runs, run: EvalRun, results: Sequence[EvalResult]) -> RunAttack:
+    """A stored run's attack labels and window scores: its own, else (rows stored before
+    migration m008) its dataset's read again and the window scores this server kept."""
+    found = stored_attack(runs, run, results, read=lambda s: (run_attack(s), ""))
+    kept = _WINDOWS.get(_windows_key(run))
+    return replace(found, windows={**kept, **found.windows}) if kept else found
 
 
 @lru_cache(maxsize=4)
@@ -669,8 +680,9 @@ def run_view(runs: Runs, name: str | None, threshold: float | str | None = None,
     run = stored_run(runs, name)
     t = run.settings.threshold if threshold is None or threshold == "" else parse_threshold(
         threshold)
-    report = report_at(run, runs.results(run.id), t, attack=run_attack(run.settings),
-                       windows=_WINDOWS.get(_windows_key(run)))
+    results = runs.results(run.id)
+    found = stored_run_attack(runs, run, results)
+    report = report_at(run, results, t, attack=found.labels, windows=found.windows)
     theirs = other_verdicts(runs, run, other) if show == DIFFERS else None
     picked = pick_rows(report.results, show or ALL, code or None, theirs)
     texts = run_texts(run.settings)

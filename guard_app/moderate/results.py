@@ -82,9 +82,7 @@ def llama_guard_html(result: dict[str, Any], threshold: float,
     if result["categories"]:
         cats = "".join(f'<li><b>{e(c["code"])}</b> {e(c["name"])}</li>'
                        for c in result["categories"])
-        categories = f'<ul class="gl-cats">{cats}</ul>'
-    elif unsafe:
-        categories = '<p class="gl-muted">The model named no category.</p>'
+        categories = f'<ul class="gl-cats gl-muted">{cats}</ul>'
     else:
         categories = ""
     plain = excluded_only_sentence(result, unsafe)
@@ -110,12 +108,13 @@ def llama_guard_html(result: dict[str, Any], threshold: float,
         f'<div class="gl-card-title">{e(Family(family).label)} · harmful content</div>'
         f'<div class="gl-verdict gl-verdict-{verdict}" data-verdict="{verdict}">'
         f'{e(verdict_words(result, unsafe))}</div>'
-        f'<div class="gl-muted">judging the last message, the {role}</div>{plain_html}'
+        f'<div class="gl-muted">judging the last message, the {role}</div>{categories}'
+        f'{plain_html}'
         f'<div class="gl-row"><span>harm score <b class="gl-harm">{p:.2f}</b> '
         f'<span class="gl-muted">(p_unsafe <b class="gl-p-unsafe">{p:.3f}</b>)</span></span>'
         f'<span class="gl-muted">threshold {threshold:.2f}</span></div>'
         f'{bar(p, threshold, kind=verdict, label="harm score")}'
-        f'<details class="gl-more"><summary>Details</summary>{categories}{notes_html}'
+        f'<details class="gl-more"><summary>Details</summary>{notes_html}'
         f'<div class="gl-meta">{float(result["seconds"]):.2f} s on {e(info.get("device", "?"))}'
         f' · {e(info.get("dtype", ""))} · {int(result.get("prompt_tokens", 0)):,} prompt tokens'
         f' · {e(model_name(info.get("name", "")))}</div></details></div>')
