@@ -138,7 +138,8 @@ class ReviewerBar:
         for event in self.signing:  # signing in or out on this page
             event.then(face, [self.session], parts, **quiet)
         self.session.change(face, [self.session], parts, **quiet)  # a kept sign-in, restored
-        demo.load(face, [self.session], parts, **quiet)
+        if self.gate.mode is Mode.SPACE:  # a Hugging Face sign-in arrives with the page
+            demo.load(face, [self.session], parts, **quiet)
 
 
 def _shown(part: Any, visible: bool) -> Any:

@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 from guard.cli_edge import run_command
 from guard.core.categories import parse_codes
 from guard.core.datasets import FORMATS, Dataset, read_dataset
+from guard.core.verdict import parse_answer
 from guard.eval.errors import EvalError
 from guard.eval.prompt_guard_eval import (
     DEFAULT_THRESHOLD,
@@ -47,8 +48,13 @@ def _parser() -> argparse.ArgumentParser:
 
     p = _Parser(prog="python -m guard.eval",
                 description="Evaluate Llama Guard and Prompt Guard over a labelled dataset.")
-    p.add_argument("data", nargs="?", type=Path, metavar="DATA", help="CSV or JSONL file")
+    p.add_argument("data", nargs="?", type=Path, metavar="DATA",
+                   help="CSV or JSONL file (or --labelled-examples DB instead)")
     p.add_argument("--format", choices=FORMATS, help="how to read DATA")
+    p.add_argument("--labelled-examples", type=Path, metavar="DB", dest="labelled_examples",
+                   help="instead of DATA: the final-labelled examples of this labels database "
+                        "(one user message and an optional answer each), as Batch evaluation's "
+                        "'Labelled examples'; the same labels resume the same run")
     p.add_argument("--out", type=Path, required=True, metavar="DB",
                    help="the Guard Lab database that keeps the run")
     p.add_argument("--name", metavar="RUN",
@@ -97,9 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    if args.data is None or args.format is None:
-        raise EvalError("Name the dataset and its format: python -m guard.eval DATA --format "
-                        f"{'|'.join(FORMATS)} --out DB.")
+    _check_source(args, "")
     if args.threshold is None:
         args.threshold = 0.5
     if not 0.0 <= args.threshold <= 1.0:
@@ -116,6 +120,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     with Store(args.out) as store:
         runs = Runs(store)
         guards = load_guards(args)
+        dataset = _labelled(args, store, guards) if dataset is None else dataset
         progress, close = _progress_bar()
         try:
             outcome = evaluate_dataset(
@@ -190,9 +195,7 @@ def _evaluate_policy(args: argparse.Namespace) -> int:
     from guard.eval import sweep
     from labels import policies
 
-    if args.data is None or args.format is None:
-        raise EvalError("Name the dataset and its format: python -m guard.eval DATA --format "
-                        f"{'|'.join(FORMATS)} --out DB --policy NAME|FILE.")
+    _check_source(args, " --policy NAME|FILE")
     if (args.only_one or args.save_variant) and not args.sweep_categories:
         raise EvalError("--only-one and --save-variant go with --sweep-categories.")
     dataset = _read_checked(args)
@@ -213,6 +216,7 @@ def _evaluate_policy(args: argparse.Namespace) -> int:
         saving = _variant_to_save(args.save_variant, policy, found)
         options = loading.engine_options(args, os.environ)
         guards = loading.load_guards(loading.with_policy(options, policy))
+        dataset = _labelled(args, store, guards) if dataset is None else dataset
         progress, close = _progress_bar()
         try:
             outcome = sweep.sweep_dataset(dataset, guards, runs, found, name=args.name,
@@ -242,9 +246,9 @@ def _evaluate_policy(args: argparse.Namespace) -> int:
         if args.sweep_categories:
             data["sweep"] = [row.to_json() for row in table]
         _write(args.report, json.dumps(data, indent=2) + "\n")
-    if args.predictions:
+    if args.predictions:  # the policy decided the verdicts: the model's answer goes beside
         attack = _by_id(first.prompt_guard_attack)
-        _write(args.predictions, "".join(json.dumps(prediction(r, attack)) + "\n"
+        _write(args.predictions, "".join(json.dumps(prediction(r, attack, policy=True)) + "\n"
                                          for r in first.results))
     return 0
 
@@ -284,11 +288,56 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_checked(args: argparse.Namespace) -> Dataset:
-    """The dataset, once the batch size and the limit are checked (before it is read)."""
+def _check_source(args: argparse.Namespace, command: str) -> None:
+    """DATA with --format, or --labelled-examples DB: one of them."""
+    if args.labelled_examples is not None:
+        if args.data is not None:
+            raise EvalError(f"Give DATA or --labelled-examples DB, not both (got {args.data} and "
+                            f"--labelled-examples {args.labelled_examples}).")
+        if args.format is not None:
+            raise EvalError("--format goes with a DATA file; --labelled-examples reads the "
+                            "database's labelled examples as they are. Leave --format out.")
+        if not Path(args.labelled_examples).is_file():
+            raise EvalError(f"--labelled-examples {args.labelled_examples}: no such labels "
+                            "database. Name the file that keeps the labels (python -m labels "
+                            "... --db DB).")
+        return
+    if args.data is None or args.format is None:
+        # The message as before (scripts read it); --help names --labelled-examples DB.
+        raise EvalError("Name the dataset and its format: python -m guard.eval DATA --format "
+                        f"{'|'.join(FORMATS)} --out DB{command}.")
+
+
+def _labelled(args: argparse.Namespace, store: Store, guards: Any) -> Dataset:
+    """--labelled-examples: the examples of the loaded Llama Guard's family, as the page's
+    "Labelled examples" writes them (guard.eval.labelled); the --out store when it is the same
+    database."""
+    from guard.eval.labelled import labelled_examples
+
+    if guards.llama_guard is None:
+        raise EvalError("--labelled-examples needs Llama Guard loaded: its family picks the "
+                        "examples.")
+    family = guards.llama_guard.family
+    if Path(args.labelled_examples).resolve() == Path(args.out).resolve():
+        dataset = labelled_examples(store, family)
+    else:
+        with Store(args.labelled_examples) as labels_store:
+            dataset = labelled_examples(labels_store, family)
+    for bad in dataset.bad_rows:
+        print(f"warning: --labelled-examples: {bad.message}", file=sys.stderr)
+    print(f"--labelled-examples: {len(dataset.rows)} examples in {dataset.path}",
+          file=sys.stderr)
+    return dataset
+
+
+def _read_checked(args: argparse.Namespace) -> Dataset | None:
+    """The dataset, once the batch size and the limit are checked (before it is read); None
+    for --labelled-examples, read once the model (its family) is loaded (`_labelled`)."""
     check_batch_size(args.batch_size)
     if args.limit is not None and args.limit < 1:
         raise EvalError(f"--limit must be 1 or more, got {args.limit}.")
+    if args.labelled_examples is not None:
+        return None
     dataset = read_dataset(args.data, args.format)
     _warn_bad_rows(dataset)
     if not dataset.rows:
@@ -319,10 +368,13 @@ def _by_id(report: AttackReport | None) -> dict[str, ScoredMessage] | None:
     return None if report is None else {m.row_id: m for m in report.rows}
 
 
-def prediction(result: Any, attack: Mapping[str, ScoredMessage] | None = None) -> dict[str, Any]:
+def prediction(result: Any, attack: Mapping[str, ScoredMessage] | None = None, *,
+               policy: bool = False) -> dict[str, Any]:
     """One row's line; with Prompt Guard's scored messages (by row id, when the dataset has an
     attack column), also its attack label and the score of each window of its prompt (null
-    where not known)."""
+    where not known). Under a policy (`policy`: `verdict` is the policy's decision), also
+    `model_answer`: what Llama Guard said (its label, every code it named, p_unsafe), null for
+    a failed row."""
     gold = None if result.gold is None else ("unsafe" if result.gold else "safe")
     line = {"id": result.row_id, "gold": gold, "verdict": result.verdict,
             "p_unsafe": result.p_unsafe, "categories": list(result.categories),
@@ -333,6 +385,10 @@ def prediction(result: Any, attack: Mapping[str, ScoredMessage] | None = None) -
         line["attack"] = None if message is None else message.malicious
         line["window_scores"] = (list(message.window_scores)
                                  if message is not None and message.window_scores else None)
+    if policy:
+        said = parse_answer(result.raw_output or "")
+        line["model_answer"] = None if result.verdict is None else {
+            "label": said.label, "named": list(said.codes), "p_unsafe": result.p_unsafe}
     return line
 
 

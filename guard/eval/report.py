@@ -114,10 +114,11 @@ class EvalReport:
 
 def build_report(run: EvalRun, results: Sequence[EvalResult], *,
                  max_curve_points: int = MAX_CURVE_POINTS,
-                 attack: Mapping[str, bool] | None = None, windows: Windows | None = None
-                 ) -> EvalReport:
+                 attack: Mapping[str, bool] | None = None, windows: Windows | None = None,
+                 prompt_guard_threshold: float | None = None) -> EvalReport:
     """`attack` (row id -> the dataset's attack label) adds Prompt Guard's figures against it,
-    with `windows` (row id -> its window scores) the window level too."""
+    with `windows` (row id -> its window scores) the window level too, at
+    `prompt_guard_threshold` (None: LlamaFirewall's 0.9; a policy run passes its policy's)."""
     measured = [r for r in results if r.gold is not None and r.verdict is not None]
     gold_codes = {c for r in measured for c in r.gold_categories}
     codes = tuple(sorted(gold_codes, key=code_key))
@@ -136,7 +137,10 @@ def build_report(run: EvalRun, results: Sequence[EvalResult], *,
         curve=_curve(inputs.y_true, inputs.scores, max_curve_points),
         prompt_guard=_prompt_guard(run, results), has_categories=bool(codes),
         results=tuple(results),
-        prompt_guard_attack=run_attack_report(run, results, attack or {}, windows))
+        prompt_guard_attack=run_attack_report(
+            run, results, attack or {}, windows,
+            threshold=PROMPT_GUARD_THRESHOLD if prompt_guard_threshold is None
+            else prompt_guard_threshold))
 
 
 def at_threshold(results: Sequence[EvalResult], threshold: float) -> tuple[EvalResult, ...]:
@@ -153,13 +157,15 @@ def at_threshold(results: Sequence[EvalResult], threshold: float) -> tuple[EvalR
 
 def report_at(run: EvalRun, results: Sequence[EvalResult], threshold: float | None = None, *,
               max_curve_points: int = MAX_CURVE_POINTS,
-              attack: Mapping[str, bool] | None = None, windows: Windows | None = None
-              ) -> EvalReport:
-    """The report of a stored run at `threshold` (None: the run's own), from its stored scores.
+              attack: Mapping[str, bool] | None = None, windows: Windows | None = None,
+              prompt_guard_threshold: float | None = None) -> EvalReport:
+    """The report of a stored run at `threshold` (None: the run's own), from its stored scores;
+    Prompt Guard's figures at `prompt_guard_threshold` (None: 0.9).
 
     The report's run carries the threshold applied; the stored run keeps its own.
     """
-    extra = {"max_curve_points": max_curve_points, "attack": attack, "windows": windows}
+    extra = {"max_curve_points": max_curve_points, "attack": attack, "windows": windows,
+             "prompt_guard_threshold": prompt_guard_threshold}
     if threshold is None or float(threshold) == run.settings.threshold:
         return build_report(run, results, **extra)
     shown = replace(run, settings=replace(run.settings, threshold=float(threshold)))

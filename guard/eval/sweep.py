@@ -28,7 +28,7 @@ from guard.eval.runner import (
     DEFAULT_BATCH_SIZE,
     ProgressHook,
     check_batch_size,
-    prompt_guard_scores,
+    prompt_guard_text_scores,
     run_settings,
 )
 from labels.runs import EvalResult, EvalRun, Runs
@@ -176,17 +176,24 @@ def judge_variants(todo: Sequence[tuple[int, int, Row]], guards: Guards,
         positions = [k for k, (_, _, row) in enumerate(todo)
                      if isinstance(built[row.row_id], Conversation)]
         verdicts = dict(zip(positions, answers, strict=True))
-    scores: dict[str, float | None] = {}
+    scores: dict[str, Any] = {}  # row id -> its TextScore (None: refused)
     if guards.prompt_guard is not None:
         distinct = list(dict.fromkeys(row.row_id for _, _, row in todo))
         prompts = {row.row_id: row.prompt for _, _, row in todo}
         reader = _Reading(guards.prompt_guard, first.prompt_guard.preprocessing)
-        scores = dict(zip(distinct, prompt_guard_scores(reader, [prompts[r] for r in distinct]),
+        scores = dict(zip(distinct, prompt_guard_text_scores(reader,
+                                                             [prompts[r] for r in distinct]),
                           strict=True))
     results = []
     for k, (i, position, row) in enumerate(todo):
         outcome = verdicts.get(k, built[row.row_id])
-        results.append(decided(policies[i], outcome, position, row, scores.get(row.row_id)))
+        score = scores.get(row.row_id)
+        # As the runner stores them (m008): the attack label and, for a labelled row, the
+        # score of each window, so a policy run's window figures need no second pass.
+        windows = tuple(score.window_scores) if score is not None and row.attack is not None \
+            else ()
+        results.append(decided(policies[i], outcome, position, row,
+                               None if score is None else score.p_malicious, windows))
     return results
 
 
@@ -213,10 +220,11 @@ def _one(guards: Guards, conversation: Conversation, policy: Policy) -> Any:
 
 
 def decided(policy: Policy, verdict: Any, position: int, row: Row,
-            p_malicious: float | None) -> EvalResult:
+            p_malicious: float | None, windows: tuple[float, ...] = ()) -> EvalResult:
     """The stored result: the policy's decision as the verdict, the model's answer beside it."""
     common = {"row_id": row.row_id, "position": position, "gold": row.gold,
-              "gold_categories": row.categories, "p_malicious": p_malicious}
+              "gold_categories": row.categories, "p_malicious": p_malicious,
+              "attack": row.attack, "window_scores": windows}
     if isinstance(verdict, GuardError):
         return EvalResult(verdict=None, p_unsafe=None, categories=(), raw_output="",
                           error=str(verdict), **common)

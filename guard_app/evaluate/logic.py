@@ -49,6 +49,7 @@ from guard.eval.prompt_guard_eval import report_rows as attack_rows
 from guard.eval.report import report_at
 from guard.eval.runner import DEFAULT_BATCH_SIZE, Judge, default_run_name
 from guard.eval.thresholds import show_threshold, suggest
+from guard_app.evaluate.prompt_guard_runs import QUEUE_CHOICES as PROMPT_GUARD_QUEUE_CHOICES
 from labels import queues
 from labels.errors import NotFound
 from labels.runs import EvalResult, EvalRun, Runs, RunSettings
@@ -80,7 +81,8 @@ SHOW_CHOICES = [("All rows", ALL), ("False negatives (gold unsafe, judged safe)"
 # The selections of labels.queues.create_from_run, as the page offers them.
 QUEUE_CHOICES = [("False negatives", "false-negatives"), ("False positives", "false-positives"),
                  ("Failed rows", "failed"), ("Verdict differs from run B", "differs"),
-                 ("Uncertain: p_unsafe within the band of the threshold", "uncertain")]
+                 ("Uncertain: p_unsafe within the band of the threshold", "uncertain"),
+                 *PROMPT_GUARD_QUEUE_CHOICES]
 MAX_TABLE_ROWS = 2000  # more rows than a person reads; the note says how many are left out
 TEXT_CHARS = 160  # of a prompt or response in the table; an opened row has all of it
 ProgressHook = Callable[[int, int], None]
@@ -672,8 +674,10 @@ class RunView:
 
 def run_view(runs: Runs, name: str | None, threshold: float | str | None = None,
              show: str | None = ALL, code: str | None = None, other: str | None = None, *,
-             loaded_model: str = "", loaded_family: Family | str | None = None) -> RunView:
-    """The stored run `name` at `threshold` (None: its own), its rows through the filter `show`.
+             loaded_model: str = "", loaded_family: Family | str | None = None,
+             prompt_guard_threshold: float | None = None) -> RunView:
+    """The stored run `name` at `threshold` (None: its own), its rows through the filter `show`;
+    Prompt Guard's figures at `prompt_guard_threshold` (None: 0.9; a policy run's policy's).
 
     Only stored scores are read: no model runs and no run is stored.
     """
@@ -682,7 +686,8 @@ def run_view(runs: Runs, name: str | None, threshold: float | str | None = None,
         threshold)
     results = runs.results(run.id)
     found = stored_run_attack(runs, run, results)
-    report = report_at(run, results, t, attack=found.labels, windows=found.windows)
+    report = report_at(run, results, t, attack=found.labels, windows=found.windows,
+                       prompt_guard_threshold=prompt_guard_threshold)
     theirs = other_verdicts(runs, run, other) if show == DIFFERS else None
     picked = pick_rows(report.results, show or ALL, code or None, theirs)
     texts = run_texts(run.settings)
@@ -738,10 +743,11 @@ def parse_overlap(value: float | str | None) -> int:
 
 def make_queue(store: Any, name: str | None, run: str | None, select: str | None,
                other: str | None = None, band: float | str | None = None,
-               overlap: float | str | None = 1, *, family: Family | str | None = None
-               ) -> queues.QueueFill:
+               overlap: float | str | None = 1, *, family: Family | str | None = None,
+               prompt_guard_threshold: float | None = None) -> queues.QueueFill:
     """A review queue of a stored run's rows (labels.queues.create_from_run), picked by the
-    run's stored verdicts; "uncertain" takes the rows within `band` of its stored threshold."""
+    run's stored verdicts; "uncertain" takes the rows within `band` of its stored threshold;
+    Prompt Guard's misses are read at `prompt_guard_threshold` (None: 0.9)."""
     if not name or not name.strip():
         raise EvalError("Name the queue (reviewers pick it by that name).")
     found = stored_run(Runs(store), run)
@@ -758,6 +764,8 @@ def make_queue(store: Any, name: str | None, run: str | None, select: str | None
             options["band"] = float(band)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             raise EvalError(f"The band must be a number such as 0.1, got {band!r}.") from None
+    if select in queues.PROMPT_GUARD_SELECTIONS and prompt_guard_threshold is not None:
+        options["threshold"] = float(prompt_guard_threshold)
     return queues.create_from_run(
         store, name.strip(), found.name, select, overlap=parse_overlap(overlap),
         family=None if family is None else Family(family).value, **options)

@@ -21,11 +21,10 @@ from guard.core.categories import Family, choices
 from guard.core.policy import ad_hoc
 from guard.engines.service import Guards
 from guard.eval import FORMATS
-from guard.eval.report import report_at
 from guard_app import gpu, uploads
 from guard_app import policy_picker as picker
 from guard_app.evaluate import logic as view
-from guard_app.evaluate import sweep
+from guard_app.evaluate import prompt_guard_runs, sweep
 from guard_app.evaluate.policy_tab import PolicyPanel
 from guard_app.guarded import guarded, in_place, on_page_and_api
 from labels.errors import LabelsError
@@ -182,6 +181,9 @@ class EvalTab:
             self.band = gr.Number(0.1, label="Band (uncertain)",
                                   info="p_unsafe within this of the threshold")
             self.overlap = gr.Number(1, label="Reviewers per item", info="1 to 10")
+            self.pg_threshold = gr.Number(
+                None, label="Prompt Guard threshold", elem_id="gl-eval-queue-pg-threshold",
+                info="for Prompt Guard's misses; empty: the run's policy's, else 0.9")
         self.make_queue = gr.Button("Make the queue", variant="secondary", size="sm",
                                     elem_id="gl-eval-make-queue")
         self.queue_status = gr.HTML(elem_id="gl-eval-queue-status")
@@ -223,8 +225,11 @@ class EvalTab:
                  profile: gr.OAuthProfile | None = None) -> dict:
         """Run `name` at `threshold` (None: its own) through the filter: stored scores only."""
         self.reviewer("read evaluation runs", session, typed, profile)
+        pg = prompt_guard_runs.run_threshold(self.store, self.policy_panel.book,
+                                             view.stored_run(self.runs, name).settings)
         shown = view.run_view(self.runs, name, threshold, show, code, other,
-                              loaded_model=self.model, loaded_family=self.family)
+                              loaded_model=self.model, loaded_family=self.family,
+                              prompt_guard_threshold=pg)
         codes = [c for _, c in shown.codes]
         return {self.threshold: shown.threshold, self.report: view.report_rows(shown.report),
                 self.curve: view.curve_frame(shown.report),
@@ -258,12 +263,18 @@ class EvalTab:
                 self.opened_note: _text(note)}
 
     def queue_from_stored_run(self, queue, name, select, other, band, overlap, session=None,
-                              typed=None, profile: gr.OAuthProfile | None = None) -> dict:
-        """/queue_from_run: a review queue of run `name`'s rows; returns the queue's JSON."""
+                              typed=None, pg_threshold=None,
+                              profile: gr.OAuthProfile | None = None) -> dict:
+        """/queue_from_run: a review queue of run `name`'s rows; returns the queue's JSON.
+        `pg_threshold` (the last input, optional): Prompt Guard's threshold for its misses,
+        empty for the run's policy's, else 0.9."""
         self.reviewer("make review queues", session, typed, profile)
         run = view.stored_run(self.runs, name)
+        pg = prompt_guard_runs.parse_threshold(pg_threshold, prompt_guard_runs.run_threshold(
+            self.store, self.policy_panel.book, run.settings))
         fill = view.make_queue(self.store, queue, run.name, select, other, band, overlap,
-                               family=view.run_family(run.settings, self.model, self.family))
+                               family=view.run_family(run.settings, self.model, self.family),
+                               prompt_guard_threshold=pg)
         return {self.queue_json: fill.to_json()}
 
     def compare_stored(self, name_a, name_b, session=None, typed=None,
@@ -294,9 +305,13 @@ class EvalTab:
         # The status line names run A, the run the report and the rows read.
         self.run_a.change(self.run_a_status, [self.run_a, self.evaluated, *who], [self.status],
                           **PRIVATE)
+        # Prompt Guard's threshold comes last, after the reviewer's name, so callers of the
+        # first seven inputs keep working (empty: the run's policy's, else 0.9).
+        pad = [] if who else [gr.State(None), gr.State(None)]
         on_page_and_api(self.make_queue.click, self.queue_from_stored_run,
                         [self.queue_name, self.run_a, self.queue_rows, self.run_b, self.band,
-                         self.overlap, *who], [self.queue_json], api_name="queue_from_run")
+                         self.overlap, *who, *pad, self.pg_threshold], [self.queue_json],
+                        api_name="queue_from_run")
         self.queue_json.change(lambda fill: _text((fill or {}).get("summary", "")),
                                [self.queue_json], [self.queue_status], **PRIVATE)
         on_page_and_api(self.compare.click, self.compare_stored, [self.run_a, self.run_b, *who],
@@ -352,8 +367,9 @@ class EvalTab:
                     dataset, used, self.runs, policy, name=(name or "").strip() or None,
                     batch_size=view.parse_batch_size(batch_size),
                     limit=view.parse_limit(limit), progress=step, judge=variant_judge)
-                evaluation = view.Evaluation(
-                    dataset, outcome, report_at(outcome.run, self.runs.results(outcome.run.id)))
+                # Prompt Guard's figures at the policy's threshold, of the model it used.
+                evaluation = view.Evaluation(dataset, outcome, prompt_guard_runs.policy_report(
+                    dataset, used, self.runs, policy, outcome.run, local=variant_judge is None))
             report, run = evaluation.report, evaluation.outcome.run.name
             lists = self.run_lists(session, typed, profile)
             said = f"{view.status_text(evaluation)} {sweep.tab_note(policy, excluded, threshold)}"
