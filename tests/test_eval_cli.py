@@ -45,6 +45,9 @@ def run_main(argv, capsys):
     (["{bad}"], "error: Name the dataset and its format: python -m guard.eval DATA --format "
                 "xstest|openai-moderation|jsonl|csv --out DB."),
     (["--compare", "a", "b"], "error: No evaluation run named 'a' (runs: none yet)."),
+    (["{bad}", "--format", "jsonl", "--policy", "no-s1", "--prompt-guard-threshold", "0.5"],
+     "error: --prompt-guard-threshold cannot go with --policy: the policy sets Prompt Guard's "
+     "threshold. Leave it out, or save a policy that says what you want."),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
     bad = tmp_path / "bad.jsonl"

@@ -198,6 +198,10 @@ def _evaluate_policy(args: argparse.Namespace) -> int:
     _check_source(args, " --policy NAME|FILE")
     if (args.only_one or args.save_variant) and not args.sweep_categories:
         raise EvalError("--only-one and --save-variant go with --sweep-categories.")
+    if args.policy and args.prompt_guard_threshold is not None:
+        raise EvalError("--prompt-guard-threshold cannot go with --policy: the policy sets "
+                        "Prompt Guard's threshold. Leave it out, or save a policy that says "
+                        "what you want.")
     dataset = _read_checked(args)
     _quiet_transformers()
     with Store(args.out) as store:
@@ -225,7 +229,9 @@ def _evaluate_policy(args: argparse.Namespace) -> int:
         finally:
             close()
         table = sweep.sweep_table(outcome, runs)
-        first = _with_attack(table[0].report, dataset, guards, policy.prompt_guard.threshold,
+        attack_threshold = policy.prompt_guard.threshold if args.policy \
+            else _prompt_guard_options(args)[0]
+        first = _with_attack(table[0].report, dataset, guards, attack_threshold,
                              _prompt_guard_options(args)[1], runs)
         saved = policies.save(store, saving) if saving is not None else None
     for vr in outcome.runs:
