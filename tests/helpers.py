@@ -219,3 +219,33 @@ class Attack:
         self.figures.record(self.name, seconds=round(self.seconds, 2),
                             peak_growth_mb=round(self.grew_mb, 1))
         return False
+
+
+# ---- a command interrupted at a chosen moment -------------------------------------------------
+
+_SIGNAL_AFTER_SAVES = """
+import os, runpy, signal, sys
+from labels.runs import Runs
+saved, sig, after = Runs.save_results, getattr(signal, sys.argv[1]), int(sys.argv[2])
+calls = []
+def save_results(self, *args, **kwargs):
+    out = saved(self, *args, **kwargs)
+    calls.append(1)
+    if len(calls) == after:
+        os.kill(os.getpid(), sig)
+    return out
+Runs.save_results = save_results
+sys.argv = [sys.argv[3], *sys.argv[4:]]
+runpy.run_module(sys.argv[0], run_name="__main__")
+"""
+
+
+def signalled_after_saves(module: str, argv: list[str], *, signal_name: str,
+                          saves: int) -> list[str]:
+    """`python -m module argv...` that sends itself `signal_name` (SIGINT: Ctrl-C; SIGKILL)
+    right after its `saves`-th stored batch of evaluation results: the same moment on any
+    machine, however fast the command runs beside the test that watches it."""
+    import sys
+
+    return [sys.executable, "-c", _SIGNAL_AFTER_SAVES, signal_name, str(saves), module,
+            *map(str, argv)]

@@ -7,11 +7,9 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
-import time
 
 import pytest
-from helpers import REPO, SHARED, tiny_cache_dir
+from helpers import REPO, SHARED, signalled_after_saves, tiny_cache_dir
 from test_eval_runner import write_known
 
 from guard.core.datasets import read_dataset
@@ -68,29 +66,18 @@ def test_usage_errors_are_one_line_too(capsys):
     assert lines[0].endswith("(see python -m guard.eval --help)")
 
 
-def count_results(db) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return conn.execute("SELECT count(*) FROM eval_results").fetchone()[0]
-    except sqlite3.OperationalError:  # not created yet
-        return 0
-
-
 def test_resume_after_kill_redoes_nothing_and_equals_an_uninterrupted_run(
         tmp_path, capsys, tiny_env, guards):
     data = write_known(tmp_path / "known.jsonl", copies=6)  # 42 rows
     db = tmp_path / "lab.db"
     argv = [data, "--format", "jsonl", "--out", db, "--tiny", "--prompt-guard", "none",
             "--batch-size", "4", "--name", "killed"]
-    proc = subprocess.Popen([sys.executable, "-m", "guard.eval", *map(str, argv)], cwd=REPO,
-                            env={**os.environ, "GUARD_LAB_TINY_DIR": str(tiny_cache_dir())},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 420  # generous: model loading is slow on a loaded machine
-    while count_results(db) < 8 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    # Killed (SIGKILL) right after its second stored batch, however fast it runs.
+    proc = subprocess.run(signalled_after_saves("guard.eval", argv, signal_name="SIGKILL",
+                                                saves=2),
+                          cwd=REPO, env={**os.environ, "GUARD_LAB_TINY_DIR": str(tiny_cache_dir())},
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=420)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     with sqlite3.connect(db) as conn:
         before = dict(conn.execute("SELECT row_id, created_at FROM eval_results").fetchall())
         status = conn.execute("SELECT status FROM eval_runs").fetchone()[0]

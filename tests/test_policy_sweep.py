@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, tiny_cache_dir
+from helpers import REPO, signalled_after_saves, tiny_cache_dir
 
 from guard.core.policy import Policy
 from guard.testing.tiny import VIOLENT
@@ -50,19 +48,15 @@ def test_a_sweep_on_xstest_resumes_after_ctrl_c_without_judging_twice(tmp_path, 
     db = tmp_path / "guard_lab.db"
     with Store(db) as store:
         policies.save(store, Policy.from_json(NO_S1))
-    process = subprocess.Popen(eval_command(db, "--batch-size", "2"), cwd=REPO, env=env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not (db.is_file() and stored(db)):  # the first batch is in: interrupt
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "no batch was stored within 300 s"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 130, stderr
-    assert "interrupted: finished batches are stored" in stderr
-    before = stored(db)
     variants = 14  # the policy, then each of S2..S14 left out
+    # A real Ctrl-C once the first batch of every variant is stored.
+    command = signalled_after_saves("guard.eval", eval_command(db, "--batch-size", "2")[3:],
+                                    signal_name="SIGINT", saves=variants)
+    interrupted = subprocess.run(command, cwd=REPO, env=env(), capture_output=True, text=True,
+                                 timeout=600)
+    assert interrupted.returncode == 130, interrupted.stderr
+    assert "interrupted: finished batches are stored" in interrupted.stderr
+    before = stored(db)
     assert 0 < len(before) < ROWS * variants
 
     again = subprocess.run(eval_command(db, "--batch-size", "2", "--save-variant", "S6"),
