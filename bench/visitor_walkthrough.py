@@ -12,9 +12,11 @@ over the moves), counting moves the page made by itself after Run as zero.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
@@ -66,13 +68,11 @@ def walk(browser, url: str, size: tuple[int, int], how: str) -> tuple[float, flo
     verdict = page.locator(VERDICT)
     verdict.wait_for()
     # The page may bring the verdict into view itself: wait a little for that, on the page.
-    try:
+    with contextlib.suppress(PlaywrightTimeout):  # not brought by the page: the person scrolls
         page.wait_for_function(
             "() => { const r = document.querySelector('#gl-llama-guard .gl-verdict')"
             ".getBoundingClientRect(); return r.top >= 0 && r.top + 20 <= window.innerHeight; }",
             timeout=3000)
-    except Exception:  # noqa: BLE001 - not brought by the page: the person scrolls
-        pass
     if not in_view(page, verdict, height):
         scrolls += bring(page, verdict, height)
     seconds = time.monotonic() - start

@@ -18,7 +18,7 @@ from guard_app.signin import ReviewerBar
 
 PRIVATE = {"api_visibility": "private", "show_progress": "hidden", "queue": False}
 STORAGE_KEY = "guard_lab_reviewer"
-SIGN_IN, SIGNED_IN = "Reviewer sign-in", "Signed in as "
+SIGN_IN, SIGNED_IN = "Reviewer? Sign in", "Signed in as "
 
 
 def wire(demo: gr.Blocks, bar: ReviewerBar) -> None:

@@ -312,7 +312,7 @@ class ReviewerGate:
             return oauth_username
         if self.mode is Mode.ACCOUNTS:
             if not session:
-                raise NotAReviewer(f"Sign in as a reviewer to {action}: open 'Reviewer sign-in' "
+                raise NotAReviewer(f"Sign in as a reviewer to {action}: open 'Reviewer? Sign in' "
                                    "at the top of the page.")
             name = self.sessions.name(session)
             if name is None or name not in self.accounts:

@@ -51,8 +51,8 @@ class ReviewerBar:
         self.session = gr.State(None)
         self.password = None
         self.signing: list = []  # the sign-in and sign-out events (accounts), once wired
-        titles = {Mode.OPEN: "Reviewer", Mode.ACCOUNTS: "Reviewer sign-in",
-                  Mode.SPACE: "Reviewer sign-in"}
+        titles = {Mode.OPEN: "Reviewer", Mode.ACCOUNTS: "Reviewer? Sign in",
+                  Mode.SPACE: "Reviewer? Sign in"}
         # For visitors a small folded link; open without accounts, where everyone reviews.
         with gr.Accordion(titles[gate.mode], open=gate.mode is Mode.OPEN,
                           elem_id="gl-reviewer",
@@ -137,7 +137,9 @@ class ReviewerBar:
         quiet = {**PRIVATE, "show_progress": "hidden", "queue": False}  # no model work
         for event in self.signing:  # signing in or out on this page
             event.then(face, [self.session], parts, **quiet)
-        self.session.change(face, [self.session], parts, **quiet)  # a kept sign-in, restored
+        # A kept sign-in, restored as the page loads (guard_app.kept_session), says so in the
+        # status line: the face follows the session then too.
+        gr.on([self.session.change, self.status.change], face, [self.session], parts, **quiet)
         if self.gate.mode is Mode.SPACE:  # a Hugging Face sign-in arrives with the page
             demo.load(face, [self.session], parts, **quiet)
 

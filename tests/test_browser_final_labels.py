@@ -38,7 +38,7 @@ def signed_in(browser, url: str, name: str, height: int = 900):
     context = browser.new_context(viewport={"width": 1366, "height": height})
     page = context.new_page()
     page.goto(url)
-    page.locator("#gl-reviewer").get_by_text("Reviewer sign-in").click()
+    page.locator("#gl-reviewer").get_by_text("Reviewer? Sign in").click()
     page.wait_for_selector("#gl-sign-in")
     page.locator("#gl-reviewer-name input").fill(name)
     page.locator("#gl-reviewer-password input").fill(ACCOUNTS[name])

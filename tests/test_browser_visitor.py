@@ -116,7 +116,7 @@ def test_the_visitor_composes_runs_and_reads_in_one_screen(browser, served, tiny
     assert top_tabs(page) == ["Moderate", "API"]
     assert not page.locator("#gl-queue").is_visible()
     assert not page.locator("#gl-review").is_visible()
-    assert page.locator("#gl-reviewer").get_by_text("Reviewer sign-in").is_visible()
+    assert page.locator("#gl-reviewer").get_by_text("Reviewer? Sign in").is_visible()
     header = page.locator("#gl-banner").inner_text()
     assert "llama-guard-4-tiny" in header and str(tiny_dirs[0].parent) not in header
     assert str(tiny_dirs[0].parent) not in page.content()
@@ -244,7 +244,7 @@ def test_a_reviewer_signs_in_and_the_workbench_appears_without_a_reload(browser,
     url, _ = served
     context, page = open_page(browser, url, size)
     assert top_tabs(page) == ["Moderate", "API"]
-    page.locator("#gl-reviewer").get_by_text("Reviewer sign-in").click()
+    page.locator("#gl-reviewer").get_by_text("Reviewer? Sign in").click()
     page.locator("#gl-reviewer-name input").fill("alice")
     page.locator("#gl-reviewer-password input").fill(ACCOUNTS["alice"])
     page.locator("#gl-sign-in").click()

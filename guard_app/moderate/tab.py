@@ -436,7 +436,6 @@ class ModerateTab:
         if ctx.store is None:
             return
 
-        @guarded
         def on_save(session, typed, name, choice, ticked, custom_list, threshold_value,
                     pg_choice, firewall, profile: gr.OAuthProfile | None = None):
             reviewer = ctx.bar.who("save policies", session, typed, profile)
@@ -450,10 +449,10 @@ class ModerateTab:
                     self.policy_status: f'<div class="gl-note" id="gl-policy-status">'
                                         f'{html.escape(said)}</div>'}
 
-        self.policy_save.click(on_save, [*ctx.bar.inputs, self.policy_name, self.policy,
-                                         self.categories, self.custom, self.slider,
-                                         self.pg_radio, self.pg_firewall],
-                               [self.policy, self.policy_status], api_name="save_policy")
+        page_and_api(self.policy_save.click, on_save,
+                     [*ctx.bar.inputs, self.policy_name, self.policy, self.categories,
+                      self.custom, self.slider, self.pg_radio, self.pg_firewall],
+                     [self.policy, self.policy_status], api_name="save_policy")
 
     def _wire_run(self) -> None:
         ctx = self.ctx
@@ -545,7 +544,7 @@ class ModerateTab:
 
         self.demo.load(on_load, [self.kept, self.policy],
                        [*settings, self.custom_view, self.turns, self.kept_note,
-                        *self.edit_outputs], **QUIET, queue=False)
+                        *self.edit_outputs], **QUIET)
 
     def _restored_settings(self, saved: dict) -> dict:
         ctx, family = self.ctx, self.ctx.family
