@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 from typing import Any
 
@@ -9,6 +10,7 @@ import gradio as gr
 
 from guard_app.guarded import guarded  # escapes its messages: toasts render HTML
 from guard_app.reviewers import Mode, NotAReviewer, ReviewerGate, duration
+from labels.errors import LabelsError
 
 PRIVATE = {"api_visibility": "private"}
 
@@ -73,7 +75,8 @@ class ReviewerBar:
                                                elem_id="gl-reviewer-password")
                 with gr.Row():
                     self.sign_in = gr.Button("Sign in", size="sm", elem_id="gl-sign-in")
-                    self.sign_out = gr.Button("Sign out", size="sm")
+                    # Shown once signed in (show_to_reviewers): a visitor has nothing to end.
+                    self.sign_out = gr.Button("Sign out", size="sm", visible=False)
             else:
                 self.name = gr.Textbox(label="Reviewer", max_lines=1, elem_id="gl-reviewer-name",
                                        placeholder="your name or handle: saved with your labels")
@@ -89,7 +92,6 @@ class ReviewerBar:
         if self.gate.mode is not Mode.ACCOUNTS:
             return
 
-        @guarded
         def sign_in(name, password, session, request: gr.Request):
             token = self.gate.sign_in(name, password, address=self.visitor(request))
             self.gate.sign_out(session)  # this page's previous sign-in, if any, ends here
@@ -102,12 +104,27 @@ class ReviewerBar:
             self.gate.sign_out(session)
             return {self.session: None, self.status: "Signed out."}
 
+        @functools.wraps(sign_in)
+        def sign_in_on_page(name, password, session, request: gr.Request):
+            """A refusal said in the status line (and a toast), every field left as it was: a
+            raised gr.Error would cover the Password field with an "Error" badge."""
+            try:
+                return sign_in(name, password, session, request)
+            except LabelsError as exc:
+                gr.Warning(html.escape(str(exc), quote=False))
+                return {self.session: gr.skip(), self.password: gr.skip(),
+                        self.status: f'<span class="gl-problem" id="gl-sign-in-refusal" '
+                                     f'role="alert">{html.escape(str(exc))}</span>'}
+
         signing_in = [self.name, self.password, self.session]
+        outputs = [self.session, self.password, self.status]
+        # The API's /reviewer_sign_in raises its refusal to the client, as before.
+        gr.Button(visible=False, render=True).click(guarded(sign_in), signing_in, outputs,
+                                                    api_name="reviewer_sign_in")
         self.signing = [
-            self.sign_in.click(sign_in, signing_in, [self.session, self.password, self.status],
-                               api_name="reviewer_sign_in"),
-            self.password.submit(sign_in, signing_in,
-                                 [self.session, self.password, self.status], **PRIVATE),
+            self.sign_in.click(guarded(sign_in_on_page), signing_in, outputs,
+                               api_name="reviewer_sign_in_on_page", **PRIVATE),
+            self.password.submit(guarded(sign_in_on_page), signing_in, outputs, **PRIVATE),
             self.sign_out.click(sign_out, [self.session], [self.session, self.status],
                                 api_name="reviewer_sign_out")]
 
@@ -127,6 +144,8 @@ class ReviewerBar:
         """Show `parts` (the queue, the review form, the reviewers' tabs) once a reviewer
         signs in, hide them when they sign out, without a reload. Built hidden, except in
         open mode (guard_app.page builds them with `visible=self.gate.mode is Mode.OPEN`)."""
+        if self.gate.mode is Mode.ACCOUNTS:
+            parts = [*parts, self.sign_out]
         if self.gate.mode is Mode.OPEN or not parts:
             return
 

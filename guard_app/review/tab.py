@@ -9,6 +9,7 @@ from typing import Any
 import gradio as gr
 
 from guard.core.categories import Family, choices
+from guard.core.errors import GuardError
 from guard_app.guarded import guarded  # escaped messages: toasts render HTML
 from guard_app.review import logic as review
 from guard_app.review.queue_api import QueueApi
@@ -135,7 +136,18 @@ class ReviewPanel:
         before = [*self.bar.inputs, last, slider, self.right, self.label, self.categories,
                   self.note, self.none_fits]
         with_pg = [*before, self.pg_malicious, self.pg_benign]
-        self.save.click(guarded(save_with_prompt_guard), [*with_pg, *stale], [self.status],
+        @functools.wraps(save_with_prompt_guard)
+        def save_on_page(*args: Any, **kwargs: Any) -> dict:
+            """A refusal said under Save (and in a toast); a raised gr.Error would replace
+            the status line with an "Error" badge and leave the last "Saved:" under it."""
+            try:
+                return save_with_prompt_guard(*args, **kwargs)
+            except (LabelsError, GuardError) as exc:
+                gr.Warning(html.escape(str(exc), quote=False))
+                return {self.status: f'<div class="gl-problem" id="gl-review-refusal" '
+                                     f'role="alert">Not saved: {html.escape(str(exc))}</div>'}
+
+        self.save.click(guarded(save_on_page), [*with_pg, *stale], [self.status],
                         api_name="save_label_on_page", **PRIVATE)
         # The API keeps /save_label's inputs (gradio_client fills no trailing defaults) and
         # gets /save_label_prompt_guard for the Prompt Guard labels.
