@@ -157,20 +157,10 @@ def labelled_dataset(store: Any, family: Family | str, hidden: frozenset[int] = 
                      ) -> Dataset:
     """The final-labelled examples of `family` as a dataset; those a row cannot hold (several
     turns, images) are named as one bad row, so the page says how many were left out."""
-    from labels.labelled_dataset import write_labelled
+    from guard.eval.labelled import labelled_examples
 
-    written = write_labelled(store, Family(family).value, hidden=hidden)
-    if not written.rows:
-        raise EvalError(f"No {Family(family).label} example has a final label and a text "
-                        f"conversation of one user message (and an optional answer); "
-                        f"{written.skipped} labelled ones have several turns or images. Label "
-                        "such examples first, or upload a dataset file.")
-    dataset = read_dataset(written.path, "jsonl")
-    if written.skipped:
-        left_out = BadRow(0, f"{written.skipped} labelled examples left out: several turns or "
-                             "images, which a dataset row cannot hold")
-        dataset = replace(dataset, bad_rows=(*dataset.bad_rows, left_out))
-    return dataset
+    return labelled_examples(store, family, hidden, named=False,
+                             what_next="Label such examples first, or upload a dataset file.")
 
 
 def parse_limit(value: float | str | None) -> int | None:
