@@ -298,13 +298,14 @@ def _held_out(examples: Sequence[TuneExample], stratum: Any, seed: int,
     return held
 
 
-def pick(data: TuneData, ids: Sequence[str]) -> tuple[TuneExample, ...]:
-    """The examples of `ids`, in that order; refuses when one is no longer usable."""
+def pick(data: Any, ids: Sequence[str], *, rows: str = "example(s)",
+         gone: str = "deleted, unlabelled or now disputed") -> tuple[Any, ...]:
+    """The examples of `ids` in `data` (anything with `by_id()` and `path`), in that order;
+    refuses when one is no longer usable (`rows` names them, `gone` says how one goes)."""
     found = data.by_id()
     missing = [i for i in ids if i not in found]
     if missing:
         raise TuneError(
-            f"{len(missing)} example(s) of the stored split are no longer usable in {data.path} "
-            f"(deleted, unlabelled or now disputed: {', '.join(missing[:10])}). Tune into a new "
-            "output folder.")
+            f"{len(missing)} {rows} of the stored split are no longer usable in {data.path} "
+            f"({gone}: {', '.join(missing[:10])}). Tune into a new output folder.")
     return tuple(found[i] for i in ids)

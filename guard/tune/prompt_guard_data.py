@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from guard.tune.data import Split, make_split
+from guard.tune.data import pick as pick_rows
 from guard.tune.errors import NotEnoughLabels, TuneError
 
 DATABASE, JSONL = "database", "jsonl"
@@ -195,12 +196,6 @@ def split(data: PGData, *, seed: int, eval_fraction: float) -> Split:
 
 
 def pick(data: PGData, ids: Sequence[str]) -> tuple[PGExample, ...]:
-    """The examples of `ids`, in that order; refuses when one is no longer usable."""
-    found = data.by_id()
-    missing = [i for i in ids if i not in found]
-    if missing:
-        raise TuneError(
-            f"{len(missing)} message(s) of the stored split are no longer usable in {data.path} "
-            f"(deleted, unlabelled, relabelled or now disputed: {', '.join(missing[:10])}). Tune "
-            "into a new output folder.")
-    return tuple(found[i] for i in ids)
+    """The messages of `ids`, in that order; refuses when one is no longer usable."""
+    return pick_rows(data, ids, rows="message(s)",
+                     gone="deleted, unlabelled, relabelled or now disputed")
