@@ -159,7 +159,7 @@ def report_rows(report: AttackReport) -> list[list[str]]:
         data: dict[str, Any] = level.to_json()
         for key in ("n", "malicious", "benign", "precision", "recall", "f1", "fpr", "roc_auc",
                     "auprc", "recall_at_1pct_fpr", "tp", "fp", "fn", "tn"):
-            rows.append([f"prompt_guard_attack {level.level} {key}", _value(data[key])])
+            rows.append([f"prompt_guard_attack {level.level} {key}", table_value(data[key])])
         for s in level.suggestions:
             rows.append([f"prompt_guard_attack {level.level} threshold for FPR <= {s.value:g}",
                          f"{s.threshold:.4f} (precision {s.precision:.4f}, recall "
@@ -172,7 +172,8 @@ def report_rows(report: AttackReport) -> list[list[str]]:
     return rows
 
 
-def _value(value: Any) -> str:
+def table_value(value: Any) -> str:
+    """A figure as a report table cell: '-' when unknown, counts as they are, rates to 4 places."""
     if value is None:
         return "-"
     if isinstance(value, bool | int):

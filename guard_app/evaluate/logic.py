@@ -43,6 +43,7 @@ from guard.eval.prompt_guard_eval import (
     ScoreMany,
     run_attack_labels,
     stored_attack,
+    table_value,
     with_windows,
 )
 from guard.eval.prompt_guard_eval import report_rows as attack_rows
@@ -312,16 +313,8 @@ def status_text(evaluation: Evaluation) -> str:
 
 def _threshold(value: Any) -> str:
     """A threshold with four decimals, or with the digits they would hide (0.00081)."""
-    text = _value(value)
+    text = table_value(value)
     return text if value is None or float(text) == float(value) else show_threshold(value)
-
-
-def _value(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool | int):
-        return str(value)
-    return f"{float(value):.4f}"
 
 
 def run_a_status(run: EvalRun) -> str:
@@ -366,15 +359,15 @@ def kept_form(kept: Any, offered: Mapping[str, Sequence[Any]], codes: Sequence[s
 
 def report_rows(report: EvalReport) -> list[list[str]]:
     data = report.to_json()
-    rows = [[key, _value(data[key])] for key in ("n", "precision", "recall", "f1", "fpr", "auprc")]
-    rows += [[key, _value(data["confusion_matrix"][key])] for key in ("tp", "fp", "fn", "tn")]
+    rows = [[key, table_value(data[key])] for key in ("n", "precision", "recall", "f1", "fpr", "auprc")]
+    rows += [[key, table_value(data["confusion_matrix"][key])] for key in ("tp", "fp", "fn", "tn")]
     rows.append(["threshold", _threshold(data["threshold"])])
     suggested = data.get("suggested_threshold")
     if suggested:
         target = f"{suggested['target_fpr']:g}"
-        rows += [[f"threshold for FPR <= {target}", _value(suggested["threshold"])],
-                 [f"precision at the FPR <= {target} threshold", _value(suggested["precision"])],
-                 [f"recall at the FPR <= {target} threshold", _value(suggested["recall"])]]
+        rows += [[f"threshold for FPR <= {target}", table_value(suggested["threshold"])],
+                 [f"precision at the FPR <= {target} threshold", table_value(suggested["precision"])],
+                 [f"recall at the FPR <= {target} threshold", table_value(suggested["recall"])]]
         measured = [r for r in report.results if r.gold is not None and r.p_unsafe is not None
                     and r.verdict is not None]
         if measured:  # what the fixed suggestion costs, said as the Suggest button says it
@@ -384,7 +377,7 @@ def report_rows(report: EvalReport) -> list[list[str]]:
             rows += [[f"warning at the FPR <= {target} threshold", w] for w in found.warnings]
     pg = data.get("prompt_guard")
     if pg:
-        rows += [[f"prompt_guard_{key} (at {pg['threshold']:g})", _value(pg[key])]
+        rows += [[f"prompt_guard_{key} (at {pg['threshold']:g})", table_value(pg[key])]
                  for key in ("precision", "recall", "fpr", "auprc")]
     if report.prompt_guard_attack is not None:  # against the dataset's attack column
         rows += attack_rows(report.prompt_guard_attack)
@@ -397,7 +390,7 @@ def category_rows(report: EvalReport, family: Family | str = Family.LLAMA_GUARD_
         return []
     names = category_names(family)
     return [[f"{row['code']} {names.get(row['code'], '')}".strip(), str(row["positives"]),
-             str(row["negatives"]), _value(row["fnr"]), _value(row["fpr"])]
+             str(row["negatives"]), table_value(row["fnr"]), table_value(row["fpr"])]
             for row in report.metrics.to_json()["categories"]]
 
 
@@ -462,7 +455,7 @@ def comparison_rows(comparison: Comparison) -> list[list[str]]:
             return f"{value:+d}"
         return f"{value:+.4f}"
 
-    return [[r.metric, _value(r.a), _value(r.b), diff(r.diff)] for r in comparison.rows]
+    return [[r.metric, table_value(r.a), table_value(r.b), diff(r.diff)] for r in comparison.rows]
 
 
 def setting_differences(runs: Runs, name_a: str, name_b: str) -> list[str]:
@@ -616,7 +609,7 @@ def row_cells(result: EvalResult, texts: Mapping[str, tuple[str, str]]) -> list[
     gold = "-" if result.gold is None else "safe" if not result.gold else (
         " ".join(["unsafe", ",".join(result.gold_categories)]).strip())
     prompt, response = texts.get(result.row_id, ("", ""))
-    return [result.row_id, gold, verdict_cell(result), _value(result.p_unsafe),
+    return [result.row_id, gold, verdict_cell(result), table_value(result.p_unsafe),
             ",".join(result.categories) if result.predicted_unsafe else "",
             result.error or "", prompt, response]
 
