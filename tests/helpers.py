@@ -227,6 +227,9 @@ _SIGNAL_AFTER_SAVES = """
 import os, runpy, signal, sys
 from labels.runs import Runs
 saved, sig, after = Runs.save_results, getattr(signal, sys.argv[1]), int(sys.argv[2])
+# A shell that starts jobs in the background (CI's `cmd &`) hands them SIGINT ignored, and
+# Python then installs no KeyboardInterrupt: give the command the terminal's Ctrl-C back.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 calls = []
 def save_results(self, *args, **kwargs):
     out = saved(self, *args, **kwargs)
