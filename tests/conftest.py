@@ -143,5 +143,30 @@ def browser():
         pytest.skip("Debian's chromium is not installed: apt-get install chromium")
     with sync_api.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        _patient(chromium, sync_api)
         yield chromium
         chromium.close()
+
+
+BROWSER_WAIT_MS = 120_000  # every wait of a page, unless a test names its own: a loaded machine
+
+
+def _patient(chromium, sync_api) -> None:
+    """Every page and context of `chromium` waits up to BROWSER_WAIT_MS for an element (the
+    default, 30 s, ran out on a loaded machine before a panel shown on sign-in came), and
+    `expect` assertions too. Each wait still ends as soon as what it waits for is there."""
+    new_context, new_page = chromium.new_context, chromium.new_page
+
+    def patient_context(*args, **kwargs):
+        context = new_context(*args, **kwargs)
+        context.set_default_timeout(BROWSER_WAIT_MS)
+        return context
+
+    def patient_page(*args, **kwargs):
+        page = new_page(*args, **kwargs)
+        page.context.set_default_timeout(BROWSER_WAIT_MS)
+        page.set_default_timeout(BROWSER_WAIT_MS)
+        return page
+
+    chromium.new_context, chromium.new_page = patient_context, patient_page
+    sync_api.expect.set_options(timeout=BROWSER_WAIT_MS)
