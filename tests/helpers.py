@@ -252,3 +252,20 @@ def signalled_after_saves(module: str, argv: list[str], *, signal_name: str,
 
     return [sys.executable, "-c", _SIGNAL_AFTER_SAVES, signal_name, str(saves), module,
             *map(str, argv)]
+
+
+@contextlib.contextmanager
+def serving_reviewers(guards, folder: Path, accounts: dict[str, str]):
+    """The app on the tiny models with reviewer `accounts` and a labels database in `folder`,
+    no public datasets: (url, store), closed after."""
+    from guard_app.reviewers import ReviewerGate
+    from labels import Store
+
+    gate = ReviewerGate.from_config(accounts, on_space=False, environ={})
+    with Store(folder / "labels.db") as store:
+        demo, url = launch_app(guards, folder, store=store, reviewers=gate,
+                               data_dir=folder / "no-data")
+        try:
+            yield url, store
+        finally:
+            demo.close()

@@ -11,13 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import launch_app
+from helpers import serving_reviewers
 from PIL import Image
 
 from guard.testing.tiny import BENIGN, PICTURE, VIOLENT
 from guard_app.moderate.tab import STORAGE_KEY
-from guard_app.reviewers import ReviewerGate
-from labels import Store
 
 pytestmark = pytest.mark.browser
 
@@ -29,15 +27,8 @@ WAIT = 120_000  # ms: a generous ceiling on readiness, never a sleep
 
 @pytest.fixture(scope="module")
 def served(guards, tiny_dirs, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("visitor")
-    gate = ReviewerGate.from_config(ACCOUNTS, on_space=False, environ={})
-    with Store(folder / "labels.db") as store:
-        demo, url = launch_app(guards, folder, store=store, reviewers=gate,
-                               data_dir=folder / "no-data")
-        try:
-            yield url, store
-        finally:
-            demo.close()
+    with serving_reviewers(guards, tmp_path_factory.mktemp("visitor"), ACCOUNTS) as served:
+        yield served
 
 
 def open_page(browser, url: str, size: str):

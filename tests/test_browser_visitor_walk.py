@@ -8,11 +8,8 @@ label included (issue 24 item 1), and saves it.
 from __future__ import annotations
 
 import pytest
-from helpers import launch_app
+from helpers import serving_reviewers
 from test_browser_visitor import WAIT, open_page, run_and_read, toast, turns_shown
-
-from guard_app.reviewers import ReviewerGate
-from labels import Store
 
 pytestmark = pytest.mark.browser
 
@@ -21,15 +18,8 @@ ACCOUNTS = {"ana": "correct-horse-battery"}
 
 @pytest.fixture(scope="module")
 def served(guards, tiny_dirs, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("visitor-walk")
-    gate = ReviewerGate.from_config(ACCOUNTS, on_space=False, environ={})
-    with Store(folder / "labels.db") as store:
-        demo, url = launch_app(guards, folder, store=store, reviewers=gate,
-                               data_dir=folder / "no-data")
-        try:
-            yield url, store
-        finally:
-            demo.close()
+    with serving_reviewers(guards, tmp_path_factory.mktemp("visitor-walk"), ACCOUNTS) as served:
+        yield served
 
 
 def error_badges(page, selector: str) -> int:
